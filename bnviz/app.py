@@ -1,0 +1,174 @@
+"""The only bnviz module that imports streamlit: cached runners, progress, shared widgets.
+
+Pages call :func:`run_experiment` (result store + single flight + progress bar
++ optional live chart) and build their controls with :class:`Controls`, whose
+widgets are bounded and mirrored in the URL (``st.query_params``), so a link
+reopens a page in the same state.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import streamlit as st
+
+from .cache import ResultStore
+from .errors import BnvizError
+from .experiments import get_experiment
+from .train import configure_torch_threads, pick_device
+
+
+@st.cache_resource(show_spinner=False)
+def result_store() -> ResultStore:
+    """One store per process; the directory is shared by every process and replica."""
+    configure_torch_threads()
+    return ResultStore()
+
+
+def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):
+    """The experiment's result for ``config``: from the store, or computed once with progress.
+
+    ``live(partial)`` is called with partial results (throttled) while training,
+    so a page can draw curves as they grow. A config the core rejects shows one
+    clear message and stops the page; it never becomes a traceback.
+    """
+    store = result_store()
+    try:
+        cached = store.get(name, config)
+        if cached is not None:
+            return cached
+        experiment = get_experiment(name)
+        bar = st.progress(0.0, text=f"{label}…")
+        last_draw = [0.0]
+
+        def compute(report):
+            def progress(fraction: float, message: str, partial=None):
+                report(fraction, message, partial)
+                bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
+                now = time.monotonic()
+                if live is not None and partial is not None and now - last_draw[0] > 0.3:
+                    live(partial)
+                    last_draw[0] = now
+
+            return experiment.run(config, progress)
+
+        def on_wait(fraction: float, message: str):
+            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Another session is computing this right now ({message}); waiting for its result…")
+
+        result = store.get_or_compute(name, config, compute, on_wait)
+        bar.empty()
+        return result
+    except BnvizError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def device_caption() -> None:
+    st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are cached: a second visit is instant.")
+
+
+def format_percent(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.{digits}f}%"
+
+
+class Controls:
+    """Bounded widgets mirrored in the URL.
+
+    ``scope`` keeps session-state keys apart between pages; the URL uses the
+    short ``key``. A hand-edited URL value is clamped or ignored with a note.
+    """
+
+    def __init__(self, scope: str, container=None):
+        self.scope = scope
+        self.container = container or st
+        self.notes: list[str] = []
+
+    def _session_key(self, key: str) -> str:
+        return f"{self.scope}.{key}"
+
+    def _seed(self, key: str, parse: Callable[[str], Any], default):
+        session_key = self._session_key(key)
+        if session_key not in st.session_state:
+            raw = st.query_params.get(key)
+            value = default
+            if raw is not None:
+                try:
+                    value = parse(raw)
+                except (ValueError, TypeError):
+                    self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {default}.")
+            st.session_state[session_key] = value
+        return session_key
+
+    def _publish(self, key: str, value) -> None:
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text
+
+    def _clamp(self, key, value, low, high):
+        if value < low or value > high:
+            clamped = min(max(value, low), high)
+            self.notes.append(f"The link asked for {key}={value}, outside [{low}, {high}]; using {clamped}.")
+            return clamped
+        return value
+
+    def slider(self, label: str, key: str, min_value, max_value, default, step=None, help: str | None = None, **kwargs):
+        number = int if isinstance(default, int) and not isinstance(default, bool) else float
+
+        def parse(raw):
+            value = number(float(raw))
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return self._clamp(key, value, min_value, max_value)
+
+        session_key = self._seed(key, parse, default)
+        value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=help, **kwargs)
+        self._publish(key, value)
+        return value
+
+    def select(self, label: str, key: str, options: Sequence, default, help: str | None = None, slider: bool = False, format_func=str, **kwargs):
+        """A selectbox (or ``select_slider``) over fixed options; URL values must be one of them."""
+        by_text = {str(option): option for option in options}
+
+        def parse(raw):
+            if raw not in by_text:
+                raise ValueError(raw)
+            return by_text[raw]
+
+        session_key = self._seed(key, parse, default)
+        widget = self.container.select_slider if slider else self.container.selectbox
+        value = widget(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
+        self._publish(key, value)
+        return value
+
+    def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
+        by_text = {str(option): option for option in options}
+
+        def parse(raw):
+            if raw not in by_text:
+                raise ValueError(raw)
+            return by_text[raw]
+
+        session_key = self._seed(key, parse, default)
+        value = self.container.radio(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
+        self._publish(key, value)
+        return value
+
+    def toggle(self, label: str, key: str, default: bool, help: str | None = None):
+        def parse(raw):
+            if raw.lower() in ("true", "1"):
+                return True
+            if raw.lower() in ("false", "0"):
+                return False
+            raise ValueError(raw)
+
+        session_key = self._seed(key, parse, default)
+        value = self.container.toggle(label, key=session_key, help=help)
+        self._publish(key, value)
+        return value
+
+    def show_notes(self) -> None:
+        for note in dict.fromkeys(self.notes):
+            st.info(note)

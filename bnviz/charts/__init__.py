@@ -1,0 +1,82 @@
+"""Result -> ``alt.Chart``. Pages only lay charts out; charts never train.
+
+One palette, set once: a model kind has the same colour on every page
+(no BN, BN, BN after the activation, LayerNorm, GroupNorm, ...).
+Topic-specific charts live in sibling modules; the shared pieces are here.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from ..train import TrainResult
+
+PALETTE = {
+    "no BN": "#E45756",
+    "BN": "#4C78A8",
+    "BN before": "#4C78A8",
+    "BN after": "#72B7B2",
+    "LayerNorm": "#F58518",
+    "GroupNorm": "#54A24B",
+    "InstanceNorm": "#B279A2",
+    "noisy BN": "#9D755D",
+    "Batch Renorm": "#EECA3B",
+    "ghost BN": "#FF9DA6",
+}
+FALLBACK_COLORS = ["#BAB0AC", "#79706E", "#D67195", "#439894", "#83BCB6"]
+
+METRIC_TITLES = {
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+    "train_loss": "training loss",
+    "train_acc": "training accuracy",
+}
+CHART_HEIGHT = 320
+
+
+def color_scale(labels: Iterable[str]) -> alt.Scale:
+    """The palette's colours for ``labels``, in order; unknown labels get spare colours."""
+    labels = list(dict.fromkeys(labels))
+    spare = iter(FALLBACK_COLORS * 4)
+    return alt.Scale(domain=labels, range=[PALETTE.get(label) or next(spare) for label in labels])
+
+
+def model_color(label: str, labels: Sequence[str]) -> alt.Color:
+    return alt.Color("model:N", title="model", scale=color_scale(labels), legend=alt.Legend(orient="top"))
+
+
+def finite_or_none(values: np.ndarray) -> list:
+    """Vega draws a gap for null; NaN/inf (a diverged run) must not reach it as a number."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
+def curve_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
+    """Tidy rows (model, step, value) of one metric of several runs."""
+    frames = [pd.DataFrame({"model": run.label, "step": run.eval_step, "value": finite_or_none(getattr(run, metric))}) for run in runs]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "step", "value"])
+
+
+def curves_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: str | None = None, y_domain=None, total_steps: int | None = None) -> alt.Chart:
+    """Line chart of ``metric`` over training steps, one colour per model.
+
+    ``total_steps`` fixes the x axis so a live chart does not rescale as it grows.
+    """
+    data = curve_records(runs, metric)
+    labels = [run.label for run in runs]
+    y_title = METRIC_TITLES.get(metric, metric)
+    y_scale = alt.Scale(domain=y_domain) if y_domain else alt.Scale(zero=False)
+    x_scale = alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale()
+    return (
+        alt.Chart(data, title=title or y_title)
+        .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5)
+        .encode(
+            x=alt.X("step:Q", title="training step", scale=x_scale),
+            y=alt.Y("value:Q", title=y_title, scale=y_scale),
+            color=model_color("model", labels),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title=y_title, format=".4f")],
+        )
+        .properties(height=CHART_HEIGHT)
+    )

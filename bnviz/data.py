@@ -1,0 +1,235 @@
+"""MNIST, offline, as whole tensors on one device; batches are drawn by index.
+
+The repo ships the verified MNIST copy in ``data/mnist`` (see its README for
+provenance, license and checksums). torchvision's ``MNIST`` reads the raw,
+uncompressed IDX files from ``<root>/MNIST/raw``; we decompress the shipped
+``.gz`` files there once, check their md5 sums, and never download unless the
+caller explicitly allows it as a fallback.
+
+Images are scaled to [0, 1] and standardised with the training set's pixel
+mean 0.1307 and std 0.3081, the values every MNIST example uses.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import BnvizError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MNIST_DIR = REPO_ROOT / "data" / "mnist"
+
+# md5 of the *uncompressed* IDX files, as published MNIST loaders check them.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_PIXEL_MEAN = 0.1307  # training-set pixel mean on the 0..1 scale
+MNIST_PIXEL_STD = 0.3081
+NUM_CLASSES = 10
+IMAGE_SHAPE = (1, 28, 28)
+
+
+def cache_dir() -> Path:
+    """Where bnviz keeps decompressed data and results (``BNVIZ_CACHE_DIR``)."""
+    default = REPO_ROOT / ".bnviz_cache"
+    return Path(os.environ.get("BNVIZ_CACHE_DIR", default))
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_raw_mnist(root: Path | None = None, source: Path = SHIPPED_MNIST_DIR) -> Path:
+    """Decompress the shipped MNIST files into ``root/MNIST/raw`` and verify them.
+
+    Returns ``root`` (what ``torchvision.datasets.MNIST`` takes). Raises
+    ``BnvizError`` with one clear message when a file is missing or corrupt.
+    """
+    root = Path(root) if root is not None else cache_dir() / "mnist"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, expected_md5 in MNIST_MD5.items():
+        target = raw / name
+        if target.exists() and _md5(target) == expected_md5:
+            continue
+        compressed = source / f"{name}.gz"
+        if not compressed.exists():
+            raise BnvizError(
+                f"MNIST file {compressed} is missing. bnviz ships MNIST in data/mnist/; "
+                "restore it from a clean clone of the repository."
+            )
+        partial = target.with_suffix(".partial")
+        with gzip.open(compressed, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        if _md5(partial) != expected_md5:
+            partial.unlink()
+            raise BnvizError(f"MNIST file {compressed} is corrupt (md5 mismatch); restore it from the repository.")
+        os.replace(partial, target)  # atomic: a concurrent reader never sees half a file
+    return root
+
+
+@dataclass(frozen=True)
+class MNIST:
+    """The whole data set as tensors on one device.
+
+    Shapes: ``train_x`` (60000, 1, 28, 28) float32 standardised, ``train_y``
+    (60000,) int64; ``test_x`` (10000, 1, 28, 28), ``test_y`` (10000,).
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+
+def _standardise(images_uint8: torch.Tensor) -> torch.Tensor:
+    x = images_uint8.to(torch.float32).div_(255.0)
+    return x.sub_(MNIST_PIXEL_MEAN).div_(MNIST_PIXEL_STD).unsqueeze(1)
+
+
+@lru_cache(maxsize=4)
+def load_mnist(device: str = "cpu", allow_download: bool = False) -> MNIST:
+    """Load MNIST once per process and device (the shipped copy, offline)."""
+    tensors = _load_raw_tensors(allow_download)
+    return MNIST(
+        train_x=_standardise(tensors["train_images"]).to(device),
+        train_y=tensors["train_labels"].to(device),
+        test_x=_standardise(tensors["test_images"]).to(device),
+        test_y=tensors["test_labels"].to(device),
+    )
+
+
+def _load_raw_tensors(allow_download: bool) -> dict[str, torch.Tensor]:
+    """The uint8 images and labels, via torchvision once, then from a verified tensor file.
+
+    torchvision parses the IDX files in about 3 s on a slow CPU; the tensor
+    file (written atomically, re-checked against the label counts) loads in
+    a few tens of milliseconds, which is what keeps a cold page quick.
+    """
+    snapshot = cache_dir() / "mnist" / "mnist-uint8.pt"
+    if snapshot.exists():
+        tensors = torch.load(snapshot, weights_only=True)
+        if tensors.get("train_labels") is not None and len(tensors["train_labels"]) == 60000 and len(tensors["test_labels"]) == 10000:
+            return tensors
+    from torchvision.datasets import MNIST as TorchvisionMNIST
+
+    try:
+        root = prepare_raw_mnist()
+    except BnvizError:
+        if not allow_download:
+            raise
+        root = cache_dir() / "mnist"
+        try:
+            TorchvisionMNIST(root, train=True, download=True)
+            TorchvisionMNIST(root, train=False, download=True)
+        except (OSError, RuntimeError) as exc:  # network errors surface as these
+            raise BnvizError(f"MNIST is not in the repository and could not be downloaded: {exc}") from exc
+    train = TorchvisionMNIST(str(root), train=True, download=False)
+    test = TorchvisionMNIST(str(root), train=False, download=False)
+    tensors = {"train_images": train.data, "train_labels": train.targets, "test_images": test.data, "test_labels": test.targets}
+    partial = snapshot.with_suffix(f".{os.getpid()}.partial")
+    torch.save(tensors, partial)
+    os.replace(partial, snapshot)
+    return tensors
+
+
+def class_subset(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...] | None):
+    """Keep only the examples whose label is in ``classes`` (None keeps all)."""
+    if classes is None:
+        return x, y
+    keep = torch.isin(y, torch.tensor(classes, device=y.device))
+    return x[keep], y[keep]
+
+
+def first_examples(x: torch.Tensor, y: torch.Tensor, count: int | None, seed: int = 0):
+    """A seeded random subset of ``count`` examples (None keeps all)."""
+    if count is None or count >= len(y):
+        return x, y
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(y), generator=generator)[:count].to(y.device)
+    return x[index], y[index]
+
+
+class BatchSampler:
+    """Seeded batches by index: an epoch-wise permutation, no DataLoader.
+
+    The same seed gives the same batch order on every device, because the
+    permutation is drawn on the CPU and then moved.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        if num_examples < 1:
+            raise BnvizError("The training set is empty: choose more examples or other classes.")
+        self.num_examples = num_examples
+        self.batch_size = min(batch_size, num_examples)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = device
+        self._order = torch.empty(0, dtype=torch.long)
+        self._position = 0
+
+    def next_indices(self) -> torch.Tensor:
+        if self._position + self.batch_size > len(self._order):
+            self._order = torch.randperm(self.num_examples, generator=self.generator).to(self.device)
+            self._position = 0
+        indices = self._order[self._position : self._position + self.batch_size]
+        self._position += self.batch_size
+        return indices
+
+
+# ---------------------------------------------------------------- shifted data
+SHIFTS = ("none", "translate", "rotate", "invert", "noise", "contrast")
+
+
+def shift_images(x: torch.Tensor, shift: str, strength: float, seed: int = 0) -> torch.Tensor:
+    """A distribution-shifted copy of standardised MNIST images ``x`` (N, 1, 28, 28).
+
+    ``strength`` in [0, 1] scales each shift: translate up to 8 pixels,
+    rotate up to 90 degrees, invert blends towards 1 - pixel, noise adds
+    Gaussian pixel noise of std up to 1 (0..1 scale), contrast scales pixels
+    around mid-grey down to 0. Shifts act on the 0..1 pixel scale and the
+    result is standardised again with the *training* mean/std, as a deployed
+    model would see it. Built with torchvision's functional transforms.
+    """
+    import torchvision.transforms.v2.functional as TF
+
+    if shift not in SHIFTS:
+        raise BnvizError(f"Unknown shift {shift!r}; choose one of {', '.join(SHIFTS)}.")
+    if not 0.0 <= strength <= 1.0:
+        raise BnvizError("Shift strength must be between 0 and 1.")
+    pixels = x * MNIST_PIXEL_STD + MNIST_PIXEL_MEAN
+    if shift == "translate":
+        pixels = TF.affine(pixels, angle=0.0, translate=[round(8 * strength), round(8 * strength)], scale=1.0, shear=[0.0])
+    elif shift == "rotate":
+        pixels = TF.rotate(pixels, angle=90.0 * strength)
+    elif shift == "invert":
+        pixels = (1 - strength) * pixels + strength * (1.0 - pixels)
+    elif shift == "noise":
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(pixels.shape, generator=generator).to(pixels.device)
+        pixels = (pixels + strength * noise).clamp(0.0, 1.0)
+    elif shift == "contrast":
+        pixels = 0.5 + (1.0 - strength) * (pixels - 0.5)
+    return (pixels - MNIST_PIXEL_MEAN) / MNIST_PIXEL_STD
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+    return math.ceil(num_examples / batch_size)

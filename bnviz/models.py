@@ -1,0 +1,158 @@
+"""MLPs and small CNNs built from one frozen :class:`ModelConfig`.
+
+Each hidden block is ``linear -> norm -> activation`` (BN *before* the
+nonlinearity, as in Ioffe & Szegedy 2015) or ``linear -> activation -> norm``
+(*after*). Blocks are kept in ``model.blocks`` so recorders can hook the input
+of each nonlinearity (``block.act``) and each norm layer (``block.norm``).
+Torch's own norm layers are used for speed; :mod:`bnviz.norms` holds the
+step-by-step versions that the tests hold equal to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import Config, check
+from .data import IMAGE_SHAPE, NUM_CLASSES
+from .norms import PYTORCH_DEFAULT_EPS, PYTORCH_DEFAULT_MOMENTUM
+
+ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "identity": nn.Identity,
+}
+NORMS = ("none", "batch", "layer", "group", "instance")
+PLACEMENTS = ("before", "after")
+INITS = ("default", "normal")
+ARCHS = ("mlp", "cnn")
+
+# The paper's MNIST network: 3 fully connected hidden layers of 100 sigmoid
+# units (Ioffe & Szegedy 2015, Sec. 4.1).
+PAPER_HIDDEN = (100, 100, 100)
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """Everything a model depends on.
+
+    ``hidden``: widths of the hidden layers (MLP) or conv channels (CNN).
+    ``init``: "default" is PyTorch's; "normal" draws every weight from N(0, 1)
+    and zeroes biases, as in the article's notebook (saturates sigmoids).
+    ``bn_momentum`` follows PyTorch (weight of the new batch; None = cumulative
+    average). ``groups`` is GroupNorm's number of groups.
+    """
+
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = PAPER_HIDDEN
+    activation: str = "sigmoid"
+    norm: str = "none"
+    placement: str = "before"
+    init: str = "default"
+    bn_momentum: float | None = PYTORCH_DEFAULT_MOMENTUM
+    bn_eps: float = PYTORCH_DEFAULT_EPS
+    groups: int = 4
+
+    def __post_init__(self):
+        check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
+        check(1 <= len(self.hidden) <= 30, "Choose between 1 and 30 hidden layers.")
+        check(all(1 <= w <= 4096 for w in self.hidden), "Layer widths must be between 1 and 4096.")
+        check(self.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}.")
+        check(self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}.")
+        check(self.placement in PLACEMENTS, "placement must be 'before' or 'after' the activation.")
+        check(self.init in INITS, f"init must be one of {INITS}.")
+        check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "BN momentum must be in [0, 1] or None.")
+        check(self.bn_eps >= 0.0, "eps must be non-negative.")
+        if self.norm == "group":
+            check(all(w % self.groups == 0 for w in self.hidden), f"Every width must divide into {self.groups} groups.")
+        if self.norm == "instance":
+            check(self.arch == "cnn", "InstanceNorm needs spatial positions: use it with the CNN.")
+
+    @property
+    def label(self) -> str:
+        return model_label(self.norm, self.placement)
+
+
+def model_label(norm: str, placement: str = "before") -> str:
+    """The name a chart legend uses for a model; colours are keyed on it."""
+    names = {"none": "no BN", "batch": "BN", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm"}
+    return names[norm]
+
+
+def make_norm(cfg: ModelConfig, width: int, spatial: bool) -> nn.Module:
+    if cfg.norm == "batch":
+        layer = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        return layer(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+    if cfg.norm == "layer":
+        # LayerNorm over all of an example's features: (C,) for an MLP, (C, H, W) via GroupNorm(1) for a CNN
+        return nn.GroupNorm(1, width, eps=cfg.bn_eps) if spatial else nn.LayerNorm(width, eps=cfg.bn_eps)
+    if cfg.norm == "group":
+        return nn.GroupNorm(cfg.groups, width, eps=cfg.bn_eps)
+    if cfg.norm == "instance":
+        return nn.GroupNorm(width, width, eps=cfg.bn_eps)
+    return nn.Identity()
+
+
+class Block(nn.Module):
+    """One hidden layer: linear (or conv), norm and activation in the configured order."""
+
+    def __init__(self, linear: nn.Module, norm: nn.Module, act: nn.Module, placement: str, pool: nn.Module | None = None):
+        super().__init__()
+        self.linear, self.norm, self.act = linear, norm, act
+        self.norm_first = placement == "before"
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        x = self.act(self.norm(x)) if self.norm_first else self.norm(self.act(x))
+        return self.pool(x) if self.pool is not None else x
+
+
+class Net(nn.Module):
+    """A stack of :class:`Block` and a linear classifier head. Input (N, 1, 28, 28)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        blocks = []
+        if cfg.arch == "mlp":
+            width_in = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+            for width in cfg.hidden:
+                blocks.append(Block(nn.Linear(width_in, width), make_norm(cfg, width, False), ACTIVATIONS[cfg.activation](), cfg.placement))
+                width_in = width
+            head_in = width_in
+        else:
+            channels_in, side = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+            for channels in cfg.hidden:
+                # 3x3 conv then 2x2 max-pool while the image is big enough to halve
+                pool = nn.MaxPool2d(2) if side >= 4 else None
+                blocks.append(Block(nn.Conv2d(channels_in, channels, 3, padding=1), make_norm(cfg, channels, True), ACTIVATIONS[cfg.activation](), cfg.placement, pool))
+                channels_in, side = channels, side // 2 if pool is not None else side
+            head_in = channels_in * side * side
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(head_in, NUM_CLASSES)
+        if cfg.init == "normal":
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d)):
+                    nn.init.normal_(module.weight, 0.0, 1.0)
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.arch == "mlp":
+            x = x.flatten(1)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.flatten(1))
+
+    def norm_layers(self) -> list[nn.Module]:
+        return [block.norm for block in self.blocks]
+
+
+def build_model(cfg: ModelConfig, seed: int, device: torch.device | str = "cpu") -> Net:
+    """The model for ``cfg`` with weights drawn from ``seed`` (same on every device)."""
+    torch.manual_seed(seed)
+    return Net(cfg).to(device)

@@ -1,0 +1,79 @@
+"""Home: Batch Normalization in 30 seconds."""
+import streamlit as st
+
+from bnviz.app import Controls, device_caption, format_percent, run_experiment
+from bnviz.charts import curves_chart
+from bnviz.diagrams import mlp_dot
+from bnviz.experiments.home import HomeConfig
+
+st.title("Batch Normalization in 30 seconds")
+st.markdown(
+    "**Batch Normalization (BN)** standardises each neuron's input over the mini-batch "
+    "(subtract the batch mean, divide by the batch standard deviation), then lets the network "
+    "re-scale and re-shift it with two learned numbers, γ and β. "
+    "The result: deep networks train faster, tolerate larger learning rates and care less about "
+    "their initialisation. Below, the same network is trained twice, live, on MNIST digits."
+)
+
+defaults = HomeConfig()
+controls = Controls("home")
+with st.expander("Settings of the experiment", expanded=False):
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        activation = controls.select("Activation", "act", ["sigmoid", "tanh", "relu"], defaults.activation)
+    with c2:
+        lr = controls.select("Learning rate (SGD)", "lr", [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], defaults.lr, slider=True)
+    with c3:
+        steps = controls.slider("Training steps (batches of 60)", "steps", 100, 3000, defaults.steps, step=100)
+    with c4:
+        seed = controls.slider("Seed", "seed", 0, 9, defaults.seed)
+controls.show_notes()
+config = defaults.replace(activation=activation, lr=lr, steps=steps, seed=seed)
+
+left, right = st.columns(2)
+with left:
+    st.caption("Without BN")
+    st.graphviz_chart(mlp_dot(config.hidden, with_bn=False, activation=activation))
+with right:
+    st.caption("With BN (before each nonlinearity, as in the original paper)")
+    st.graphviz_chart(mlp_dot(config.hidden, with_bn=True, activation=activation))
+
+metrics = st.container()
+acc_col, loss_col = st.columns(2)
+acc_slot, loss_slot = acc_col.empty(), loss_col.empty()
+
+
+def draw(runs):
+    acc_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy (2,000 test images)", total_steps=config.steps), width="stretch")
+    loss_slot.altair_chart(curves_chart(runs, "train_loss", "Training loss", total_steps=config.steps), width="stretch")
+
+
+result = run_experiment("home", config, live=draw)
+draw(result.runs)
+no_bn, bn = result.by_label("no BN"), result.by_label("BN")
+
+with metrics:
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Test accuracy without BN", format_percent(no_bn.final_test_acc))
+    delta = (bn.final_test_acc - no_bn.final_test_acc) * 100
+    m2.metric("Test accuracy with BN", format_percent(bn.final_test_acc), delta=f"{delta:+.1f} points")
+    target = 0.9
+    bn_steps, plain_steps = bn.steps_to_accuracy(target), no_bn.steps_to_accuracy(target)
+    m3.metric(f"Steps to {target:.0%} test accuracy (BN / no BN)", f"{bn_steps or '—'} / {plain_steps or '—'}")
+
+for run in result.runs:
+    if run.diverged:
+        st.warning(
+            f"The {run.label} model **diverged** at step {run.diverged_step}: its loss became NaN or infinite. "
+            "The learning rate is too large for it; the curve stops there."
+        )
+
+halfway = len(bn.eval_step) // 4
+st.markdown(
+    f"After **{bn.eval_step[halfway]}** steps the BN model is at **{format_percent(bn.test_acc[halfway])}** test accuracy, "
+    f"the plain one at **{format_percent(no_bn.test_acc[halfway])}**. "
+    f"At the end ({config.steps} steps, full 10,000-image test set): BN {format_percent(bn.final_test_acc)}, "
+    f"no BN {format_percent(no_bn.final_test_acc)}. Trained in {bn.seconds + no_bn.seconds:.1f} s on {bn.device}."
+)
+st.caption("Every number and curve on this page was computed just now (or read from the cache of an identical earlier run).")
+device_caption()

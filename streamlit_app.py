@@ -1,0 +1,19 @@
+"""bnviz: the entry point. ``streamlit run streamlit_app.py``.
+
+Declares the navigation; each page is a short script in ``pages/``. Sections
+follow the article's three levels.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon="📊", layout="wide")
+
+PAGES = {
+    "In 30 seconds": [
+        st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", url_path="home", default=True),
+    ],
+    "In 3 minutes": [],
+    "Understanding BN": [],
+}
+
+navigation = st.navigation({section: pages for section, pages in PAGES.items() if pages})
+navigation.run()

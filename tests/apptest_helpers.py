@@ -1,0 +1,24 @@
+"""Shared helpers for the AppTest page tests."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 240
+
+
+def open_page(path: str, **query: str) -> AppTest:
+    """An AppTest of ``path`` (relative to the repo root) with URL query parameters set."""
+    at = AppTest.from_file(str(ROOT / path), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = str(value)
+    return at
+
+
+def metric_values(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def chart_count(at: AppTest) -> int:
+    """Altair charts on the page (AppTest calls them vega_lite_chart elements)."""
+    return len(at.get("vega_lite_chart"))

@@ -1,0 +1,23 @@
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("BNVIZ_DEVICE", "cpu")
+# Tests never read or fill the user's result cache (subprocesses inherit this);
+# the decompressed MNIST copy in the repo cache is shared.
+os.environ["BNVIZ_RESULTS_DIR"] = tempfile.mkdtemp(prefix="bnviz-test-results-")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    import torch
+
+    from bnviz.data import load_mnist
+
+    torch.set_num_threads(1)
+    return load_mnist("cpu")

@@ -1,0 +1,50 @@
+import hashlib
+import os
+
+import pytest
+import torch
+
+from bnviz import data
+from bnviz.errors import BnvizError
+
+
+def test_shipped_files_decompress_to_the_published_md5(tmp_path):
+    root = data.prepare_raw_mnist(tmp_path)
+    for name, expected in data.MNIST_MD5.items():
+        assert hashlib.md5((root / "MNIST" / "raw" / name).read_bytes()).hexdigest() == expected
+
+
+def test_missing_data_gives_one_clear_message(tmp_path):
+    with pytest.raises(BnvizError, match="missing"):
+        data.prepare_raw_mnist(tmp_path / "out", source=tmp_path / "nowhere")
+
+
+def test_shapes_labels_and_standardisation(mnist):
+    assert mnist.train_x.shape == (60000, 1, 28, 28) and mnist.test_x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(mnist.train_y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(mnist.test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert abs(mnist.train_x.mean().item()) < 1e-3
+    assert abs(mnist.train_x.std().item() - 1) < 1e-3
+
+
+def test_batch_sampler_is_seeded_and_covers_an_epoch():
+    first = data.BatchSampler(100, 10, seed=3)
+    second = data.BatchSampler(100, 10, seed=3)
+    epoch = torch.cat([first.next_indices() for _ in range(10)])
+    assert sorted(epoch.tolist()) == list(range(100))
+    assert torch.equal(torch.cat([second.next_indices() for _ in range(10)]), epoch)
+
+
+@pytest.mark.parametrize("shift", data.SHIFTS)
+def test_shifts_keep_shape_and_zero_strength_is_identity(mnist, shift):
+    x = mnist.test_x[:16]
+    shifted = data.shift_images(x, shift, 0.7)
+    assert shifted.shape == x.shape and torch.isfinite(shifted).all()
+    if shift != "none":
+        assert not torch.allclose(shifted, x)
+    assert torch.allclose(data.shift_images(x, shift, 0.0), x, atol=1e-5)
+
+
+def test_class_subset(mnist):
+    x, y = data.class_subset(mnist.test_x, mnist.test_y, (0, 1))
+    assert set(y.unique().tolist()) == {0, 1} and len(x) == 980 + 1135

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from bnviz.models import ModelConfig, build_model
+from bnviz.recorders import BatchNormStats, GradientNorms, UnitPercentiles
+from bnviz.train import TrainConfig, train
+
+SMALL = TrainConfig(steps=60, batch_size=32, lr=0.1, eval_every=20, eval_examples=500)
+
+
+def test_same_seed_same_losses(mnist):
+    model = ModelConfig(hidden=(32, 32), norm="batch")
+    first, second = train(model, SMALL, mnist), train(model, SMALL, mnist)
+    assert np.array_equal(first.step_loss, second.step_loss)
+    third = train(model, SMALL.replace(seed=1), mnist)
+    assert not np.array_equal(first.step_loss, third.step_loss)
+
+
+def test_divergence_is_a_result_not_an_exception(mnist):
+    result = train(ModelConfig(hidden=(64, 64), activation="relu"), SMALL.replace(lr=50.0, steps=200), mnist)
+    assert result.diverged and 1 <= result.diverged_step <= 200
+    assert len(result.eval_step) >= 1
+
+
+def test_bn_learns_faster_than_no_bn_with_the_papers_settings(mnist):
+    # Ioffe & Szegedy 2015, Sec. 4.1: 784-100-100-100-10 sigmoid MLP, SGD, batches of 60.
+    for seed in (0, 1):
+        cfg = TrainConfig(steps=300, batch_size=60, lr=0.1, seed=seed, eval_every=100, eval_examples=1000)
+        plain = train(ModelConfig(), cfg, mnist)
+        bn = train(ModelConfig(norm="batch"), cfg, mnist)
+        assert bn.final_test_acc > plain.final_test_acc + 0.05, (seed, bn.final_test_acc, plain.final_test_acc)
+
+
+def test_recorders(mnist):
+    percentiles, bn_stats, grads = UnitPercentiles(block=-1, units=(0, 5)), BatchNormStats(block=0, units=(0, 1)), GradientNorms(every=10)
+    result = train(ModelConfig(hidden=(20, 20), norm="batch"), SMALL, mnist, recorders=[percentiles, bn_stats, grads])
+    records = result.records
+    assert records["unit_percentiles"].shape == (len(result.eval_step), 2, 3)
+    assert np.all(np.diff(records["unit_percentiles"], axis=2) >= 0)  # 15th <= 50th <= 85th
+    assert records["bn_batch_mean"].shape == (SMALL.steps, 2)
+    assert records["grad_norm"].shape == (SMALL.steps // 10, 2)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_models_build_and_run(arch, norm):
+    model = build_model(ModelConfig(arch=arch, hidden=(8, 8), norm=norm, groups=2), seed=0)
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_bn_placement_order():
+    before = build_model(ModelConfig(hidden=(8,), norm="batch", placement="before"), seed=0)
+    after = build_model(ModelConfig(hidden=(8,), norm="batch", placement="after"), seed=0)
+    assert before.blocks[0].norm_first and not after.blocks[0].norm_first
