@@ -172,3 +172,27 @@ class Controls:
     def show_notes(self) -> None:
         for note in dict.fromkeys(self.notes):
             st.info(note)
+
+
+def downloads(name: str, config, tables: dict | None = None) -> None:
+    """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run) and
+    each chart's data as CSV. Each chart's own menu (⋯) saves it as PNG or SVG."""
+    with st.expander("Download the data and the config"):
+        file_name = f"bnviz-{name}-config.json"
+        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"download.{name}.config")
+        st.caption("Reproduce it exactly from the command line:")
+        st.code(f"python -m bnviz run {name} --config {file_name}", language="bash")
+        for title, frame in (tables or {}).items():
+            slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"download.{name}.{slug}")
+        st.caption("Charts: use the ⋯ menu at a chart's top right to save it as PNG or SVG.")
+
+
+def source_expander(*objects, title: str = "Read the code") -> None:
+    """The source of the bnviz functions that computed what is on screen."""
+    import inspect
+
+    with st.expander(title):
+        for obj in objects:
+            st.caption(f"`{obj.__module__}.{obj.__qualname__}`")
+            st.code(inspect.getsource(obj), language="python")

@@ -1,8 +1,8 @@
 """Home: Batch Normalization in 30 seconds."""
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, format_percent, run_experiment
-from bnviz.charts import curves_chart
+from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment
+from bnviz.charts import curve_records, curves_chart
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.home import HomeConfig
 
@@ -76,4 +76,5 @@ st.markdown(
     f"no BN {format_percent(no_bn.final_test_acc)}. Trained in {bn.seconds + no_bn.seconds:.1f} s on {bn.device}."
 )
 st.caption("Every number and curve on this page was computed just now (or read from the cache of an identical earlier run).")
+downloads("home", config, {"Test accuracy": curve_records(result.runs, "test_acc"), "Training loss": curve_records(result.runs, "train_loss")})
 device_caption()
