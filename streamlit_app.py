@@ -9,7 +9,7 @@ st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon="�
 
 PAGES = {
     "In 30 seconds": [
-        st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", url_path="home", default=True),
+        st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", default=True),
     ],
     "In 3 minutes": [],
     "Understanding BN": [],

@@ -57,9 +57,14 @@ with metrics:
     m1.metric("Test accuracy without BN", format_percent(no_bn.final_test_acc))
     delta = (bn.final_test_acc - no_bn.final_test_acc) * 100
     m2.metric("Test accuracy with BN", format_percent(bn.final_test_acc), delta=f"{delta:+.1f} points")
-    target = 0.9
-    bn_steps, plain_steps = bn.steps_to_accuracy(target), no_bn.steps_to_accuracy(target)
-    m3.metric(f"Steps to {target:.0%} test accuracy (BN / no BN)", f"{bn_steps or '—'} / {plain_steps or '—'}")
+    # the paper's way of saying "faster": steps BN needs to match the plain model's final accuracy
+    plain_best = float(no_bn.test_acc.max())
+    bn_steps = bn.steps_to_accuracy(plain_best)
+    plain_steps = no_bn.steps_to_accuracy(plain_best)
+    if bn_steps and plain_steps:
+        m3.metric(f"Steps to reach {format_percent(plain_best)} (no BN's best)", f"BN: {bn_steps}", delta=f"no BN: {plain_steps} ({plain_steps / bn_steps:.1f}× more)", delta_color="off")
+    else:
+        m3.metric(f"Steps to reach {format_percent(plain_best)} (no BN's best)", "BN: never", delta=f"no BN: {plain_steps}", delta_color="off")
 
 for run in result.runs:
     if run.diverged:
