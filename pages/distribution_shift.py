@@ -1,0 +1,224 @@
+"""Distribution shift and the NaN failure: population statistics that no longer fit."""
+import math
+
+import pandas as pd
+import streamlit as st
+
+from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
+from bnviz.bn_stats import recalibrate_batch_norm
+from bnviz.charts import curves_chart
+from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
+from bnviz.experiments.distribution_shift import EPS_SWEEP, EXPERIMENT, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig
+
+SHIFT_NAMES = {
+    "translate": "translated digits", "rotate": "rotated digits", "invert": "inverted digits", "noise": "noisy digits",
+    "contrast": "lower contrast (grey background)", "digits": "held-out digits (train on 0-4, test on 5-9)",
+}
+# control key in the URL -> config field
+FIELDS = {"shift": "shift", "strength": "strength", "n": "train_examples", "depth": "depth", "width": "width", "bn": "placement",
+          "eps": "eps", "precision": "precision", "corrupt": "corrupted_examples", "steps": "steps", "seed": "seed"}
+SCOPE = "shift"
+
+
+def number(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "NaN"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def load_scenario(config: ShiftConfig) -> None:
+    """Set the controls a scenario is about; the size of the run (steps, depth, width, seed) stays as chosen."""
+    for key, name in FIELDS.items():
+        if any(getattr(preset, name) != getattr(ShiftConfig(), name) for preset in EXPERIMENT.presets.values()):
+            st.session_state[f"{SCOPE}.{key}"] = getattr(config, name)
+
+
+st.title("Distribution shift and the NaN failure")
+st.markdown(
+    "In evaluation mode a BN layer no longer looks at the batch: it normalises every input with the **population statistics** "
+    "(running mean and variance) it estimated during training. Train on one distribution (the article's sneakers), evaluate "
+    "on another (derby shoes), and those statistics no longer fit: normalised values land far from N(0, 1), activations "
+    "explode, and in the article's 3D-CNN the output became NaN *as soon as the model switched to evaluation mode*. "
+    "Below, a ReLU network with BN after each activation is trained on MNIST, then evaluated on shifted digits."
+)
+st.latex(r"\text{eval mode: } y = \gamma\,\frac{x - \text{running\_mean}}{\sqrt{\text{running\_var} + \epsilon}} + \beta"
+         r"\qquad\text{amplification} = \frac{1}{\sqrt{\text{running\_var} + \epsilon}} \le \frac{1}{\sqrt{\epsilon}}")
+
+defaults = ShiftConfig()
+st.caption("Scenarios (each one sets the controls below):")
+scenarios = {"The default: contrast shift": defaults, **EXPERIMENT.presets}
+for column, (name, scenario) in zip(st.columns(len(scenarios)), scenarios.items()):
+    column.button(name, on_click=load_scenario, args=(scenario,), width="stretch", key=f"{SCOPE}.scenario.{name}")
+
+controls = Controls(SCOPE)
+with st.expander("Settings of the experiment", expanded=False):
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        shift = controls.select("Shift of the test images", "shift", SHIFT_OPTIONS, defaults.shift, format_func=lambda s: SHIFT_NAMES[s])
+        strength = controls.slider("Shift strength", "strength", 0.0, 1.0, defaults.strength, step=0.1, disabled=shift == "digits",
+                                   help="0 = no shift. Ignored for held-out digits.")
+        train_examples = controls.select("Training images", "n", [100, 1000, 10_000, 60_000], defaults.train_examples,
+                                         help="100 is the article's ~100 patients.", format_func=lambda n: f"{n:,}")
+    with c2:
+        depth = controls.slider("Hidden layers", "depth", 1, 6, defaults.depth)
+        width = controls.select("Units per layer", "width", [32, 64, 100, 256], defaults.width)
+        placement = controls.radio("BN placement", "bn", ["after", "before"], defaults.placement, horizontal=True,
+                                   format_func=lambda p: f"{p} the ReLU")
+    with c3:
+        eps = controls.select("BN eps", "eps", list(EPS_SWEEP), defaults.eps, slider=True, format_func=lambda e: f"{e:.0e}",
+                              help="PyTorch's default is 1e-5; the largest amplification is 1/sqrt(eps).")
+        precision = controls.radio("Precision of evaluation", "precision", list(PRECISIONS), defaults.precision, horizontal=True)
+    with c4:
+        corrupted = controls.select("Corrupted training images", "corrupt", [0, 1, 10, 100], defaults.corrupted_examples,
+                                    help="Blank scans standardised per image: (x - mean) / std = 0/0 = NaN pixels.")
+        steps = controls.slider("Training steps (batches of 60)", "steps", 100, 2000, defaults.steps, step=100)
+        seed = controls.slider("Seed", "seed", 0, 9, defaults.seed)
+controls.show_notes()
+if corrupted >= train_examples:
+    st.info(f"{corrupted} corrupted images would leave no clean training image out of {train_examples}; using 1.")
+    corrupted = 1
+config = defaults.replace(shift=shift, strength=strength, train_examples=train_examples, depth=depth, width=width, placement=placement,
+                          eps=eps, precision=precision, corrupted_examples=corrupted, steps=steps, seed=seed)
+
+st.subheader("1. Training: the model trains fine")
+train_col, test_col = st.columns(2)
+train_slot, test_slot = train_col.empty(), test_col.empty()
+
+
+def draw(runs):
+    train_slot.altair_chart(curves_chart(runs, "train_acc", "Training accuracy, train mode (batch statistics)", y_domain=[0, 1], total_steps=config.steps), width="stretch")
+    test_slot.altair_chart(curves_chart(runs, "test_acc", "Clean test accuracy, eval mode (population statistics)", y_domain=[0, 1], total_steps=config.steps), width="stretch")
+
+
+result = run_experiment("distribution_shift", config, live=draw)
+draw(result.runs)
+bn_run = result.runs[0]
+clean_train, clean_eval = result.mode("clean", "train"), result.mode("clean", "eval")
+shift_train, shift_eval = result.mode("shifted", "train"), result.mode("shifted", "eval")
+test_words = f"{config.test_examples:,} test images" if shift != "digits" else "test images of digits 5-9"
+shift_words = SHIFT_NAMES[shift] + ("" if shift == "digits" else f", strength {strength:g}")
+
+st.subheader(f"2. Evaluation on the shifted data: {shift_words}")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Accuracy, train mode (batch statistics)", format_percent(shift_train["accuracy"]), help="Each batch of 60 shifted images normalised with its own statistics.")
+m2.metric("Accuracy, eval mode (population statistics)", format_percent(shift_eval["accuracy"]),
+          delta=f"clean images: {format_percent(clean_eval['accuracy'])}", delta_color="off")
+m3.metric("Largest |BN output|, eval mode", number(shift_eval["max_abs"]), delta=f"train mode: {number(shift_train['max_abs'])}", delta_color="off")
+m4.metric("Outputs that are NaN/inf, eval mode", f"{shift_eval['nonfinite_outputs']:,}", delta=f"train mode: {shift_train['nonfinite_outputs']:,}", delta_color="off")
+
+if not result.accuracy_defined:
+    st.info("Digits 5-9 were never labels in training, so accuracy on them is not defined; the page compares activations and NaN counts instead.")
+verdict = []
+if shift_eval["nonfinite_outputs"]:
+    verdict.append(f"In eval mode **{shift_eval['nonfinite_outputs']:,} of the {test_words}** produce NaN or inf, while the same weights in train mode "
+                   f"produce **{shift_train['nonfinite_outputs']:,}**: a model that trains fine fails as soon as it switches to evaluation.")
+else:
+    ratio = shift_eval["max_abs"] / max(shift_train["max_abs"], 1e-12)
+    verdict.append(f"On the shifted images the largest BN output is **{number(shift_eval['max_abs'])}** in eval mode against "
+                   f"**{number(shift_train['max_abs'])}** in train mode (**{ratio:,.0f}×**); no output is NaN in {precision}.")
+if result.accuracy_defined:
+    verdict.append(f"Accuracy: **{format_percent(shift_train['accuracy'])}** with batch statistics, **{format_percent(shift_eval['accuracy'])}** "
+                   f"with population statistics (on clean images: {format_percent(clean_train['accuracy'])} and {format_percent(clean_eval['accuracy'])}).")
+st.markdown(" ".join(verdict))
+
+st.subheader("3. Unit by unit: who explodes, and why")
+left, right = st.columns(2)
+left.altair_chart(layer_maxima_chart(result, float16_line=precision == "float16" or shift_eval["max_abs"] > FLOAT16_MAX / 100), width="stretch")
+right.altair_chart(units_chart(result), width="stretch")
+units = pd.DataFrame(result.units)
+stats = result.running_stats
+first = stats[0]
+if first["nonfinite_units"]:
+    st.markdown(f"The running statistics themselves are not finite: **{sum(s['nonfinite_units'] for s in stats):,} units** across "
+                f"{sum(1 for s in stats if s['nonfinite_units'])} BN layers have a NaN running mean or variance (see section 4).")
+else:
+    tiny = units[units["running_var"] < config.eps]
+    never_fired = int(((units["running_var"] < config.eps) & (units["running_mean"].abs() < 1e-6)).sum())
+    if len(tiny):
+        worst = units.loc[units["max_abs_eval"].idxmax()]
+        st.markdown(
+            f"**{len(tiny)} units** have a running variance below eps = {config.eps:.0e} (smallest {first['min_running_var']:.1e}); "
+            + (f"{never_fired} of them also have a running mean of 0: ReLUs that **never fired** on a training image, so BN after the ReLU saw a constant 0. " if placement == "after" and never_fired else "")
+            + f"In eval mode such a unit multiplies any deviation by up to 1/√(var + eps) = **{first['max_amplification']:,.0f}×**. "
+            f"The largest output, **{number(worst['max_abs_eval'])}**, comes from unit {int(worst['unit'])} of layer {int(worst['layer'])} "
+            f"(running variance {worst['running_var']:.2g}, amplification {worst['amplification']:,.1f}×; in train mode its largest output is {number(worst['max_abs_train'])})."
+        )
+    else:
+        st.markdown(f"No unit has a running variance below eps (smallest: {min(s['min_running_var'] for s in stats):.2g}), so no unit is amplified "
+                    f"more than {max(s['max_amplification'] for s in stats):.1f}×" + (": with BN before the ReLU, every BN input varies in training." if placement == "before" else "."))
+top = units.sort_values("max_abs_eval", ascending=False).head(8)
+st.dataframe(top.rename(columns={"running_mean": "running mean", "running_var": "running variance", "amplification": "1/√(var+eps)",
+                                 "max_abs_eval": "largest |output| eval", "max_abs_train": "largest |output| train"}),
+             hide_index=True, width="stretch")
+
+st.subheader("4. A real NaN: where it comes from")
+st.markdown("Nothing on this page writes a NaN by hand. Two mechanisms produce one for real; each is measured on this model.")
+route_a, route_b = st.columns(2)
+with route_a:
+    st.markdown("**(a) One corrupted training image poisons the running statistics**")
+    if not config.corrupted_examples:
+        st.markdown("This model was trained on clean images only. Set *Corrupted training images* (or click the scenario above): "
+                    "a blank scan standardised per image, (x − mean)/std, is 0/0 = NaN in every pixel.")
+    elif not result.corrupted_steps:
+        st.markdown(f"The {config.corrupted_examples} corrupted images were never drawn in {config.steps} steps, so the running statistics stayed finite.")
+    else:
+        bad_layers = [s["layer"] for s in stats if s["nonfinite_units"]]
+        st.markdown(
+            f"{config.corrupted_examples} of the {config.train_examples:,} training images are blank scans standardised per image (NaN pixels). "
+            f"They were drawn at steps **{', '.join(map(str, result.corrupted_steps[:8]))}**{'…' if len(result.corrupted_steps) > 8 else ''}: "
+            f"the loss was NaN, and the training loop skipped those updates (as `torch.amp.GradScaler` skips steps with non-finite gradients). "
+            f"But the forward pass had already updated BN's buffers: running_mean ← 0.9·running_mean + 0.1·NaN. "
+            f"Now **{len(bad_layers)} of {len(stats)} BN layers** hold NaN statistics. Train mode never reads them, so training goes on "
+            f"(final training accuracy {format_percent(bn_run.train_acc[-1])}); eval mode reads them: **{clean_eval['nonfinite_outputs']:,} of "
+            f"{config.test_examples:,} clean test images** give NaN."
+        )
+with route_b:
+    st.markdown("**(b) A half-precision forward overflows**")
+    limit_eps = result.overflow_eps("float16")
+    here = result.float32_max(config.eps)
+    st.markdown(
+        f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes inf, and the next layer's sum of +inf and −inf terms is NaN. "
+        f"At this model's eps ({config.eps:.0e}) the largest float32 BN output on the shifted images is **{number(here)}**, "
+        + (f"{FLOAT16_MAX / here:,.1f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.1f}× above the limit. ")
+        + (f"Sweeping eps at evaluation on the same weights, float16 gives NaN/inf from **eps = {limit_eps:.0e}** down "
+           f"(amplification up to {1 / math.sqrt(limit_eps):,.0f}×)." if limit_eps is not None else
+           "No eps in the sweep makes float16 overflow on these images.")
+        + f" bfloat16 keeps float32's range: {sum(r['nonfinite_outputs'] for r in result.sweep('bfloat16')):,} non-finite outputs over the whole sweep"
+        + (" (its NaNs come from the poisoned statistics, not from overflow)." if first["nonfinite_units"] else ".")
+    )
+    st.altair_chart(eps_sweep_chart(result), width="stretch")
+later = stats[1:]
+if later:
+    worst_later = max(later, key=lambda s: s["max_amplification"] if math.isfinite(s["max_amplification"]) else -1)
+    st.markdown(
+        f"**(c) Depth.** Amplifications multiply only when several layers have near-zero running variances. Here, after layer 1, the largest "
+        f"amplification is {number(worst_later['max_amplification'])}× (layer {worst_later['layer']}, smallest running variance {worst_later['min_running_var']:.2g}): "
+        + ("later layers see inputs already normalised by the first, so depth does not compound the explosion in this model."
+           if math.isfinite(worst_later["max_amplification"]) and worst_later["max_amplification"] < 10 else "deeper layers add their own amplification.")
+    )
+
+st.subheader("5. The fixes, compared on the same model")
+st.altair_chart(fixes_chart(result), width="stretch")
+fixes = pd.DataFrame(result.fixes)
+st.dataframe(fixes.rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"}), hide_index=True, width="stretch")
+best = max((row for row in result.fixes if not row["nonfinite_outputs"]), key=lambda r: r["accuracy"] if result.accuracy_defined else -r["max_abs"], default=None)
+if best is not None:
+    st.markdown(f"Best here: **{best['fix']}**" + (f", {format_percent(best['accuracy'])} on the shifted images." if result.accuracy_defined else f", largest output {number(best['max_abs'])}."))
+st.markdown(
+    f"The article's workaround, batch statistics at evaluation, has a cost: a prediction depends on its batch-mates. Batching the same shifted "
+    f"images with other batch-mates changes **{format_percent(result.batchmate_changed)}** of the predictions, and a single image cannot be "
+    f"evaluated at all; PyTorch raises: `{result.single_input_error}`. Re-estimating the statistics once (AdaBN on unlabeled shifted images, "
+    f"or precise BN on clean training images) gives fixed statistics again, so eval mode stays deterministic."
+)
+
+st.subheader("How to debug this in your own model")
+st.markdown("These are the checks the page just ran, as plain PyTorch you can copy. Run `debug_checks(model, x_new)` on a batch of the new data: "
+            "NaN in `running_stats` means route (a); a tiny `min_running_var` and eval-mode maxima far above train mode mean the statistics do not fit; "
+            "then `recalibrate_batch_norm(model, x_clean_or_new)`.")
+source_expander(debug_checks, check_running_stats, norm_outputs, recalibrate_batch_norm, title="The code (the same functions this page runs)")
+
+downloads("distribution_shift", config, {
+    "BN outputs per layer": pd.DataFrame(result.layers), "BN units": units, "Fixes": fixes, "eps sweep": pd.DataFrame(result.eps_sweep),
+})
+device_caption()

