@@ -12,7 +12,9 @@ PAGES = {
         st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", default=True),
     ],
     "In 3 minutes": [],
-    "Understanding BN": [],
+    "Understanding BN": [
+        st.Page("pages/distribution_shift.py", title="Distribution shift and the NaN failure", icon="💥", url_path="distribution-shift"),
+    ],
 }
 
 navigation = st.navigation({section: pages for section, pages in PAGES.items() if pages})

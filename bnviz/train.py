@@ -35,6 +35,11 @@ from .data import MNIST, BatchSampler, class_subset, first_examples
 from .models import ModelConfig, Net, build_model
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+# What a non-finite training loss does: "stop" marks the run diverged; "skip" skips that
+# step's update and goes on, as torch.amp.GradScaler does with inf/NaN gradients (the
+# forward pass has already updated buffers such as BN's running statistics, exactly as in
+# PyTorch); "rollback" skips it and also restores the buffers saved before the forward.
+NONFINITE_LOSS_POLICIES = ("stop", "skip", "rollback")
 # Ioffe & Szegedy 2015, Sec. 4.1: MNIST, mini-batches of 60 examples.
 PAPER_BATCH_SIZE = 60
 PAPER_STEPS = 50_000
@@ -78,6 +83,7 @@ class TrainConfig(Config):
     eval_examples: int = 2000
     train_examples: int | None = None
     classes: tuple[int, ...] | None = None
+    on_nonfinite_loss: str = "stop"
 
     def __post_init__(self):
         check(1 <= self.steps <= 200_000, "steps must be between 1 and 200,000.")
@@ -88,6 +94,7 @@ class TrainConfig(Config):
         check(10 <= self.eval_examples <= 10_000, "eval_examples must be between 10 and 10,000.")
         check(self.train_examples is None or self.train_examples >= 1, "train_examples must be positive.")
         check(self.classes is None or (len(self.classes) >= 1 and all(0 <= c <= 9 for c in self.classes)), "classes are digits 0-9.")
+        check(self.on_nonfinite_loss in NONFINITE_LOSS_POLICIES, f"on_nonfinite_loss must be one of {', '.join(NONFINITE_LOSS_POLICIES)}.")
 
 
 @dataclass
@@ -114,6 +121,7 @@ class TrainResult:
     seconds: float
     device: str
     records: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # on_nonfinite_loss="skip"/"rollback"
 
     def steps_to_accuracy(self, target: float) -> int | None:
         """First evaluated step whose test accuracy reaches ``target`` (None if never)."""
@@ -186,6 +194,7 @@ class Run:
         self.test_loss: list[float] = []
         self.test_acc: list[float] = []
         self.diverged_step: int | None = None
+        self.skipped_steps: list[int] = []
         self.seconds = 0.0
         self._evaluate()  # step 0: the untrained model
 
@@ -198,8 +207,10 @@ class Run:
         since = max(0, len(self.step_loss) - self.train_cfg.eval_every) if self.eval_step else 0
         recent_loss = self.step_loss[since:]
         self.eval_step.append(self.step)
-        self.train_loss.append(float(np.mean(recent_loss)) if recent_loss else float("nan"))
-        self.train_acc.append(float(np.mean(self.step_correct[since:])) if recent_loss else float("nan"))
+        finite_loss = [v for v in recent_loss if math.isfinite(v)]  # skipped steps (NaN) are left out
+        finite_correct = [v for v in self.step_correct[since:] if math.isfinite(v)]
+        self.train_loss.append(float(np.mean(finite_loss)) if finite_loss else float("nan"))
+        self.train_acc.append(float(np.mean(finite_correct)) if finite_correct else float("nan"))
         self.test_loss.append(loss)
         self.test_acc.append(accuracy)
         for recorder in self.recorders:
@@ -216,10 +227,23 @@ class Run:
             indices = self.sampler.next_indices()
             x, y = self.train_x[indices], self.train_y[indices]
             optimizer.zero_grad(set_to_none=True)
+            policy = self.train_cfg.on_nonfinite_loss
+            saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
             loss_value = loss.item()
             self.step += 1
+            if not math.isfinite(loss_value) and policy != "stop":
+                self.skipped_steps.append(self.step)
+                if saved_buffers is not None:
+                    with torch.no_grad():
+                        for buffer, saved in zip(model.buffers(), saved_buffers):
+                            buffer.copy_(saved)
+                self.step_loss.append(loss_value)
+                self.step_correct.append(float("nan"))
+                if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
+                    self._evaluate()
+                continue
             if not math.isfinite(loss_value):
                 # A diverged run is a result: keep what was recorded, mark the step.
                 self.diverged_step = self.step
@@ -268,6 +292,7 @@ class Run:
             seconds=self.seconds,
             device=str(self.device),
             records=records,
+            skipped_steps=np.asarray(self.skipped_steps, dtype=np.int64),
         )
 
 
