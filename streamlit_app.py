@@ -11,7 +11,9 @@ PAGES = {
     "In 30 seconds": [
         st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", default=True),
     ],
-    "In 3 minutes": [],
+    "In 3 minutes": [
+        st.Page("pages/train_vs_eval.py", title="Train vs eval statistics", icon="⚖️", url_path="train-vs-eval"),
+    ],
     "Understanding BN": [
         st.Page("pages/distribution_shift.py", title="Distribution shift and the NaN failure", icon="💥", url_path="distribution-shift"),
     ],

@@ -87,3 +87,93 @@ class GradientNorms:
 
     def finish(self):
         return {"grad_norm": np.asarray(self.values), "grad_norm_step": np.asarray(self.steps)}
+
+
+class ShadowRunningStats:
+    """Running estimates of one BN layer's statistics with any momentum, re-derived per step.
+
+    Follows PyTorch's update exactly (:func:`bnviz.norms.update_running_stats`):
+    ``running = (1 - momentum) * running + momentum * batch`` with the batch's
+    *unbiased* variance, starting from mean 0 and variance 1; ``momentum=None``
+    is the cumulative average ``1 / num_batches_tracked``. It shadows the
+    layer without changing it, so one run shows several conventions side by
+    side. Records ``{prefix}_mean`` and ``{prefix}_var`` (steps, units), and
+    ``{prefix}_final_mean`` / ``{prefix}_final_var`` (all channels, last step).
+    """
+
+    def __init__(self, block: int = 0, units: tuple[int, ...] = (0, 1, 2), momentum: float | None = None, prefix: str = "bn_cumulative"):
+        self.block, self.units, self.momentum, self.prefix = block, list(units), momentum, prefix
+        self.means: list[np.ndarray] = []
+        self.vars: list[np.ndarray] = []
+        self.running_mean = self.running_var = None
+        self.num_batches_tracked = 0
+
+    def attach(self, model):
+        model.blocks[self.block].norm.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        if not module.training:
+            return
+        from .norms import batch_norm_steps, update_running_stats
+
+        steps = batch_norm_steps(inputs[0].detach().double())
+        if self.running_mean is None:
+            self.running_mean = torch.zeros_like(steps.mean)
+            self.running_var = torch.ones_like(steps.var)
+        self.num_batches_tracked += 1
+        update_running_stats(self.running_mean, self.running_var, steps, self.momentum, self.num_batches_tracked)
+        self.means.append(self.running_mean[self.units].cpu().numpy().copy())
+        self.vars.append(self.running_var[self.units].cpu().numpy().copy())
+
+    def finish(self):
+        empty = np.empty((0, len(self.units)))
+        return {
+            f"{self.prefix}_mean": np.stack(self.means) if self.means else empty,
+            f"{self.prefix}_var": np.stack(self.vars) if self.vars else empty,
+            f"{self.prefix}_final_mean": self.running_mean.cpu().numpy() if self.running_mean is not None else np.empty(0),
+            f"{self.prefix}_final_var": self.running_var.cpu().numpy() if self.running_var is not None else np.empty(0),
+        }
+
+
+class FirstLayerPopulationStats:
+    """Per step, the exact population mean/variance of the first BN layer's input over a data set.
+
+    In an MLP with BN before the activation, block 0's BN input is ``z = W x + b``,
+    so with the weights of this step's forward pass (read in ``after_backward``,
+    before the update) the statistics over the *whole* data set follow from its
+    mean and covariance (:func:`bnviz.bn_stats.linear_output_moments`), no pass
+    over the data needed. Variance is the population (biased) one. Records
+    ``bn_population_mean`` / ``bn_population_var`` (steps, units) and
+    ``bn_population_final_mean`` / ``_final_var`` (all channels, last step).
+    """
+
+    def __init__(self, moments, units: tuple[int, ...] = (0, 1, 2)):
+        self.moments, self.units = moments, list(units)
+        self.means: list[np.ndarray] = []
+        self.vars: list[np.ndarray] = []
+        self.last_weight = self.last_bias = None
+
+    def attach(self, model):
+        block = model.blocks[0]
+        if model.cfg.arch != "mlp" or not block.norm_first:
+            raise ValueError("FirstLayerPopulationStats needs an MLP with the norm before the activation.")
+        self.linear = block.linear
+
+    def after_backward(self, step, model):
+        from .bn_stats import linear_output_moments
+
+        weight, bias = self.linear.weight.detach(), self.linear.bias.detach()
+        mean, var = linear_output_moments(weight[self.units], bias[self.units], self.moments)
+        self.means.append(mean.cpu().numpy())
+        self.vars.append(var.cpu().numpy())
+        self.last_weight, self.last_bias = weight.clone(), bias.clone()
+
+    def finish(self):
+        from .bn_stats import linear_output_moments
+
+        empty = np.empty((0, len(self.units)))
+        out = {"bn_population_mean": np.stack(self.means) if self.means else empty, "bn_population_var": np.stack(self.vars) if self.vars else empty}
+        if self.last_weight is not None:
+            mean, var = linear_output_moments(self.last_weight, self.last_bias, self.moments)
+            out["bn_population_final_mean"], out["bn_population_final_var"] = mean.cpu().numpy(), var.cpu().numpy()
+        return out

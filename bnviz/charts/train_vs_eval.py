@@ -1,0 +1,124 @@
+"""Charts of the train-vs-eval page: statistics over steps, batch-mates, accuracy three ways, regularization."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from . import CHART_HEIGHT, color_scale, finite_or_none
+
+# The estimates of one neuron's statistics, each with one colour on this page.
+ESTIMATE_COLORS = {
+    "this batch": "#BAB0AC",
+    "running (EMA)": "#4C78A8",
+    "cumulative average (momentum=None)": "#F58518",
+    "true population (all 60,000 training images)": "#000000",
+}
+
+
+def statistics_records(result, unit_position: int, statistic: str = "mean") -> pd.DataFrame:
+    """Tidy rows (step, estimate, value) for one recorded first-layer neuron.
+
+    ``statistic``: "mean" or "var". Batch variance is the biased one that
+    normalises the batch; running variances are PyTorch's unbiased estimates;
+    the population variance is over all training images (biased, N = 60,000).
+    """
+    records = result.run.records
+    steps = np.asarray(records["bn_step"])
+    series = {
+        "this batch": records[f"bn_batch_{statistic}"],
+        "running (EMA)": records[f"bn_running_{statistic}"],
+        "cumulative average (momentum=None)": records[f"bn_cumulative_{statistic}"],
+        "true population (all 60,000 training images)": records[f"bn_population_{statistic}"],
+    }
+    frames = [pd.DataFrame({"step": steps, "estimate": name, "value": finite_or_none(np.asarray(values)[: len(steps), unit_position])}) for name, values in series.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def statistics_chart(result, unit_position: int, statistic: str = "mean", title: str | None = None) -> alt.Chart:
+    """Batch values as faint dots, the running estimates and the truth as lines, over training steps."""
+    data = statistics_records(result, unit_position, statistic)
+    names = list(ESTIMATE_COLORS)
+    color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=names, range=[ESTIMATE_COLORS[n] for n in names]), legend=alt.Legend(orient="top", columns=2, labelLimit=400))
+    y_title = "mean of the neuron's BN input" if statistic == "mean" else "variance of the neuron's BN input"
+    base = alt.Chart(data, title=title or y_title).encode(
+        x=alt.X("step:Q", title="training step"),
+        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=color,
+        tooltip=[alt.Tooltip("estimate:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4f")],
+    )
+    dots = base.transform_filter(alt.datum.estimate == "this batch").mark_circle(size=14, opacity=0.6)
+    lines = base.transform_filter(alt.datum.estimate != "this batch").mark_line(strokeWidth=2.5)
+    return (dots + lines).properties(height=CHART_HEIGHT)
+
+
+def batch_mates_records(result) -> pd.DataFrame:
+    """Tidy rows (batch_size, mode, batch, probability) of the probed image's true-class probability."""
+    label = result.image_label
+    frames = []
+    for mode, probs in (("train mode (batch statistics)", result.train_mode_probs), ("eval mode (running estimates)", result.eval_mode_probs)):
+        for s, size in enumerate(result.probe_batch_sizes):
+            values = probs[s, :, label]
+            frames.append(pd.DataFrame({"batch_size": int(size), "mode": mode, "batch": np.arange(len(values)), "probability": finite_or_none(values)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def batch_mates_chart(result) -> alt.Chart:
+    """Per batch size, the spread of the image's true-class probability over random batch-mates."""
+    data = batch_mates_records(result)
+    modes = ["train mode (batch statistics)", "eval mode (running estimates)"]
+    color = alt.Color("mode:N", title=None, scale=alt.Scale(domain=modes, range=["#4C78A8", "#000000"]), legend=alt.Legend(orient="top", labelLimit=400))
+    sizes = [int(s) for s in result.probe_batch_sizes]
+    return (
+        alt.Chart(data, title=f"Probability of the true class ({result.image_label}) for one test image, over {result.train_mode_probs.shape[1]} random batches")
+        .mark_boxplot(size=22, extent="min-max", opacity=0.85)
+        .encode(
+            x=alt.X("batch_size:O", title="batch size B (the image + B - 1 random test images)", sort=sizes),
+            xOffset=alt.XOffset("mode:N", sort=modes),
+            y=alt.Y("probability:Q", title="probability of the true class", scale=alt.Scale(domain=[0, 1])),
+            color=color,
+        )
+        .properties(height=CHART_HEIGHT)
+    )
+
+
+WAY_COLORS = {"eval mode": "#4C78A8", "train mode": "#BAB0AC", "recalibrated": "#54A24B"}
+
+
+def accuracy_records(rows: list[tuple[str, float]]) -> pd.DataFrame:
+    """Tidy rows (way, kind, accuracy); ``kind`` is the first two words that pick the colour."""
+    kinds = [next((k for k in WAY_COLORS if way.startswith(k)), "train mode") for way, _ in rows]
+    return pd.DataFrame({"way": [r[0] for r in rows], "kind": kinds, "accuracy": finite_or_none([r[1] for r in rows])})
+
+
+def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
+    """Horizontal bars: test accuracy of one model under each way of normalising."""
+    data = accuracy_records(rows)
+    low = max(0.0, float(np.nanmin([r[1] for r in rows] + [1.0])) - 0.05)
+    kinds = alt.Color("kind:N", scale=alt.Scale(domain=list(WAY_COLORS), range=list(WAY_COLORS.values())), legend=None)
+    bars = (
+        alt.Chart(data, title="Test accuracy of the same trained model, three ways")
+        .mark_bar()
+        .encode(
+            y=alt.Y("way:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
+            x=alt.X("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[low, 1.0]), axis=alt.Axis(format="%")),
+            color=kinds,
+            tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=".2%")],
+        )
+    )
+    text = bars.mark_text(align="left", dx=4, fontSize=14).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
+    return (bars + text).properties(height=40 * len(rows))
+
+
+def regularization_chart(result, metric: str = "gap") -> alt.Chart:
+    """Per batch size: each seed's value as a dot, the mean over seeds as a line, BN vs no BN."""
+    titles = {"gap": "train - test accuracy gap", "test_acc": "test accuracy", "train_acc": "training accuracy", "test_loss": "test loss"}
+    data = result.table[["model", "batch_size", "seed", metric]].rename(columns={metric: "value"})
+    labels = ["no BN", "BN"]
+    color = alt.Color("model:N", title="model", scale=color_scale(labels), legend=alt.Legend(orient="top"))
+    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log", base=2, nice=False), axis=alt.Axis(values=sorted(set(data["batch_size"]))))
+    y = alt.Y("value:Q", title=titles.get(metric, metric), scale=alt.Scale(zero=False))
+    base = alt.Chart(data).encode(x=x, color=color)
+    dots = base.mark_circle(size=70, opacity=0.7).encode(y=y, tooltip=["model", "batch_size", "seed", alt.Tooltip("value:Q", format=".4f")])
+    means = base.mark_line(strokeWidth=2.5).encode(y=alt.Y("mean(value):Q", title=titles.get(metric, metric)))
+    return (dots + means).properties(height=CHART_HEIGHT, title=f"{titles.get(metric, metric)}: each seed (dots) and their mean (line)")

@@ -1,0 +1,233 @@
+"""Train vs eval statistics: what BN normalises with in each mode, and what that does to one input."""
+import numpy as np
+import streamlit as st
+
+from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.bn_stats import precise_batch_norm_statistics
+from bnviz.charts.train_vs_eval import (
+    accuracy_chart,
+    accuracy_records,
+    batch_mates_chart,
+    batch_mates_records,
+    regularization_chart,
+    statistics_chart,
+    statistics_records,
+)
+from bnviz.experiments.batch_noise_regularization import RegularizationConfig
+from bnviz.experiments.train_vs_eval import TrainVsEvalConfig, accuracy_three_ways, estimate_errors
+from bnviz.norms import keras_to_pytorch_momentum, update_running_stats
+
+st.title("Train vs eval: which statistics does BN use?")
+st.markdown(
+    "In **training**, BN normalises each neuron with the mean and variance of the current mini-batch. "
+    "In **evaluation** it cannot: at deployment there may be a single input (a robot's camera frame), and a "
+    "prediction must not depend on which other inputs happen to share its batch. So during training BN also "
+    "keeps **running estimates** of the population mean and variance, and uses those in eval mode. "
+    "Below, the paper's MNIST network (3 × 100 sigmoid units, BN before each nonlinearity) is trained, and "
+    "one first-layer neuron's statistics are followed at every step."
+)
+
+defaults = TrainVsEvalConfig()
+controls = Controls("traineval")
+MOMENTA = [0.01, 0.03, 0.1, 0.3, 0.6]
+
+
+def momentum_label(momentum: float) -> str:
+    return f"{momentum:g} (Keras/TF: {1 - momentum:g})"
+
+
+with st.expander("Settings of the training run", expanded=True):
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        momentum = controls.select("BN momentum, PyTorch convention", "mom", MOMENTA, defaults.bn_momentum, format_func=momentum_label,
+                                   help="PyTorch: running = (1 − m)·running + m·batch. Keras/TensorFlow write the same update with 1 − m.")
+    with c2:
+        batch_size = controls.select("Batch size", "bs", [8, 16, 32, 60, 128, 256], defaults.batch_size)
+    with c3:
+        lr = controls.select("Learning rate (SGD)", "lr", [0.05, 0.1, 0.2, 0.5, 1.0, 2.0], defaults.lr, slider=True)
+    with c4:
+        steps = controls.slider("Training steps", "steps", 100, 3000, defaults.steps, step=100)
+controls_display = st.columns(2)
+with controls_display[0]:
+    unit_position = controls.radio("Neuron of the first hidden layer", "unit", list(range(len(defaults.units))), 0, horizontal=True,
+                                   format_func=lambda i: f"neuron {defaults.units[i]}")
+with controls_display[1]:
+    image_index = controls.slider("Test image for the batch-mates experiment", "img", 0, 99, defaults.image_index)
+controls.show_notes()
+config = defaults.replace(bn_momentum=momentum, batch_size=batch_size, lr=lr, steps=steps, image_index=image_index)
+
+st.latex(r"\text{PyTorch: } \hat\mu \leftarrow (1-m)\,\hat\mu + m\,\mu_B \qquad \text{Keras/TF: } \hat\mu \leftarrow m_K\,\hat\mu + (1-m_K)\,\mu_B, \quad m_K = 1 - m")
+st.caption(
+    f"The same update, two ways of writing it: PyTorch momentum {momentum:g} is Keras momentum "
+    f"{1 - momentum:g} (Keras's default 0.99 is PyTorch's {keras_to_pytorch_momentum(0.99):g}). The running variance is "
+    "updated with the batch's *unbiased* variance (× m/(m−1)); `momentum=None` in PyTorch means the cumulative average, "
+    "every batch weighted 1/(number of batches)."
+)
+
+result = run_experiment("train_vs_eval", config, label="Training and probing")
+run = result.run
+if run.diverged:
+    st.error(
+        f"The model **diverged** at step {run.diverged_step}: its loss became NaN or infinite, so its statistics are "
+        "meaningless. Lower the learning rate."
+    )
+    st.stop()
+
+# ---------------------------------------------------------------- 1. statistics over training
+st.header("1. Batch statistics, running estimates and the truth")
+unit = config.units[unit_position]
+left, right = st.columns(2)
+left.altair_chart(statistics_chart(result, unit_position, "mean", f"Mean of neuron {unit}'s BN input"), width="stretch")
+right.altair_chart(statistics_chart(result, unit_position, "var", f"Variance of neuron {unit}'s BN input"), width="stretch")
+m1, m2, m3 = st.columns(3)
+gap = result.mean_gap
+m1.metric("Running (EMA) mean vs truth, last step", f"{gap['running (EMA)']:.3f} σ", help="Mean over all 100 first-layer neurons of |estimate − true mean| / true std.")
+m2.metric("Cumulative average vs truth", f"{gap['cumulative average']:.3f} σ", delta=f"{gap['cumulative average'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off")
+m3.metric("Recalibrated (Algorithm 2) vs truth", f"{gap['recalibrated']:.3f} σ", delta=f"{gap['recalibrated'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off")
+errors = estimate_errors(result, unit_position, "mean")
+records = run.records
+final = len(records["bn_step"]) - 1
+worse = "more" if errors["cumulative average"] > errors["running (EMA)"] else "less"
+st.markdown(
+    f"The grey dots are what BN really normalised with at each step: one batch of {config.batch_size}, noisy. "
+    f"The black line is the neuron's true mean over all 60,000 training images **with the weights of that step**: it moves, "
+    f"because the weights feeding the neuron move. The EMA (momentum {momentum:g}, about the last {1 / momentum:.0f} batches) "
+    f"trails it; the cumulative average weights every batch since step 1 equally, stale ones included. "
+    f"Over the second half of training, neuron {unit}'s running mean was off by **{errors['running (EMA)']:.3f}** true standard "
+    f"deviations on average, the cumulative average by **{errors['cumulative average']:.3f}** ({worse} than the EMA). "
+    f"At the last step: true mean {records['bn_population_mean'][final, unit_position]:.3f}, EMA "
+    f"{records['bn_running_mean'][final, unit_position]:.3f}, cumulative {records['bn_cumulative_mean'][final, unit_position]:.3f}."
+)
+st.caption(
+    "The true statistics are exact, not sampled: the first layer's BN input is z = Wx + b, so its mean over the training set "
+    "is W·E[x] + b and its variance wᵀ·Cov[x]·w, from the 60,000 images' mean and covariance. The running estimates are "
+    "PyTorch's buffers (the EMA) and the same update re-run with momentum=None; a test checks both against "
+    "`torch.nn.BatchNorm1d` step by step. Variances: the batch's is the biased one BN divides by, the running ones are unbiased."
+)
+
+# ---------------------------------------------------------------- 2. batch-mates
+st.header("2. Batch-mates: one image, many batches")
+image_col, chart_col = st.columns([1, 4])
+with image_col:
+    st.image(np.kron(result.image, np.ones((6, 6), dtype=np.uint8)), caption=f"test image {config.image_index}, a {result.image_label}")
+with chart_col:
+    st.altair_chart(batch_mates_chart(result), width="stretch")
+train_spread, eval_spread, flips = result.train_mode_spread, result.eval_mode_spread, result.train_mode_flip_rate
+sizes = result.probe_batch_sizes
+b1, b2, b3 = st.columns(3)
+b1.metric(f"Train-mode spread at B = {sizes[0]}", f"{train_spread[0]:.3f}", help="Standard deviation over batches of the true-class probability.")
+b2.metric(f"Train-mode spread at B = {sizes[-1]}", f"{train_spread[-1]:.3f}", delta=f"{train_spread[-1] / train_spread[0]:.2f}× the B = {sizes[0]} spread" if train_spread[0] > 0 else None, delta_color="off")
+b3.metric("Eval-mode spread, any B (max − min)", "0 (exactly)" if eval_spread.max() == 0 else f"{eval_spread.max():.2e}")
+shrinks = bool(np.all(np.diff(train_spread) <= 0))
+st.markdown(
+    f"In train mode the image's prediction depends on its batch-mates: with B = {sizes[0]} its true-class probability "
+    f"varies with a standard deviation of **{train_spread[0]:.3f}** and the predicted digit differs from the eval-mode one in "
+    f"**{format_percent(flips[0])}** of batches; with B = {sizes[-1]} the spread is **{train_spread[-1]:.3f}** "
+    f"({format_percent(flips[-1])} of batches flip). The spread {'shrinks at every step' if shrinks else 'mostly shrinks'} as the batch grows, "
+    f"because the batch statistics get closer to the population's. In eval mode the largest difference between batches, over "
+    f"every batch size, is **{eval_spread.max():g}**: the running estimates are fixed, so batch-mates cannot matter."
+)
+if result.eval_shape_rounding > 0:
+    st.caption(
+        f"(Between *different* batch sizes, eval-mode logits can differ by float rounding, here at most "
+        f"{result.eval_shape_rounding:.1e}: the matrix-multiply kernel sums in a different order for another batch shape. "
+        "Not the batch-mates: within one batch size the spread is exactly zero.)"
+    )
+st.subheader("A single input at deployment (B = 1)")
+alone_left, alone_right = st.columns(2)
+with alone_left:
+    st.markdown("**Train mode**, batch of one image:")
+    if result.alone_train_error:
+        st.error(f"PyTorch refuses it:\n\n`ValueError: {result.alone_train_error}`")
+        st.caption("One value per neuron has no variance: normalising it would give 0/0 (every output equal to β).")
+    else:
+        st.info("PyTorch accepted a batch of one in train mode.")
+with alone_right:
+    predicted = int(np.argmax(result.alone_eval_probs))
+    st.markdown("**Eval mode**, batch of one image:")
+    st.success(f"predicts **{predicted}** with probability {result.alone_eval_probs[predicted]:.3f} (true digit: {result.image_label}), "
+               "the same as inside any batch.")
+
+# ---------------------------------------------------------------- 3. accuracy three ways
+st.header("3. Test accuracy three ways, same weights")
+rows = accuracy_three_ways(result)
+st.altair_chart(accuracy_chart(rows), width="stretch")
+best_way, best_accuracy = max(rows, key=lambda row: row[1])
+eval_acc, recal_acc = result.eval_accuracy, result.recalibrated_accuracy
+difference = (recal_acc - eval_acc) * 100
+st.markdown(
+    f"Best: **{best_way}**, {format_percent(best_accuracy, 2)}. Recalibrating the population statistics (Algorithm 2: "
+    f"{config.recalibration_batches} training batches of {config.batch_size} with frozen weights, averaged, variance × "
+    f"m/(m−1) = {config.batch_size}/{config.batch_size - 1}) gives {format_percent(recal_acc, 2)}, "
+    f"{abs(difference):.2f} points {'above' if difference > 0 else 'below' if difference < 0 else 'level with'} the running estimates "
+    f"({format_percent(eval_acc, 2)}). Normalising each test batch with its own statistics costs accuracy when batches are small: "
+    f"{format_percent(result.train_mode_accuracy[0], 2)} with batches of {result.train_mode_batch_sizes[0]}, "
+    f"{format_percent(result.train_mode_accuracy[-1], 2)} with {result.train_mode_batch_sizes[-1]}."
+)
+st.latex(r"\text{Algorithm 2: } \mathrm{E}[x] = \mathrm{E}_{\mathcal B}[\mu_{\mathcal B}], \qquad \mathrm{Var}[x] = \frac{m}{m-1}\,\mathrm{E}_{\mathcal B}[\sigma^2_{\mathcal B}]")
+st.caption("Try a small momentum (Keras 0.99 = PyTorch 0.01) with few steps: the EMA still remembers early weights, and recalibration pays off.")
+
+# ---------------------------------------------------------------- 4. regularization side effect
+st.header("4. The side effect: batch noise as a regularizer")
+st.markdown(
+    "Because each example is normalised with its batch's statistics, its hidden values carry noise from its batch-mates "
+    "(section 2). The article: this acts as a regularizer, *“greater batch size, lesser regularization”*. Measured below: "
+    "the gap between training and test accuracy of small ReLU MLPs trained on a small training subset, with and without BN, "
+    "at several batch sizes, same steps and learning rate, several seeds."
+)
+reg_defaults = RegularizationConfig()
+reg_controls = Controls("traineval")  # its own notes, shown under this section
+r1, r2, r3, r4 = st.columns(4)
+with r1:
+    reg_examples = reg_controls.select("Training images", "regn", [500, 1000, 2000, 5000], reg_defaults.train_examples)
+with r2:
+    reg_steps = reg_controls.slider("Steps per run", "regsteps", 100, 2000, reg_defaults.steps, step=100)
+with r3:
+    reg_seeds = reg_controls.slider("Seeds", "seeds", 1, 5, reg_defaults.num_seeds)
+with r4:
+    reg_metric = reg_controls.radio("Show", "regshow", ["gap", "test_acc", "train_acc", "test_loss"], "gap",
+                                format_func={"gap": "train − test gap", "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss"}.get)
+reg_config = reg_defaults.replace(train_examples=reg_examples, steps=reg_steps, num_seeds=reg_seeds)
+total_runs = len(reg_config.runs())
+run_regularization = reg_controls.toggle(f"Run it ({total_runs} trainings)", "reg", False)
+reg_controls.show_notes()
+if run_regularization:
+    reg = run_experiment("batch_noise_regularization", reg_config, label="Training the regularization runs")
+    st.altair_chart(regularization_chart(reg, reg_metric), width="stretch")
+    for name in reg.diverged:
+        st.warning(f"The run “{name}” diverged (loss NaN or infinite); its accuracies are those of a broken model.")
+    effect = reg.bn_effect().groupby("batch_size")["bn_effect"].agg(["mean", "min", "max"])
+    mean_gap = reg.mean_gap().set_index(["model", "batch_size"])
+    cols = st.columns(len(effect))
+    for col, (size, row) in zip(cols, effect.iterrows()):
+        col.metric(f"BN narrows the gap at B = {size} by", f"{100 * row['mean']:+.1f} pts",
+                   delta=f"seeds: {100 * row['min']:+.1f} to {100 * row['max']:+.1f}", delta_color="off",
+                   help="No-BN gap minus BN gap, in accuracy points; positive means BN generalised better.")
+    smallest, largest = effect.index[0], effect.index[-1]
+    trend_holds = effect.loc[smallest, "mean"] > effect.loc[largest, "mean"]
+    overlap = effect.loc[smallest, "min"] <= effect.loc[largest, "max"]
+    st.markdown(
+        f"Measured: BN's gap is {100 * mean_gap.loc[('BN', smallest), 'mean']:.1f} points at B = {smallest} and "
+        f"{100 * mean_gap.loc[('BN', largest), 'mean']:.1f} at B = {largest}; without BN {100 * mean_gap.loc[('no BN', smallest), 'mean']:.1f} "
+        f"and {100 * mean_gap.loc[('no BN', largest), 'mean']:.1f}. BN's own effect on the gap (no BN minus BN) is "
+        f"{100 * effect.loc[smallest, 'mean']:+.1f} points at B = {smallest} and {100 * effect.loc[largest, 'mean']:+.1f} at B = {largest}: "
+        + ("**larger with the smaller batch, as the article says**" if trend_holds else "**not larger with the smaller batch here**")
+        + (", from a single seed: add seeds to see whether the difference exceeds the noise." if reg_seeds == 1
+           else ", but the seeds' ranges overlap, so this measurement cannot tell them apart." if overlap
+           else ", beyond the spread of the seeds.")
+        + " Note the gap also grows with the batch size for both models: bigger batches mean more epochs over the same small subset in the same number of steps."
+    )
+else:
+    st.caption(f"Switch it on to train {total_runs} small models ({reg_seeds} seeds × {len(reg_config.batch_sizes)} batch sizes × with and without BN); a few seconds, then cached.")
+
+tables = {
+    f"Neuron {unit} mean over steps": statistics_records(result, unit_position, "mean"),
+    f"Neuron {unit} variance over steps": statistics_records(result, unit_position, "var"),
+    "Batch-mates probabilities": batch_mates_records(result),
+    "Accuracy three ways": accuracy_records(rows),
+}
+if run_regularization:
+    tables["Regularization runs"] = reg.table
+downloads("train_vs_eval", config, tables)
+source_expander(update_running_stats, precise_batch_norm_statistics)
+device_caption()

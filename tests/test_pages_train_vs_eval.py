@@ -1,0 +1,58 @@
+"""AppTest of pages/train_vs_eval.py: every chart's control changes what the page shows."""
+from apptest_helpers import chart_count, metric_values, open_page
+
+FAST = {"steps": 100}
+
+
+def _text(at) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+def test_page_runs_and_training_controls_change_the_result():
+    at = open_page("pages/train_vs_eval.py", **FAST).run()
+    assert not at.exception
+    before = metric_values(at)
+    assert "Running (EMA) mean vs truth, last step" in before
+    assert before["Eval-mode spread, any B (max − min)"] == "0 (exactly)"
+    assert chart_count(at) == 4  # mean, variance, batch-mates, accuracy three ways
+    assert any("more than 1 value per channel" in e.value for e in at.error)  # B = 1 in train mode, shown
+    statistics_text = _text(at)
+
+    at.radio(key="traineval.unit").set_value(1).run()  # display only: another recorded neuron
+    assert not at.exception
+    assert _text(at) != statistics_text and "neuron 1" in _text(at)
+
+    at.selectbox(key="traineval.mom").select(0.01).run()
+    assert not at.exception
+    after_momentum = metric_values(at)
+    assert after_momentum["Running (EMA) mean vs truth, last step"] != before["Running (EMA) mean vs truth, last step"]
+
+    at.selectbox(key="traineval.bs").select(16).run()
+    assert not at.exception
+    after_batch_size = metric_values(at)
+    assert after_batch_size["Train-mode spread at B = 2"] != after_momentum["Train-mode spread at B = 2"]
+
+    at.slider(key="traineval.img").set_value(7).run()  # the batch-mates experiment's test image
+    assert not at.exception
+    after_image = metric_values(at)
+    assert after_image["Train-mode spread at B = 2"] != after_batch_size["Train-mode spread at B = 2"]
+    assert after_image["Eval-mode spread, any B (max − min)"] == "0 (exactly)"
+
+
+def test_regularization_section_runs_when_switched_on_and_seeds_change_it():
+    at = open_page("pages/train_vs_eval.py", **FAST, reg="true", regsteps=100, regn=500, seeds=1).run()
+    assert not at.exception
+    assert chart_count(at) == 5
+    one_seed = {k: v for k, v in metric_values(at).items() if k.startswith("BN narrows")}
+    assert len(one_seed) == 3 and "single seed" in _text(at)
+    at.slider(key="traineval.seeds").set_value(2).run()
+    assert not at.exception
+    two_seeds = {k: v for k, v in metric_values(at).items() if k.startswith("BN narrows")}
+    assert two_seeds != one_seed
+
+
+def test_bad_link_values_are_clamped_with_a_note():
+    at = open_page("pages/train_vs_eval.py", **FAST, mom="banana", img=-5).run()
+    assert not at.exception
+    notes = " ".join(i.value for i in at.info)
+    assert "img" in notes and "banana" in notes
