@@ -1,9 +1,11 @@
-"""MLPs and small CNNs built from one frozen :class:`ModelConfig`.
+"""MLPs, small CNNs and small recurrent networks built from one frozen :class:`ModelConfig`.
 
 Each hidden block is ``linear -> norm -> activation`` (BN *before* the
 nonlinearity, as in Ioffe & Szegedy 2015) or ``linear -> activation -> norm``
 (*after*). Blocks are kept in ``model.blocks`` so recorders can hook the input
 of each nonlinearity (``block.act``) and each norm layer (``block.norm``).
+The recurrent net (``arch="rnn"``) reads the image row by row (sequential
+MNIST: 28 steps of 28 pixels); its blocks are :class:`RecurrentBlock`.
 Torch's own norm layers are used for speed; :mod:`bnviz.norms` holds the
 step-by-step versions that the tests hold equal to them.
 """
@@ -29,7 +31,7 @@ ACTIVATIONS = {
 NORMS = ("none", "batch", "layer", "group", "instance")
 PLACEMENTS = ("before", "after")
 INITS = ("default", "normal")
-ARCHS = ("mlp", "cnn")
+ARCHS = ("mlp", "cnn", "rnn")
 
 # The paper's MNIST network: 3 fully connected hidden layers of 100 sigmoid
 # units (Ioffe & Szegedy 2015, Sec. 4.1).
@@ -40,7 +42,8 @@ PAPER_HIDDEN = (100, 100, 100)
 class ModelConfig(Config):
     """Everything a model depends on.
 
-    ``hidden``: widths of the hidden layers (MLP) or conv channels (CNN).
+    ``hidden``: widths of the hidden layers (MLP), conv channels (CNN) or
+    stacked recurrent layers' state sizes (RNN).
     ``init``: "default" is PyTorch's; "normal" draws every weight from N(0, 1)
     and zeroes biases, as in the article's notebook (saturates sigmoids).
     ``bn_momentum`` follows PyTorch (weight of the new batch; None = cumulative
@@ -69,6 +72,8 @@ class ModelConfig(Config):
         check(self.bn_eps >= 0.0, "eps must be non-negative.")
         if self.norm == "group":
             check(all(w % self.groups == 0 for w in self.hidden), f"Every width must divide into {self.groups} groups.")
+        if self.arch == "rnn":
+            check(len(self.hidden) <= 4, "The recurrent net takes 1 to 4 stacked layers.")
         if self.norm == "instance":
             check(self.arch == "cnn", "InstanceNorm needs spatial positions: use it with the CNN.")
 
@@ -97,6 +102,55 @@ def make_norm(cfg: ModelConfig, width: int, spatial: bool) -> nn.Module:
     return nn.Identity()
 
 
+class PerStepNorm(nn.Module):
+    """A recurrent layer's norm, called at every time step as ``norm(x, step)``; x is (N, H).
+
+    BN keeps one ``BatchNorm1d`` per time step, each with its own batch
+    statistics and running averages ("recurrent BN", Cooijmans et al. 2016,
+    Sec. 3). It has statistics only for the steps it was trained on: beyond
+    the last one it reuses that step's, as Cooijmans et al. do. LN and GN
+    pool over one example's features, so one layer serves every step.
+    """
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        return self.layers[min(step, len(self.layers) - 1)](x)
+
+
+def make_recurrent_norm(cfg: ModelConfig, width: int) -> PerStepNorm:
+    if cfg.norm == "batch":
+        return PerStepNorm([make_norm(cfg, width, False) for _ in range(IMAGE_SHAPE[1])])
+    return PerStepNorm([make_norm(cfg, width, False)])
+
+
+class RecurrentBlock(nn.Module):
+    """One Elman layer read over time, the norm on the summed input at each step::
+
+        h_t = act(norm_t(W x_t + U h_{t-1} + b)),   h_0 = 0      (placement "before")
+
+    as layer-normalised RNNs do (Ba et al. 2016, Sec. 3.1). Shape: (N, T, F) -> (N, T, H).
+    ``linear`` is W (with b), ``recurrent`` is U; ``act`` runs once per step.
+    """
+
+    def __init__(self, linear: nn.Linear, recurrent: nn.Linear, norm: PerStepNorm, act: nn.Module, placement: str):
+        super().__init__()
+        self.linear, self.recurrent, self.norm, self.act = linear, recurrent, norm, act
+        self.norm_first = placement == "before"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        summed_inputs = self.linear(x)  # every step's W x_t + b at once
+        h = summed_inputs.new_zeros(x.shape[0], self.recurrent.out_features)
+        states = []
+        for step in range(x.shape[1]):
+            pre = summed_inputs[:, step] + self.recurrent(h)
+            h = self.act(self.norm(pre, step)) if self.norm_first else self.norm(self.act(pre), step)
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+
 class Block(nn.Module):
     """One hidden layer: linear (or conv), norm and activation in the configured order."""
 
@@ -113,7 +167,10 @@ class Block(nn.Module):
 
 
 class Net(nn.Module):
-    """A stack of :class:`Block` and a linear classifier head. Input (N, 1, 28, 28)."""
+    """A stack of :class:`Block` (or :class:`RecurrentBlock`) and a linear classifier head.
+
+    Input (N, 1, 28, 28); the RNN also takes (N, 1, T, 28) for any T rows.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -123,6 +180,12 @@ class Net(nn.Module):
             width_in = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
             for width in cfg.hidden:
                 blocks.append(Block(nn.Linear(width_in, width), make_norm(cfg, width, False), ACTIVATIONS[cfg.activation](), cfg.placement))
+                width_in = width
+            head_in = width_in
+        elif cfg.arch == "rnn":
+            width_in = IMAGE_SHAPE[2]  # one image row per time step
+            for width in cfg.hidden:
+                blocks.append(RecurrentBlock(nn.Linear(width_in, width), nn.Linear(width, width, bias=False), make_recurrent_norm(cfg, width), ACTIVATIONS[cfg.activation](), cfg.placement))
                 width_in = width
             head_in = width_in
         else:
@@ -144,8 +207,12 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.arch == "mlp":
             x = x.flatten(1)
+        elif self.cfg.arch == "rnn":
+            x = x.flatten(1, 2)  # (N, 1, rows, 28) -> (N, rows, 28): any number of rows (time steps)
         for block in self.blocks:
             x = block(x)
+        if self.cfg.arch == "rnn":
+            x = x[:, -1]  # classify from the last step's state
         return self.head(x.flatten(1))
 
     def norm_layers(self) -> list[nn.Module]:

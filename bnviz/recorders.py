@@ -1,6 +1,8 @@
 """Recorders: what a run observes, without changing it. See :mod:`bnviz.train`."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -177,3 +179,60 @@ class FirstLayerPopulationStats:
             mean, var = linear_output_moments(self.last_weight, self.last_bias, self.moments)
             out["bn_population_final_mean"], out["bn_population_final_var"] = mean.cpu().numpy(), var.cpu().numpy()
         return out
+
+
+class SingleInputConsistency:
+    """One probe input through the model in each mode: does its output depend on the mode or on its batch-mates?
+
+    At the evaluation of step ``at_step`` (None: every evaluation; ``finish``
+    keeps the last), on a copy of the model, because a train-mode forward
+    moves BN's running averages::
+
+        eval_alone     eval mode, the probe alone (a batch of 1)
+        eval_batch     eval mode, the probe first in a batch with ``mates_a``
+        train_batch_a  train mode (batch statistics), the probe with ``mates_a``
+        train_batch_b  train mode, the probe with other batch-mates ``mates_b``
+        train_alone    train mode, the probe alone: NaN when torch refuses
+                       (BN with one value per channel has no variance)
+
+    and the accuracy on ``check_x``/``check_y`` in eval mode and in train mode
+    with batches of ``len(mates_a) + 1`` (what the batch statistics give).
+    Records ``mode_logits`` (5, classes) in the order of ``MODES``,
+    ``train_alone_error`` (torch's message, "" when it ran) and
+    ``mode_accuracy`` [eval mode, train mode].
+    """
+
+    MODES = ("eval_alone", "eval_batch", "train_batch_a", "train_batch_b", "train_alone")
+
+    def __init__(self, probe: torch.Tensor, mates_a: torch.Tensor, mates_b: torch.Tensor, check_x: torch.Tensor, check_y: torch.Tensor, at_step: int | None = None):
+        self.probe, self.mates_a, self.mates_b = probe, mates_a, mates_b
+        self.at_step = at_step
+        self.check_x, self.check_y = check_x, check_y
+        self.logits: np.ndarray | None = None
+        self.error = ""
+        self.accuracy = np.full(2, np.nan)
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if self.at_step is not None and step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model)
+        probe_model.eval()
+        outputs = [probe_model(self.probe)[0], probe_model(torch.cat([self.probe, self.mates_a]))[0]]
+        eval_correct = (probe_model(self.check_x).argmax(dim=1) == self.check_y).sum().item()
+        probe_model.train()
+        outputs += [probe_model(torch.cat([self.probe, self.mates_a]))[0], probe_model(torch.cat([self.probe, self.mates_b]))[0]]
+        self.error = ""
+        try:
+            outputs.append(probe_model(self.probe)[0])
+        except ValueError as exc:  # torch: "Expected more than 1 value per channel when training"
+            self.error = str(exc)
+            outputs.append(torch.full_like(outputs[0], float("nan")))
+        size = len(self.mates_a) + 1
+        train_correct = sum((probe_model(self.check_x[i : i + size]).argmax(dim=1) == self.check_y[i : i + size]).sum().item() for i in range(0, len(self.check_y) - size + 1, size))
+        checked = (len(self.check_y) // size) * size
+        self.accuracy = np.array([eval_correct / len(self.check_y), train_correct / max(checked, 1)])
+        self.logits = torch.stack(outputs).double().cpu().numpy()
+
+    def finish(self):
+        return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}

@@ -1,0 +1,146 @@
+"""Charts of the BN vs LayerNorm page: pooling sets as grids, accuracy vs batch size, longer sequences."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from ..experiments.norm_axes import METHODS, NormAxesResult
+from ..experiments.norm_comparison import NormComparisonResult
+from ..experiments.sequence_norms import PLACES, SequenceNormsResult
+from ..models import model_label
+from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
+
+CELL = 18  # pixels per grid cell: readable on a projector, four grids fit a page
+OTHER_SET_SHADES = ("#d9d9d9", "#f2f2f2")  # neighbouring sets alternate, so the cut is visible
+
+
+def grid_axes(result: NormAxesResult) -> tuple[str, str, str | None]:
+    """(x field, y field, facet field) of a layout's grid."""
+    return {
+        "image": ("position", "channel", "example"),
+        "features": ("feature", "example", None),
+        "sequence": ("time step", "feature", "example"),
+    }[result.config.layout]
+
+
+def sets_frame(result: NormAxesResult, method: str, highlight: tuple[int, ...]) -> pd.DataFrame:
+    """One row per value: its grid position, raw and normalised value, set id and shade.
+
+    ``highlight`` indexes one value of ``result.values``; every value of its set is
+    shaded "same mean/variance as the chosen value".
+    """
+    ids = result.set_ids[method]
+    chosen = ids[highlight]
+    index = np.indices(ids.shape).reshape(ids.ndim, -1)
+    columns = dict(zip(result.axis_names, index))
+    if result.config.layout == "image":
+        side = ids.shape[3]
+        columns = {"example": columns["example"], "channel": columns["channel"], "position": columns["row"] * side + columns["column"]}
+    flat_ids = ids.ravel()
+    shade = np.where(flat_ids == chosen, "same mean/variance as the chosen value", np.where(flat_ids % 2 == 0, "another set (even id)", "another set (odd id)"))
+    return pd.DataFrame({
+        **columns,
+        "set": flat_ids,
+        "value": result.values.ravel(),
+        "normalized": result.normalized[method].ravel(),
+        "shade": shade,
+    })
+
+
+def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], title: str) -> alt.Chart:
+    """The tensor as a grid of cells, the chosen value's set in the method's colour."""
+    frame = sets_frame(result, method, highlight)
+    x_field, y_field, facet_field = grid_axes(result)
+    shades = ["same mean/variance as the chosen value", "another set (even id)", "another set (odd id)"]
+    color = alt.Color("shade:N", title=None, scale=alt.Scale(domain=shades, range=[PALETTE[model_label(method)], *OTHER_SET_SHADES]), legend=None)
+    width = CELL * int(frame[x_field].max() + 1)
+    height = CELL * int(frame[y_field].max() + 1)
+    chart = (
+        alt.Chart(frame)
+        .mark_rect(stroke="white", strokeWidth=1)
+        .encode(
+            x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, labelFontSize=11, values=_ticks(frame[x_field].max()))),
+            y=alt.Y(f"{y_field}:O", title=y_field, axis=alt.Axis(labelFontSize=11)),
+            color=color,
+            tooltip=[alt.Tooltip(f"{name}:O") for name in ([facet_field] if facet_field else []) + [y_field, x_field]]
+            + [alt.Tooltip("set:Q", title="set id"), alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("normalized:Q", format=".3f")],
+        )
+        .properties(width=width, height=height)
+    )
+    if facet_field:
+        return chart.facet(column=alt.Column(f"{facet_field}:O", title=None, header=alt.Header(labelExpr="'example ' + datum.value", labelFontSize=13)), title=title).configure_title(fontSize=15, anchor="start")
+    return chart.properties(title=title).configure_title(fontSize=15, anchor="start")
+
+
+def _ticks(last: int) -> list[int]:
+    step = 1 if last < 10 else 4
+    return list(range(0, int(last) + 1, step))
+
+
+def pooled_moments_frame(result: NormAxesResult) -> pd.DataFrame:
+    """Rows: the output of each method; columns: measured over each method's sets (|mean|, variance)."""
+    rows = []
+    for i, by in enumerate(METHODS):
+        row = {"output of": model_label(by)}
+        for j, over in enumerate(METHODS):
+            row[f"over {model_label(over)} sets"] = f"|mean| {result.pooled_mean_abs[i, j]:.2f}, var {result.pooled_var[i, j]:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def batch_size_frame(result: NormComparisonResult) -> pd.DataFrame:
+    """Tidy rows (model, batch size, seed, accuracy); a diverged run's accuracy is null."""
+    rows = []
+    for norm in result.config.norms:
+        accuracy = result.accuracy(norm)
+        for i, batch_size in enumerate(result.config.batch_sizes):
+            for seed, value in enumerate(finite_or_none(accuracy[i])):
+                rows.append({"model": model_label(norm), "batch size": batch_size, "seed": seed, "test accuracy": value})
+    return pd.DataFrame(rows)
+
+
+def batch_size_chart(result: NormComparisonResult) -> alt.Chart:
+    """Final test accuracy vs batch size (log scale): mean over seeds, each seed a dot."""
+    frame = batch_size_frame(result)
+    labels = [model_label(n) for n in result.config.norms]
+    x = alt.X("batch size:Q", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=list(result.config.batch_sizes), title="batch size (log scale)"))
+    y_title = "final test accuracy"
+    mean = (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3)
+        .encode(x=x, y=alt.Y("mean(test accuracy):Q", title=y_title, scale=alt.Scale(zero=False)), color=model_color("model", labels),
+                tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("mean(test accuracy):Q", title="mean over seeds", format=".4f")])
+    )
+    seeds = alt.Chart(frame).mark_point(opacity=0.5, size=30, filled=True).encode(
+        x=x, y=alt.Y("test accuracy:Q"), color=alt.Color("model:N", scale=color_scale(labels), legend=None),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("seed:Q"), alt.Tooltip("test accuracy:Q", format=".4f")],
+    )
+    return (mean + seeds).properties(height=CHART_HEIGHT, title="Test accuracy after the same number of steps, by batch size")
+
+
+def padded_frame(result: SequenceNormsResult) -> pd.DataFrame:
+    rows = []
+    for m, run in enumerate(result.runs):
+        for p, place in enumerate(PLACES):
+            for k, extra in enumerate(result.config.extra_rows):
+                rows.append({"model": run.label, "blank rows": extra, "placed": f"blank rows {place} the digit", "test accuracy": float(result.padded_accuracy[m, p, k])})
+    return pd.DataFrame(rows)
+
+
+def padded_chart(result: SequenceNormsResult) -> alt.Chart:
+    """Accuracy on longer test sequences (28 + k rows), one panel per place of the blank rows."""
+    frame = padded_frame(result)
+    labels = [run.label for run in result.runs]
+    return (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3)
+        .encode(
+            x=alt.X("blank rows:Q", title="extra blank rows (test sequence = 28 + this many steps)", axis=alt.Axis(values=list(result.config.extra_rows))),
+            y=alt.Y("test accuracy:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1])),
+            color=model_color("model", labels),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("blank rows:Q"), alt.Tooltip("test accuracy:Q", format=".3f")],
+        )
+        .properties(width=380, height=260)
+        .facet(column=alt.Column("placed:N", title=None, header=alt.Header(labelFontSize=14)))
+    )

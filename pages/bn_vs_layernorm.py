@@ -1,0 +1,239 @@
+"""BN vs LayerNorm (and Group, Instance): which values each one pools, and where each one wins."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.charts import curve_records, curves_chart
+from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
+from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, statistic_sets
+from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
+from bnviz.experiments.sequence_norms import PLACES, SequenceNormsConfig
+from bnviz.models import PerStepNorm, RecurrentBlock, model_label
+
+# What each method pools over, per layout: definitions (torch's conventions), not results.
+POOLS_OVER = {
+    "image": {"batch": "per channel, over examples and positions", "layer": "per example, over channels and positions", "instance": "per example and channel, over positions", "group": "per example and group of channels, over positions"},
+    "features": {"batch": "per feature, over the examples", "layer": "per example, over its features", "instance": "per example and feature: one value each (output 0)", "group": "per example and group of features"},
+    "sequence": {"batch": "per time step and feature, over the examples", "layer": "per example and time step, over features", "instance": "per example and feature, over all time steps (needs the whole sequence)", "group": "per example, time step and group of features"},
+}
+
+
+def same_or_not(difference: float) -> str:
+    if not np.isfinite(difference):
+        return "n/a"
+    return "identical" if difference <= SAME_OUTPUT_TOLERANCE else f"**differs** (max logit change {difference:.2f})"
+
+
+def clamp_state(key: str, high: int) -> None:
+    """A slider whose range shrank (another control changed) keeps a valid value."""
+    if st.session_state.get(key, 0) > high:
+        st.session_state[key] = high
+
+
+st.title("BN vs LayerNorm (and Group, Instance)")
+st.markdown(
+    "All four layers compute the same thing, $\\hat x = (x - \\mu_S)/\\sqrt{\\sigma_S^2 + \\epsilon}$, "
+    "then scale and shift by learned γ, β. They differ only in the **set S** of values that share one mean and variance. "
+    "**BN** pools each feature *across the batch*; **LayerNorm** pools each example *across its features*; "
+    "**InstanceNorm** each example's each channel across positions; **GroupNorm** each example's groups of channels. "
+    "The common wisdom: BN for CNNs, LayerNorm for RNNs. Below: the sets, then runs that test the wisdom."
+)
+st.latex(r"\mu_S = \frac{1}{|S|}\sum_{j \in S} x_j, \qquad \sigma_S^2 = \frac{1}{|S|}\sum_{j \in S} (x_j - \mu_S)^2 \quad\text{(biased, as torch normalises)}, \qquad \epsilon = 10^{-5}")
+controls = Controls("norms")
+notes_slot = st.container()  # a link's out-of-range values are reported here, once every control has read the URL
+
+# ------------------------------------------------------------------ 1. the axes
+st.header("1. Which values share one mean and variance")
+defaults_axes = NormAxesConfig()
+c1, c2, c3 = st.columns(3)
+with c1:
+    layout = controls.radio("Tensor", "layout", ["image", "features", "sequence"], defaults_axes.layout, horizontal=True,
+                            format_func={"image": "conv (N, C, H, W)", "features": "MLP (N, features)", "sequence": "RNN (N, time, features)"}.get)
+    batch = controls.slider("Examples in the batch (N)", "n", 2, 8, defaults_axes.batch)
+with c2:
+    groups = controls.select("GroupNorm groups", "groups", [1, 2, 4, 8], defaults_axes.groups, slider=True,
+                             help=f"{WIDTH} channels: 1 group is LayerNorm, {WIDTH} groups is InstanceNorm.")
+with c3:
+    clamp_state("norms.hx", batch - 1)
+    example = controls.slider("Chosen value: example", "hx", 0, batch - 1, 0) if batch > 1 else 0
+    channel = controls.slider("Chosen value: channel / feature", "hc", 0, WIDTH - 1, 0)
+    positions = {"image": SPATIAL_SIDE * SPATIAL_SIDE, "sequence": TIME_STEPS, "features": 1}[layout]
+    position = 0
+    if positions > 1:
+        clamp_state("norms.hp", positions - 1)
+        position = controls.slider("Chosen value: position" if layout == "image" else "Chosen value: time step", "hp", 0, positions - 1, 0)
+axes_config = NormAxesConfig(layout=layout, batch=batch, groups=groups)
+axes = run_experiment("norm_axes", axes_config, label="Computing")
+highlight = {"image": (example, channel, *divmod(position, SPATIAL_SIDE)), "features": (example, channel), "sequence": (example, position, channel)}[layout]
+st.caption(
+    {"image": "Real activations: a freshly initialised 3×3 conv layer (8 channels) on test digits pooled to 4×4; position = row × 4 + column.",
+     "features": "Real activations: a freshly initialised 784 → 8 fully connected layer on test digits.",
+     "sequence": "Real activations: each of 7 pooled image rows through a 7 → 8 layer (a recurrent layer's input term W x_t + b)."}[layout]
+    + " The coloured cells share one mean and variance with the chosen value; grey shades alternate between the other sets. Hover a cell for its value before and after."
+)
+for method in METHODS:
+    ids = axes.set_ids[method]
+    title = f"{model_label(method)}: {len(np.unique(ids))} sets of {axes.set_size(method)} values ({POOLS_OVER[layout][method]})"
+    if method == "group":
+        title += f", {groups} group{'s' if groups > 1 else ''} of {WIDTH // groups}"
+    st.altair_chart(sets_grid(axes, method, highlight, title), width="content")
+st.markdown(
+    "**The same activations normalised four ways**, then measured over each method's sets: average |mean| and average variance. "
+    "Each method gives mean 0 and variance 1 over its own sets (the diagonal); over another method's sets it generally does not "
+    "(a finer cut also zeroes any coarser set made of whole sets of it: that is why InstanceNorm's row is 0/1 under GroupNorm and LayerNorm)."
+)
+st.dataframe(pooled_moments_frame(axes), hide_index=True, width="stretch")
+worst = max(axes.torch_max_difference.values())
+st.caption(
+    f"Checked against torch's own layers (BatchNorm, LayerNorm, InstanceNorm, GroupNorm, training mode, float64): "
+    f"largest difference {worst:.1e}. Sets of one value have variance 0, so their output is 0: (x − x)/√ε."
+)
+
+# ------------------------------------------------------------ 2. batch-size sweep
+st.header("2. Batch size: where BN loses")
+defaults_sweep = NormComparisonConfig()
+with st.expander("Settings of the sweep", expanded=False):
+    s1, s2, s3, s4 = st.columns(4)
+    with s1:
+        arch = controls.radio("Network", "arch", ["mlp", "cnn"], defaults_sweep.arch, format_func={"mlp": "MLP 784-100-100-10", "cnn": "small CNN (8, 16 channels)"}.get,
+                              help="The CNN is about 10× slower per step on a CPU; it also sweeps InstanceNorm.")
+    with s2:
+        sweep = controls.radio("Batch sizes", "sweep", ["light", "full"], "light",
+                               format_func={"light": ", ".join(map(str, LIGHT_BATCH_SIZES)), "full": ", ".join(map(str, FULL_BATCH_SIZES))}.get)
+    with s3:
+        seeds = controls.slider("Seeds", "seeds", 1, 3, defaults_sweep.seeds)
+    with s4:
+        steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults_sweep.steps, slider=True)
+    st.caption("Every run: Adam, lr 0.001, ReLU, the same number of steps at every batch size (a larger batch sees more examples). "
+               "The full sweep with 3 seeds and 300 steps takes minutes on a CPU; results are cached.")
+sweep_config = defaults_sweep.replace(
+    arch=arch, norms=SWEEP_NORMS if arch == "cnn" else defaults_sweep.norms, seeds=seeds, steps=steps,
+    batch_sizes=FULL_BATCH_SIZES if sweep == "full" else LIGHT_BATCH_SIZES,
+)
+sweep_result = run_experiment("norm_comparison", sweep_config, label="Batch-size sweep")
+small, large = min(sweep_config.batch_sizes), max(sweep_config.batch_sizes)
+st.altair_chart(batch_size_chart(sweep_result), width="stretch")
+diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in sweep_result.runs.items() if run.diverged]
+if diverged:
+    st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
+
+
+def mean_accuracy(norm: str, index: int) -> float:
+    values = sweep_result.accuracy(norm)[index]
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+metric_columns = st.columns(len(sweep_config.norms))
+for column, norm in zip(metric_columns, sweep_config.norms):
+    at_small, at_large = mean_accuracy(norm, 0), mean_accuracy(norm, -1)
+    delta = f"{100 * (at_small - at_large):+.1f} points vs batch {large}" if np.isfinite(at_small) and np.isfinite(at_large) else None
+    column.metric(f"{model_label(norm)}, batch {small}", format_percent(at_small), delta=delta)
+drops = {model_label(n): mean_accuracy(n, -1) - mean_accuracy(n, 0) for n in sweep_config.norms}
+finite_drops = {k: v for k, v in drops.items() if np.isfinite(v)}
+best_small = max(sweep_config.norms, key=lambda n: np.nan_to_num(mean_accuracy(n, 0), nan=-1))
+if finite_drops:
+    biggest = max(finite_drops, key=finite_drops.get)
+    st.markdown(
+        f"From batch {large} down to batch {small}, accuracy falls by "
+        + ", ".join(f"**{100 * v:.1f}** points for {k}" for k, v in finite_drops.items())
+        + f". The largest fall is **{biggest}**'s; at batch {small} the best model is **{model_label(best_small)}** "
+        f"({format_percent(mean_accuracy(best_small, 0))}), averaged over {sweep_config.seeds} seed{'s' if sweep_config.seeds > 1 else ''}."
+    )
+st.caption(
+    f"Context from the literature, not assumed here (Wu & He 2018, GroupNorm, ResNet-50 on ImageNet): BN's error rose from "
+    f"{100 * GN_PAPER_BN_ERROR[32]:.1f}% at 32 examples per GPU to {100 * GN_PAPER_BN_ERROR[2]:.1f}% at 2, while GN stayed near {100 * GN_PAPER_GN_ERROR:.1f}%. "
+    "Our curves are whatever our short MNIST runs give."
+)
+
+# ------------------------------------------------------- 3. train/eval consistency
+st.header("3. The same digit in train and eval mode")
+probe_batch = controls.select("Models trained at batch size", "probe", list(sweep_config.batch_sizes), small, slider=True)
+st.markdown(
+    f"Test digit 0 through each trained model (seed 0, batch {probe_batch}): in eval mode alone and with {probe_batch - 1} batch-mates, "
+    "in train mode (batch statistics) with two different sets of batch-mates, and alone in train mode."
+)
+for norm in sweep_config.norms:
+    probe = sweep_result.consistency(norm, probe_batch)
+    eval_acc, train_acc = probe["mode_accuracy"]
+    alone = f"refused by torch (“{probe['train_alone_error']}”)" if probe["train_alone_error"] else same_or_not(probe["train_alone_vs_eval"]) + " to eval mode"
+    st.markdown(
+        f"- **{model_label(norm)}**: eval mode, alone vs in a batch: {same_or_not(probe['alone_vs_batch'])}; "
+        f"train vs eval mode: {same_or_not(probe['train_eval_gap'])}; other batch-mates in train mode: {same_or_not(probe['batch_dependence'])}; "
+        f"alone in train mode: {alone}. Accuracy on 256 test digits: eval mode {format_percent(eval_acc)}, train mode in batches of {probe_batch} {format_percent(train_acc)}."
+    )
+st.caption(f"“Identical” means every logit within {SAME_OUTPUT_TOLERANCE:g} (float32 sums in a different order). BN in eval mode uses its running averages, so it too is independent of batch-mates there.")
+
+# ------------------------------------------------------------------ 4. summary
+st.header("4. Summary, from the runs above")
+summary = pd.DataFrame(sweep_result.summary_rows())
+formats = {c: "{:.1%}" for c in summary.columns if c.startswith("test accuracy")}
+formats.update({c: "{:+.1%}" for c in summary.columns if c.startswith("train − eval")})
+formats.update({c: "{:.2f}" for c in summary.columns if c.startswith("ms per step")})
+st.dataframe(summary.style.format(formats, na_rep="diverged"), hide_index=True, width="stretch")
+st.caption(f"Means over {sweep_config.seeds} seed(s); “train − eval” is test accuracy with batch statistics (batches of {small}) minus with running averages; "
+           "ms per step is measured on this machine, shared with other users, so it is noisy.")
+
+# -------------------------------------------------------------------- 5. sequences
+st.header("5. Sequences: a recurrent network on sequential MNIST")
+st.markdown(
+    "A one-layer tanh RNN reads each digit **row by row** (28 time steps of 28 pixels) and classifies from its last state. "
+    "The norm sits on each step's summed input, $h_t = \\tanh(\\mathrm{norm}_t(W x_t + U h_{t-1} + b))$. "
+    "**BN** keeps separate statistics for every time step (recurrent BN, Cooijmans et al. 2016); **LayerNorm** normalises each example's state at each step (Ba et al. 2016)."
+)
+defaults_seq = SequenceNormsConfig()
+q1, q2, q3 = st.columns(3)
+with q1:
+    rnn_steps = controls.select("RNN training steps (batches of 64)", "rnn_steps", [10, 20, 50, 100, 200, 500, 1000], defaults_seq.steps, slider=True)
+with q2:
+    rnn_hidden = controls.select("State size", "rnn_hidden", [16, 32, 48, 64, 128], defaults_seq.hidden, slider=True)
+with q3:
+    rnn_seed = controls.slider("Seed (RNN)", "rnn_seed", 0, 4, defaults_seq.seed)
+seq_config = defaults_seq.replace(steps=rnn_steps, hidden=rnn_hidden, seed=rnn_seed, eval_every=max(rnn_steps // 10, 5))
+seq_metrics = st.container()
+left, right = st.columns(2)
+acc_slot, loss_slot = left.empty(), right.empty()
+
+
+def draw(runs):
+    acc_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy (1,000 test digits)", total_steps=seq_config.steps), width="stretch")
+    loss_slot.altair_chart(curves_chart(runs, "train_loss", "Training loss", total_steps=seq_config.steps), width="stretch")
+
+
+seq_result = run_experiment("sequence_norms", seq_config, live=draw, label="Training the RNNs")
+draw(seq_result.runs)
+with seq_metrics:
+    columns = st.columns(len(seq_result.runs))
+    for column, run in zip(columns, seq_result.runs):
+        column.metric(f"RNN, {run.label}: test accuracy", format_percent(run.final_test_acc), help=f"{seq_config.steps} steps, full 10,000-digit test set; {1000 * run.seconds / max(len(run.step_loss), 1):.1f} ms per step here.")
+for run in seq_result.runs:
+    if run.diverged:
+        st.warning(f"The RNN with {run.label} **diverged** at step {run.diverged_step} (loss NaN or infinite); its curve stops there.")
+
+st.subheader("Longer test sequences")
+st.altair_chart(padded_chart(seq_result), width="content")
+extra = seq_config.extra_rows[-1]
+before = PLACES.index("before")
+changes = {run.label: seq_result.padded_accuracy[m, before, -1] - seq_result.padded_accuracy[m, before, 0] for m, run in enumerate(seq_result.runs)}
+worst_label = min(changes, key=changes.get)
+st.markdown(
+    f"With {extra} blank rows **before** the digit (the same digit, read {extra} steps later), accuracy changes by "
+    + ", ".join(f"**{100 * v:+.1f}** points for {k}" for k, v in changes.items())
+    + f": the largest fall is **{worst_label}**'s. Per-step BN ties its statistics to positions in the sequence: step t is normalised with the "
+    "statistics of row t of the training digits, whatever it now reads, and beyond step 27 it reuses step 27's (as Cooijmans et al. do). "
+    "Blank rows **after** the digit test memory instead: every model must carry the digit through the extra steps."
+)
+st.subheader("A batch of one")
+for run in seq_result.runs:
+    probe = seq_result.consistency(run.label)
+    alone = f"training mode refused by torch (“{probe['train_alone_error']}”)" if probe["train_alone_error"] else f"training mode alone: {same_or_not(probe['train_alone_vs_eval'])} to eval mode"
+    st.markdown(f"- **{run.label}**: eval mode, one digit alone vs in a batch: {same_or_not(probe['alone_vs_batch'])}; {alone}.")
+st.caption("So BN cannot be *trained* with one sequence per batch (nor run in training mode on one), and at test time it needs the running averages; LayerNorm does the same computation for one example as for many.")
+
+downloads("norm_comparison", sweep_config, {"Test accuracy by batch size": batch_size_frame(sweep_result), "Summary": summary})
+downloads("sequence_norms", seq_config, {"RNN test accuracy": curve_records(seq_result.runs, "test_acc"), "Longer sequences": padded_frame(seq_result)})
+downloads("norm_axes", axes_config, {f"Sets, {model_label(m)}": sets_frame(axes, m, highlight) for m in METHODS})
+source_expander(statistic_sets, normalize_by_sets, PerStepNorm, RecurrentBlock)
+with notes_slot:
+    controls.show_notes()
+device_caption()
