@@ -17,6 +17,7 @@ PAGES = {
     "Understanding BN": [
         st.Page("pages/distribution_shift.py", title="Distribution shift and the NaN failure", icon="💥", url_path="distribution-shift"),
         st.Page("pages/bn_vs_layernorm.py", title="BN vs LayerNorm (and Group, Instance)", icon="🧱", url_path="bn-vs-layernorm"),
+        st.Page("pages/placement.py", title="Before or after the nonlinearity", icon="🔀", url_path="placement"),
     ],
 }
 

@@ -143,6 +143,34 @@ class Controls:
         self._publish(key, value)
         return value
 
+    def select_range(self, label: str, key: str, options: Sequence, default: tuple, help: str | None = None, format_func=str, **kwargs) -> tuple:
+        """A two-handle ``select_slider`` over fixed options; the URL holds ``low,high``."""
+        options = list(options)
+        by_text = {str(option): option for option in options}
+
+        def parse(raw):
+            parts = raw.split(",")
+            if len(parts) != 2 or any(part not in by_text for part in parts):
+                raise ValueError(raw)
+            low, high = sorted((by_text[part] for part in parts), key=options.index)
+            return (low, high)
+
+        # Streamlit decides "range or single" from ``value``, not from session state, so the
+        # starting range is kept under its own key and passed as ``value`` (once: the widget then keeps its own).
+        session_key = self._session_key(key)
+        initial_key = f"{session_key}.initial"
+        if initial_key not in st.session_state:
+            initial, raw = tuple(default), st.query_params.get(key)
+            if raw is not None:
+                try:
+                    initial = parse(raw)
+                except ValueError:
+                    self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {','.join(map(str, default))}.")
+            st.session_state[initial_key] = initial
+        value = self.container.select_slider(label, options=options, value=st.session_state[initial_key], key=session_key, help=help, format_func=format_func, **kwargs)
+        self._publish(key, value)
+        return tuple(value)
+
     def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
         by_text = {str(option): option for option in options}
 

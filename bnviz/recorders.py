@@ -236,3 +236,154 @@ class SingleInputConsistency:
 
     def finish(self):
         return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
+
+
+# A unit whose slope is under a tenth of its activation's steepest passes back less
+# than a tenth of the gradient it could: "saturated" (sigmoid, tanh) or "inactive" (ReLU).
+FLAT_SLOPE_FRACTION = 0.1
+
+
+def activation_slope(act, x: torch.Tensor) -> torch.Tensor:
+    """f'(x) elementwise for an elementwise activation module ``act``, by autograd."""
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(act(x).sum(), x)
+    return slope
+
+
+def steepest_slope(act) -> float:
+    """max |f'(x)| over x in [-20, 20] (sigmoid 0.25, tanh and ReLU 1, GELU about 1.13)."""
+    return activation_slope(act, torch.linspace(-20.0, 20.0, 40_001, dtype=torch.float64)).abs().max().item()
+
+
+def is_flat(act, x: torch.Tensor) -> torch.Tensor:
+    """Where ``|f'(x)| < FLAT_SLOPE_FRACTION * max |f'|``: saturated or inactive."""
+    return activation_slope(act, x).abs() < FLAT_SLOPE_FRACTION * steepest_slope(act)
+
+
+class NonlinearityInputs:
+    """What each hidden layer's nonlinearity receives, and what the layer passes on.
+
+    At every evaluation (eval mode, the test subset), with x the input of block
+    i's activation f (a CNN's channel is a unit; its positions count as examples):
+
+    - ``act_input_mean`` / ``act_input_std``: mean and standard deviation of x
+      over examples and units;
+    - ``flat_fraction``: the share of (example, unit) pairs where
+      ``|f'(x)| < FLAT_SLOPE_FRACTION * max |f'|`` (a saturated sigmoid or tanh,
+      a ReLU at x <= 0);
+    - ``dead_fraction``: the share of units that are flat on every example;
+    - ``output_mean``: mean of the block's output, what the next layer receives
+      (``f(BN(z))`` with BN before, ``BN(f(z))`` with BN after);
+
+    each (evaluations, layers), with ``nonlinearity_step``. At the last
+    evaluation, ``act_input_hist`` (layers, bins): the share of x in each bin of
+    ``act_input_hist_edges`` (values beyond the edges are counted in the end bins).
+    """
+
+    def __init__(self, hist_range: float = 8.0, bins: int = 64):
+        self.edges = np.linspace(-hist_range, hist_range, bins + 1)
+        self.rows: dict[str, list[list[float]]] = {k: [] for k in ("act_input_mean", "act_input_std", "flat_fraction", "dead_fraction", "output_mean")}
+        self.steps: list[int] = []
+        self.outputs: dict[int, list[torch.Tensor]] = {}
+        self.last_inputs: list[torch.Tensor] = []
+
+    def attach(self, model):
+        self.blocks = list(model.blocks)
+        self.max_slope = [steepest_slope(block.act) for block in self.blocks]
+        for index, block in enumerate(self.blocks):
+            block.register_forward_hook(lambda module, inputs, output, i=index: self._keep_output(module, output, i))
+
+    def _keep_output(self, module, output, index):
+        if not module.training:  # evaluation passes only
+            self.outputs.setdefault(index, []).append(output.detach())
+
+    def on_eval(self, step, model, activations):
+        stats = {k: [] for k in self.rows}
+        for index, x in enumerate(activations):
+            x = x.detach()
+            flat = activation_slope(self.blocks[index].act, x).abs() < FLAT_SLOPE_FRACTION * self.max_slope[index]
+            per_unit = flat.transpose(0, 1).flatten(1)  # (units, examples x positions)
+            output = torch.cat(self.outputs.get(index, [x.new_zeros(1)]))
+            stats["act_input_mean"].append(x.mean().item())
+            stats["act_input_std"].append(x.std().item())
+            stats["flat_fraction"].append(flat.float().mean().item())
+            stats["dead_fraction"].append(per_unit.all(dim=1).float().mean().item())
+            stats["output_mean"].append(output.mean().item())
+        for key, values in stats.items():
+            self.rows[key].append(values)
+        self.last_inputs = [x.detach() for x in activations]  # histogrammed once, in finish
+        self.steps.append(step)
+        self.outputs = {}
+
+    def finish(self):
+        layers = len(getattr(self, "blocks", []))
+        out = {k: np.asarray(v, dtype=float).reshape(-1, layers) for k, v in self.rows.items()}
+        out["nonlinearity_step"] = np.asarray(self.steps, dtype=np.int64)
+        low, high = float(self.edges[0]), float(self.edges[-1])
+        histogram = []
+        for x in self.last_inputs:
+            values = x[~torch.isnan(x)].float().clamp(low, high).cpu()  # a NaN has no bin
+            counts = torch.histc(values, bins=len(self.edges) - 1, min=low, max=high)
+            histogram.append((counts / max(x.numel(), 1)).numpy())
+        out["act_input_hist"] = np.stack(histogram) if histogram else np.empty((0, len(self.edges) - 1))
+        out["act_input_hist_edges"] = self.edges
+        self.outputs, self.last_inputs = {}, []
+        return out
+
+
+class SingleInputConsistency:
+    """One probe input through the model in each mode: does its output depend on the mode or on its batch-mates?
+
+    At the evaluation of step ``at_step`` (None: every evaluation; ``finish``
+    keeps the last), on a copy of the model, because a train-mode forward
+    moves BN's running averages::
+
+        eval_alone     eval mode, the probe alone (a batch of 1)
+        eval_batch     eval mode, the probe first in a batch with ``mates_a``
+        train_batch_a  train mode (batch statistics), the probe with ``mates_a``
+        train_batch_b  train mode, the probe with other batch-mates ``mates_b``
+        train_alone    train mode, the probe alone: NaN when torch refuses
+                       (BN with one value per channel has no variance)
+
+    and the accuracy on ``check_x``/``check_y`` in eval mode and in train mode
+    with batches of ``len(mates_a) + 1`` (what the batch statistics give).
+    Records ``mode_logits`` (5, classes) in the order of ``MODES``,
+    ``train_alone_error`` (torch's message, "" when it ran) and
+    ``mode_accuracy`` [eval mode, train mode].
+    """
+
+    MODES = ("eval_alone", "eval_batch", "train_batch_a", "train_batch_b", "train_alone")
+
+    def __init__(self, probe: torch.Tensor, mates_a: torch.Tensor, mates_b: torch.Tensor, check_x: torch.Tensor, check_y: torch.Tensor, at_step: int | None = None):
+        self.probe, self.mates_a, self.mates_b = probe, mates_a, mates_b
+        self.at_step = at_step
+        self.check_x, self.check_y = check_x, check_y
+        self.logits: np.ndarray | None = None
+        self.error = ""
+        self.accuracy = np.full(2, np.nan)
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if self.at_step is not None and step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model)
+        probe_model.eval()
+        outputs = [probe_model(self.probe)[0], probe_model(torch.cat([self.probe, self.mates_a]))[0]]
+        eval_correct = (probe_model(self.check_x).argmax(dim=1) == self.check_y).sum().item()
+        probe_model.train()
+        outputs += [probe_model(torch.cat([self.probe, self.mates_a]))[0], probe_model(torch.cat([self.probe, self.mates_b]))[0]]
+        self.error = ""
+        try:
+            outputs.append(probe_model(self.probe)[0])
+        except ValueError as exc:  # torch: "Expected more than 1 value per channel when training"
+            self.error = str(exc)
+            outputs.append(torch.full_like(outputs[0], float("nan")))
+        size = len(self.mates_a) + 1
+        train_correct = sum((probe_model(self.check_x[i : i + size]).argmax(dim=1) == self.check_y[i : i + size]).sum().item() for i in range(0, len(self.check_y) - size + 1, size))
+        checked = (len(self.check_y) // size) * size
+        self.accuracy = np.array([eval_correct / len(self.check_y), train_correct / max(checked, 1)])
+        self.logits = torch.stack(outputs).double().cpu().numpy()
+
+    def finish(self):
+        return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}

@@ -1,0 +1,46 @@
+"""AppTest of the placement page (pages/placement.py): runs, shows a computed verdict, controls move it."""
+from apptest_helpers import chart_count, metric_values, open_page
+
+# 2 learning rates x 2 seeds x 3 models of 50 steps on a 32-unit layer: about a second of training
+FAST = dict(steps=50, seeds=2, lr="0.3,1.0", width=32, depth=1)
+
+
+def verdict_text(at) -> str:
+    return " ".join(m.value for m in at.markdown if "BN before" in m.value and "no BN" in m.value)
+
+
+def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
+    at = open_page("pages/placement.py", **FAST).run()
+    assert not at.exception
+    before = metric_values(at)
+    assert set(before) == {"no BN: final test accuracy", "BN before: final test accuracy", "BN after: final test accuracy"}
+    assert chart_count(at) == 6  # accuracy and loss bands, the sweep, the histograms, two per-layer charts
+    assert any(h.value == "Verdict at learning rate 0.3" for h in at.subheader)
+    text = verdict_text(at)
+    assert ("wins" in text or "No significant difference" in text or "No difference" in text) and "2 paired seeds" in text
+    assert not at.error  # the paired-start check passed
+
+    at.selectbox(key="placement.act").select("sigmoid").run()
+    assert not at.exception
+    assert metric_values(at) != before and verdict_text(at) != text
+
+
+def test_viewing_another_learning_rate_and_changing_the_range():
+    at = open_page("pages/placement.py", **FAST).run()
+    before, text = metric_values(at), verdict_text(at)
+    at.radio(key="placement.view_lr").set_value(1.0).run()  # a view of runs already trained
+    assert not at.exception
+    assert any(h.value == "Verdict at learning rate 1" for h in at.subheader)
+    assert metric_values(at) != before and verdict_text(at) != text
+
+    at.select_slider(key="placement.lr").set_range(0.03, 0.1).run()  # 1.0 is no longer trained
+    assert not at.exception
+    assert [str(o) for o in at.radio(key="placement.view_lr").options] == ["0.03", "0.1"]
+    assert any(h.value == "Verdict at learning rate 0.03" for h in at.subheader)
+
+
+def test_bad_link_values_are_ignored_with_a_note():
+    at = open_page("pages/placement.py", **FAST | {"act": "banana", "lr": "0.3,7", "seeds": 1}).run()
+    assert not at.exception
+    notes = " ".join(i.value for i in at.info)
+    assert "banana" in notes and "0.3,7" in notes and "seeds" in notes
