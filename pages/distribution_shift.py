@@ -47,7 +47,7 @@ st.latex(r"\text{eval mode: } y = \gamma\,\frac{x - \text{running\_mean}}{\sqrt{
 
 defaults = ShiftConfig()
 st.caption("Scenarios (each one sets the controls below):")
-scenarios = {"The default: contrast shift": defaults, **EXPERIMENT.presets}
+scenarios = {"Default: contrast shift": defaults, **EXPERIMENT.presets}
 for column, (name, scenario) in zip(st.columns(len(scenarios)), scenarios.items()):
     column.button(name, on_click=load_scenario, args=(scenario,), width="stretch", key=f"{SCOPE}.scenario.{name}")
 
@@ -101,11 +101,11 @@ shift_words = SHIFT_NAMES[shift] + ("" if shift == "digits" else f", strength {s
 
 st.subheader(f"2. Evaluation on the shifted data: {shift_words}")
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Accuracy, train mode (batch statistics)", format_percent(shift_train["accuracy"]), help="Each batch of 60 shifted images normalised with its own statistics.")
-m2.metric("Accuracy, eval mode (population statistics)", format_percent(shift_eval["accuracy"]),
+m1.metric("Accuracy, train mode", format_percent(shift_train["accuracy"]), help="Batch statistics: each batch of 60 shifted images normalised with its own mean and variance.")
+m2.metric("Accuracy, eval mode", format_percent(shift_eval["accuracy"]), help="Population statistics: the running mean and variance estimated in training.",
           delta=f"clean images: {format_percent(clean_eval['accuracy'])}", delta_color="off")
 m3.metric("Largest |BN output|, eval mode", number(shift_eval["max_abs"]), delta=f"train mode: {number(shift_train['max_abs'])}", delta_color="off")
-m4.metric("Outputs that are NaN/inf, eval mode", f"{shift_eval['nonfinite_outputs']:,}", delta=f"train mode: {shift_train['nonfinite_outputs']:,}", delta_color="off")
+m4.metric("NaN/inf outputs, eval mode", f"{shift_eval['nonfinite_outputs']:,}", delta=f"train mode: {shift_train['nonfinite_outputs']:,}", delta_color="off")
 
 if not result.accuracy_defined:
     st.info("Digits 5-9 were never labels in training, so accuracy on them is not defined; the page compares activations and NaN counts instead.")
@@ -125,10 +125,13 @@ st.markdown(" ".join(verdict))
 st.subheader("3. Unit by unit: who explodes, and why")
 left, right = st.columns(2)
 left.altair_chart(layer_maxima_chart(result, float16_line=precision == "float16" or shift_eval["max_abs"] > FLOAT16_MAX / 100), width="stretch")
-right.altair_chart(units_chart(result), width="stretch")
 units = pd.DataFrame(result.units)
 stats = result.running_stats
 first = stats[0]
+if units["running_var"].notna().any():
+    right.altair_chart(units_chart(result), width="stretch")
+else:
+    right.info("Every unit's running variance is NaN, so there is no amplification to plot: the statistics themselves are broken.")
 if first["nonfinite_units"]:
     st.markdown(f"The running statistics themselves are not finite: **{sum(s['nonfinite_units'] for s in stats):,} units** across "
                 f"{sum(1 for s in stats if s['nonfinite_units'])} BN layers have a NaN running mean or variance (see section 4).")
@@ -148,9 +151,10 @@ else:
         st.markdown(f"No unit has a running variance below eps (smallest: {min(s['min_running_var'] for s in stats):.2g}), so no unit is amplified "
                     f"more than {max(s['max_amplification'] for s in stats):.1f}×" + (": with BN before the ReLU, every BN input varies in training." if placement == "before" else "."))
 top = units.sort_values("max_abs_eval", ascending=False).head(8)
-st.dataframe(top.rename(columns={"running_mean": "running mean", "running_var": "running variance", "amplification": "1/√(var+eps)",
-                                 "max_abs_eval": "largest |output| eval", "max_abs_train": "largest |output| train"}),
-             hide_index=True, width="stretch")
+st.caption("The 8 units with the largest eval-mode output on the shifted images")
+st.table(top.rename(columns={"running_mean": "running mean", "running_var": "running variance", "amplification": "1/√(var+eps)",
+                             "max_abs_eval": "largest |output|, eval", "max_abs_train": "largest |output|, train"})
+         .style.format({"running mean": "{:.3g}", "running variance": "{:.2g}", "1/√(var+eps)": "{:,.1f}", "largest |output|, eval": lambda v: number(v) if math.isfinite(v) else "NaN/inf", "largest |output|, train": "{:.3g}"}).hide(axis="index"))
 
 st.subheader("4. A real NaN: where it comes from")
 st.markdown("Nothing on this page writes a NaN by hand. Two mechanisms produce one for real; each is measured on this model.")
@@ -177,19 +181,22 @@ with route_b:
     st.markdown("**(b) A half-precision forward overflows**")
     limit_eps = result.overflow_eps("float16")
     here = result.float32_max(config.eps)
-    st.markdown(
-        f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes inf, and the next layer's sum of +inf and −inf terms is NaN. "
-        f"At this model's eps ({config.eps:.0e}) the largest float32 BN output on the shifted images is **{number(here)}**, "
-        + (f"{FLOAT16_MAX / here:,.1f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.1f}× above the limit. ")
-        + (f"Sweeping eps at evaluation on the same weights, float16 gives NaN/inf from **eps = {limit_eps:.0e}** down "
-           f"(amplification up to {1 / math.sqrt(limit_eps):,.0f}×)." if limit_eps is not None else
-           "No eps in the sweep makes float16 overflow on these images.")
-        + f" bfloat16 keeps float32's range: {sum(r['nonfinite_outputs'] for r in result.sweep('bfloat16')):,} non-finite outputs over the whole sweep"
-        + (" (its NaNs come from the poisoned statistics, not from overflow)." if first["nonfinite_units"] else ".")
-    )
-    st.altair_chart(eps_sweep_chart(result), width="stretch")
+    if not math.isfinite(here):
+        st.markdown("This model's running statistics are already NaN (route a), so every eval-mode forward is NaN whatever the precision; "
+                    "set *Corrupted training images* to 0 to measure this route.")
+    else:
+        st.markdown(
+            f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes inf, and the next layer's sum of +inf and −inf terms is NaN. "
+            f"At this model's eps ({config.eps:.0e}) the largest float32 BN output on the shifted images is **{number(here)}**, "
+            + (f"{FLOAT16_MAX / here:,.1f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.1f}× above the limit. ")
+            + (f"Sweeping eps at evaluation on the same weights, float16 gives NaN/inf from **eps = {limit_eps:.0e}** down "
+               f"(amplification up to {1 / math.sqrt(limit_eps):,.0f}×)." if limit_eps is not None else
+               "No eps in the sweep makes float16 overflow on these images.")
+            + f" bfloat16 keeps float32's range: {sum(r['nonfinite_outputs'] for r in result.sweep('bfloat16')):,} non-finite outputs over the whole sweep."
+        )
+        st.altair_chart(eps_sweep_chart(result), width="stretch")
 later = stats[1:]
-if later:
+if later and not first["nonfinite_units"]:
     worst_later = max(later, key=lambda s: s["max_amplification"] if math.isfinite(s["max_amplification"]) else -1)
     st.markdown(
         f"**(c) Depth.** Amplifications multiply only when several layers have near-zero running variances. Here, after layer 1, the largest "
@@ -201,7 +208,8 @@ if later:
 st.subheader("5. The fixes, compared on the same model")
 st.altair_chart(fixes_chart(result), width="stretch")
 fixes = pd.DataFrame(result.fixes)
-st.dataframe(fixes.rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"}), hide_index=True, width="stretch")
+st.table(fixes.rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"})
+         .style.format({"accuracy": lambda v: format_percent(v), "loss": "{:.3g}", "largest |BN output|": "{:,.4g}"}).hide(axis="index"))
 best = max((row for row in result.fixes if not row["nonfinite_outputs"]), key=lambda r: r["accuracy"] if result.accuracy_defined else -r["max_abs"], default=None)
 if best is not None:
     st.markdown(f"Best here: **{best['fix']}**" + (f", {format_percent(best['accuracy'])} on the shifted images." if result.accuracy_defined else f", largest output {number(best['max_abs'])}."))

@@ -6,12 +6,13 @@ import pandas as pd
 
 from . import CHART_HEIGHT, PALETTE, finite_or_none
 
-MODE_COLORS = alt.Scale(domain=["train mode (batch statistics)", "eval mode (population statistics)"], range=[PALETTE["BN"], PALETTE["no BN"]])
+MODE_COLORS = alt.Scale(domain=["train mode", "eval mode"], range=[PALETTE["BN"], PALETTE["no BN"]])
 LOG_FLOOR = 1e-3  # a log axis cannot show 0
 
 
 def layer_records(result) -> pd.DataFrame:
     frame = pd.DataFrame(result.layers)
+    frame["mode"] = frame["mode"].str.split(" \\(").str[0]  # "train mode (batch statistics)" -> "train mode"
     for column in ("median_abs", "p99_abs", "max_abs"):
         frame[column] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(frame[column])]
     return frame
@@ -31,12 +32,14 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
     y = alt.Y("median_abs:Q", title="|BN output| (log scale)", scale=alt.Scale(type="log"))
     bars = base.mark_bar(size=22, opacity=0.85).encode(y=y, y2="max_abs:Q")
     ticks = base.mark_tick(color="black", thickness=2, size=22).encode(y="p99_abs:Q")
-    layers = [bars, ticks]
+    broken = base.transform_filter(alt.datum.nonfinite > 0).mark_text(color=PALETTE["no BN"], fontSize=13, fontWeight="bold", angle=270, align="right").encode(
+        y=alt.value(8), text=alt.Text("nonfinite:Q", format=",.0f"))
+    layers = [bars, ticks, broken]
     if float16_line:
         limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
         layers.append(limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q"))
         layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0)))
-    return alt.layer(*layers).properties(height=CHART_HEIGHT, title="Each BN layer's output on the shifted images: median to largest |value|")
+    return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer: median to largest, tick at 99% (red numbers: NaN/inf values)")
 
 
 def units_chart(result) -> alt.Chart:
@@ -77,17 +80,23 @@ def fixes_chart(result) -> alt.Chart:
 
 
 def eps_sweep_chart(result) -> alt.Chart:
-    """Route (b): non-finite outputs against eps at evaluation, one line per precision."""
+    """Route (b): the largest float32 |BN output| against eps at evaluation (same weights), the float16
+    limit as a dashed line, and each point coloured by what the float16 forward gave there."""
     frame = pd.DataFrame(result.eps_sweep)
-    return (
-        alt.Chart(frame, title="Non-finite outputs vs eps at evaluation (same weights)")
-        .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=2.5)
-        .encode(
-            x=alt.X("eps:Q", title="eps at evaluation (log scale)", scale=alt.Scale(type="log", reverse=True)),
-            y=alt.Y("nonfinite_outputs:Q", title="test images with NaN/inf output"),
-            color=alt.Color("precision:N", legend=alt.Legend(orient="top"), scale=alt.Scale(domain=["float32", "float16", "bfloat16"], range=["#4C78A8", "#E45756", "#54A24B"])),
-            strokeDash=alt.StrokeDash("precision:N", legend=None),
-            tooltip=["precision:N", alt.Tooltip("eps:Q", format=".0e"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g", title="largest finite |BN output|")],
-        )
-        .properties(height=CHART_HEIGHT)
+    float32 = frame[frame["precision"] == "float32"][["eps", "max_abs"]].reset_index(drop=True)
+    float16 = frame[frame["precision"] == "float16"][["eps", "nonfinite_outputs"]].reset_index(drop=True)
+    data = float32.merge(float16, on="eps")
+    data["max_abs"] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(data["max_abs"])]
+    data["float16"] = ["NaN/inf outputs" if n else "finite" for n in data["nonfinite_outputs"]]
+    x = alt.X("eps:Q", title="eps at evaluation (log scale)", scale=alt.Scale(type="log", reverse=True), axis=alt.Axis(format=".0e"))
+    y = alt.Y("max_abs:Q", title="largest |BN output|, float32 (log)", scale=alt.Scale(type="log"))
+    line = alt.Chart(data).mark_line(color="#888", strokeWidth=2).encode(x=x, y=y)
+    points = alt.Chart(data).mark_point(size=140, filled=True).encode(
+        x=x, y=y,
+        color=alt.Color("float16:N", title="float16 forward", scale=alt.Scale(domain=["finite", "NaN/inf outputs"], range=[PALETTE["GroupNorm"], PALETTE["no BN"]]), legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("eps:Q", format=".0e"), alt.Tooltip("max_abs:Q", format=".4g", title="largest |BN output| (float32)"), alt.Tooltip("nonfinite_outputs:Q", title="float16: images with NaN/inf")],
     )
+    limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
+    rule = limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q")
+    label = limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0))
+    return alt.layer(line, points, rule, label).properties(height=CHART_HEIGHT, title="Route (b): smaller eps, larger outputs, float16 overflow")

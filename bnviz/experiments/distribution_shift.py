@@ -308,9 +308,9 @@ EXPERIMENT = Experiment(
     run=run,
     order=60,
     presets={
-        "NaN: corrupted training images": DEFAULT.replace(corrupted_examples=10),
-        "NaN: float16 evaluation, small eps": DEFAULT.replace(shift="invert", strength=1.0, eps=1e-8, precision="float16"),
-        "Sneakers to derby shoes: held-out digits, 100 examples": DEFAULT.replace(shift="digits", train_examples=100),
+        "NaN: corrupted images": DEFAULT.replace(corrupted_examples=10),
+        "NaN: float16, small eps": DEFAULT.replace(shift="invert", strength=1.0, eps=1e-8, precision="float16"),
+        "Held-out digits, 100 images": DEFAULT.replace(shift="digits", train_examples=100),
     },
     summarize=summarize,
 )
