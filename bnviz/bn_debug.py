@@ -105,3 +105,26 @@ def debug_checks(model: nn.Module, x: torch.Tensor, batch_size: int = 60) -> dic
                               "amplification": float(1.0 / (var + bn.eps) ** 0.5) if var == var else float("nan"),
                               "max_abs_eval": float(per_unit_eval[unit]), "max_abs_train": float(per_unit_train[unit])})
     return {"running_stats": check_running_stats(model), "layers": layers, "units": units}
+
+
+@torch.no_grad()
+def largest_value(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
+    """The largest finite |value| any layer (linear, norm, activation) outputs in an eval-mode
+    forward of ``x`` in ``dtype``, and the layer's name: where float16 (max 65,504) overflows first."""
+    probe = copy.deepcopy(model).to(dtype).eval()
+    best = [0.0, ""]
+
+    def record(name):
+        def hook(_module, _inputs, out):
+            finite = out[torch.isfinite(out)]
+            if finite.numel() and finite.abs().max().item() > best[0]:
+                best[0], best[1] = finite.abs().max().item(), name
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in probe.named_modules() if not list(m.children())]
+    try:
+        probe(x.to(dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return best[0], best[1]

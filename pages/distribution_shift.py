@@ -1,6 +1,7 @@
 """Distribution shift and the NaN failure: population statistics that no longer fit."""
 import math
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -19,6 +20,7 @@ SHIFT_NAMES = {
 FIELDS = {"shift": "shift", "strength": "strength", "n": "train_examples", "depth": "depth", "width": "width", "bn": "placement",
           "eps": "eps", "precision": "precision", "corrupt": "corrupted_examples", "steps": "steps", "seed": "seed"}
 SCOPE = "shift"
+NEAR_ZERO_VAR = 1e-4  # amplification >= ~100x at any eps below 1e-4
 
 
 def number(value: float) -> str:
@@ -136,25 +138,25 @@ if first["nonfinite_units"]:
     st.markdown(f"The running statistics themselves are not finite: **{sum(s['nonfinite_units'] for s in stats):,} units** across "
                 f"{sum(1 for s in stats if s['nonfinite_units'])} BN layers have a NaN running mean or variance (see section 4).")
 else:
-    tiny = units[units["running_var"] < config.eps]
-    never_fired = int(((units["running_var"] < config.eps) & (units["running_mean"].abs() < 1e-6)).sum())
+    tiny = units[units["running_var"] < NEAR_ZERO_VAR]
+    never_fired = int(((units["running_var"] < NEAR_ZERO_VAR) & (units["running_mean"].abs() < 1e-6)).sum())
     if len(tiny):
         worst = units.loc[units["max_abs_eval"].idxmax()]
         st.markdown(
-            f"**{len(tiny)} units** have a running variance below eps = {config.eps:.0e} (smallest {first['min_running_var']:.1e}); "
-            + (f"{never_fired} of them also have a running mean of 0: ReLUs that **never fired** on a training image, so BN after the ReLU saw a constant 0. " if placement == "after" and never_fired else "")
-            + f"In eval mode such a unit multiplies any deviation by up to 1/√(var + eps) = **{first['max_amplification']:,.0f}×**. "
+            f"**{len(tiny)} units** have a running variance near zero (below {NEAR_ZERO_VAR:g}; smallest {tiny['running_var'].min():.1e}): "
+            + (f"{never_fired} of them also have a running mean of 0, ReLUs that **never fired** on a training image, so BN after the ReLU saw a constant 0. " if placement == "after" and never_fired else "")
+            + f"In eval mode such a unit multiplies any deviation by up to 1/√(var + eps) = **{tiny['amplification'].max():,.0f}×** (the ceiling at eps {config.eps:.0e} is {1 / math.sqrt(config.eps):,.0f}×). "
             f"The largest output, **{number(worst['max_abs_eval'])}**, comes from unit {int(worst['unit'])} of layer {int(worst['layer'])} "
             f"(running variance {worst['running_var']:.2g}, amplification {worst['amplification']:,.1f}×; in train mode its largest output is {number(worst['max_abs_train'])})."
         )
     else:
-        st.markdown(f"No unit has a running variance below eps (smallest: {min(s['min_running_var'] for s in stats):.2g}), so no unit is amplified "
+        st.markdown(f"No unit has a running variance near zero (smallest: {min(s['min_running_var'] for s in stats):.2g}), so no unit is amplified "
                     f"more than {max(s['max_amplification'] for s in stats):.1f}×" + (": with BN before the ReLU, every BN input varies in training." if placement == "before" else "."))
 top = units.sort_values("max_abs_eval", ascending=False).head(8)
 st.caption("The 8 units with the largest eval-mode output on the shifted images")
-st.table(top.rename(columns={"running_mean": "running mean", "running_var": "running variance", "amplification": "1/√(var+eps)",
+st.table(top.set_index("layer").rename(columns={"running_mean": "running mean", "running_var": "running variance", "amplification": "1/√(var+eps)",
                              "max_abs_eval": "largest |output|, eval", "max_abs_train": "largest |output|, train"})
-         .style.format({"running mean": "{:.3g}", "running variance": "{:.2g}", "1/√(var+eps)": "{:,.1f}", "largest |output|, eval": lambda v: number(v) if math.isfinite(v) else "NaN/inf", "largest |output|, train": "{:.3g}"}).hide(axis="index"))
+         .style.format({"running mean": "{:.3g}", "running variance": "{:.2g}", "1/√(var+eps)": "{:,.1f}", "largest |output|, eval": lambda v: number(v) if math.isfinite(v) else "NaN/inf", "largest |output|, train": "{:.3g}"}))
 
 st.subheader("4. A real NaN: where it comes from")
 st.markdown("Nothing on this page writes a NaN by hand. Two mechanisms produce one for real; each is measured on this model.")
@@ -180,20 +182,28 @@ with route_a:
 with route_b:
     st.markdown("**(b) A half-precision forward overflows**")
     limit_eps = result.overflow_eps("float16")
-    here = result.float32_max(config.eps)
-    if not math.isfinite(here):
+    here, where = result.float32_peak(config.eps)
+    if first["nonfinite_units"]:
         st.markdown("This model's running statistics are already NaN (route a), so every eval-mode forward is NaN whatever the precision; "
                     "set *Corrupted training images* to 0 to measure this route.")
     else:
         st.markdown(
             f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes inf, and the next layer's sum of +inf and −inf terms is NaN. "
-            f"At this model's eps ({config.eps:.0e}) the largest float32 BN output on the shifted images is **{number(here)}**, "
-            + (f"{FLOAT16_MAX / here:,.1f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.1f}× above the limit. ")
+            f"At this model's eps ({config.eps:.0e}) the largest value anywhere in the float32 forward on the shifted images is **{number(here)}** "
+            f"(output of `{where}`), " + (f"{FLOAT16_MAX / here:,.2f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.2f}× above the limit. ")
             + (f"Sweeping eps at evaluation on the same weights, float16 gives NaN/inf from **eps = {limit_eps:.0e}** down "
                f"(amplification up to {1 / math.sqrt(limit_eps):,.0f}×)." if limit_eps is not None else
                "No eps in the sweep makes float16 overflow on these images.")
             + f" bfloat16 keeps float32's range: {sum(r['nonfinite_outputs'] for r in result.sweep('bfloat16')):,} non-finite outputs over the whole sweep."
         )
+        smallest = units.loc[units["running_var"].idxmin()]
+        stored = float(np.float16(smallest["running_var"]))
+        if stored == 0.0:
+            st.markdown(
+                f"float16 also loses the smallest variances: its smallest positive number is {float(np.finfo(np.float16).smallest_subnormal):.1e}, so unit "
+                f"{int(smallest['unit'])} of layer {int(smallest['layer'])} (running variance {smallest['running_var']:.1e}) is stored as **0**, and a float16 "
+                f"forward amplifies it by 1/√eps = {1 / math.sqrt(config.eps):,.0f}× instead of {smallest['amplification']:,.0f}×."
+            )
         st.altair_chart(eps_sweep_chart(result), width="stretch")
 later = stats[1:]
 if later and not first["nonfinite_units"]:
@@ -208,8 +218,8 @@ if later and not first["nonfinite_units"]:
 st.subheader("5. The fixes, compared on the same model")
 st.altair_chart(fixes_chart(result), width="stretch")
 fixes = pd.DataFrame(result.fixes)
-st.table(fixes.rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"})
-         .style.format({"accuracy": lambda v: format_percent(v), "loss": "{:.3g}", "largest |BN output|": "{:,.4g}"}).hide(axis="index"))
+st.table(fixes.set_index("fix").rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"})
+         .style.format({"accuracy": lambda v: format_percent(v), "loss": "{:.3g}", "largest |BN output|": "{:,.4g}"}))
 best = max((row for row in result.fixes if not row["nonfinite_outputs"]), key=lambda r: r["accuracy"] if result.accuracy_defined else -r["max_abs"], default=None)
 if best is not None:
     st.markdown(f"Best here: **{best['fix']}**" + (f", {format_percent(best['accuracy'])} on the shifted images." if result.accuracy_defined else f", largest output {number(best['max_abs'])}."))

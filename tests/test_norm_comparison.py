@@ -147,9 +147,9 @@ def test_small_sweep_summary_is_computed_from_the_runs(mnist):
     assert seen[-1] == 1.0 and len(seen) > 6
     assert result.accuracy("batch").shape == (2, 1)
     rows = {row["norm"]: row for row in result.summary_rows()}
-    assert rows["BN"]["one example alone in training mode"] == "refused by torch"
-    assert rows["LayerNorm"]["one example alone in training mode"].startswith("yes")
-    assert rows["LayerNorm"]["train − eval mode accuracy (batch 2)"] == 0.0
+    assert rows["BN"]["one example alone, train mode"] == "refused by torch"
+    assert rows["LayerNorm"]["one example alone, train mode"].startswith("yes")
+    assert rows["LayerNorm"]["train − eval accuracy, batch 2"] == 0.0
     assert rows["BN"]["test accuracy, batch 16"] == result.runs[("batch", 16, 0)].final_test_acc
 
 

@@ -39,7 +39,7 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
         limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
         layers.append(limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q"))
         layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0)))
-    return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer: median to largest, tick at 99% (red numbers: NaN/inf values)")
+    return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer, log scale")
 
 
 def units_chart(result) -> alt.Chart:
@@ -50,7 +50,7 @@ def units_chart(result) -> alt.Chart:
     frame["max_abs_eval"] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(frame["max_abs_eval"])]
     frame["layer"] = "layer " + frame["layer"].astype(str)
     return (
-        alt.Chart(frame, title="Units with a tiny running variance are the ones that explode")
+        alt.Chart(frame, title="Every BN unit, eval mode")
         .mark_circle(size=70, opacity=0.75)
         .encode(
             x=alt.X("running_var:Q", title="running variance (log scale)", scale=alt.Scale(type="log")),
@@ -74,8 +74,8 @@ def fixes_chart(result) -> alt.Chart:
               axis=alt.Axis(format="%") if result.accuracy_defined else alt.Axis())
     base = alt.Chart(frame).encode(y=alt.Y("fix:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)))
     bars = base.mark_bar(color=PALETTE["BN"]).encode(x=x, tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=".1%"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
-    text = base.mark_text(align="left", dx=6, fontSize=14).encode(x=alt.value(6), text="label:N",
-                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value("#C00000"), alt.value("white")))
+    text = base.mark_text(align="left", dx=6, fontSize=14).encode(x=alt.X(f"{measure}:Q"), text="label:N",
+                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value("#C00000"), alt.value("#333")))
     return alt.layer(bars, text).properties(height=44 * len(frame), title="The fixes, on the same model and the same shifted images")
 
 
@@ -83,18 +83,18 @@ def eps_sweep_chart(result) -> alt.Chart:
     """Route (b): the largest float32 |BN output| against eps at evaluation (same weights), the float16
     limit as a dashed line, and each point coloured by what the float16 forward gave there."""
     frame = pd.DataFrame(result.eps_sweep)
-    float32 = frame[frame["precision"] == "float32"][["eps", "max_abs"]].reset_index(drop=True)
+    float32 = frame[frame["precision"] == "float32"][["eps", "largest_value", "largest_value_layer"]].reset_index(drop=True)
     float16 = frame[frame["precision"] == "float16"][["eps", "nonfinite_outputs"]].reset_index(drop=True)
     data = float32.merge(float16, on="eps")
-    data["max_abs"] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(data["max_abs"])]
+    data["largest_value"] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(data["largest_value"])]
     data["float16"] = ["NaN/inf outputs" if n else "finite" for n in data["nonfinite_outputs"]]
     x = alt.X("eps:Q", title="eps at evaluation (log scale)", scale=alt.Scale(type="log", reverse=True), axis=alt.Axis(format=".0e"))
-    y = alt.Y("max_abs:Q", title="largest |BN output|, float32 (log)", scale=alt.Scale(type="log"))
+    y = alt.Y("largest_value:Q", title="largest |value| in the forward, float32", scale=alt.Scale(type="log"))
     line = alt.Chart(data).mark_line(color="#888", strokeWidth=2).encode(x=x, y=y)
     points = alt.Chart(data).mark_point(size=140, filled=True).encode(
         x=x, y=y,
         color=alt.Color("float16:N", title="float16 forward", scale=alt.Scale(domain=["finite", "NaN/inf outputs"], range=[PALETTE["GroupNorm"], PALETTE["no BN"]]), legend=alt.Legend(orient="top")),
-        tooltip=[alt.Tooltip("eps:Q", format=".0e"), alt.Tooltip("max_abs:Q", format=".4g", title="largest |BN output| (float32)"), alt.Tooltip("nonfinite_outputs:Q", title="float16: images with NaN/inf")],
+        tooltip=[alt.Tooltip("eps:Q", format=".0e"), alt.Tooltip("largest_value:Q", format=".4g", title="largest |value| (float32)"), alt.Tooltip("largest_value_layer:N", title="in layer"), alt.Tooltip("nonfinite_outputs:Q", title="float16: images with NaN/inf")],
     )
     limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
     rule = limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q")

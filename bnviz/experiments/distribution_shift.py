@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..bn_debug import check_running_stats, debug_checks, norm_outputs
+from ..bn_debug import debug_checks, largest_value, norm_outputs
 from ..bn_stats import recalibrate_batch_norm
 from ..config import Config, check
 from ..data import MNIST, SHIFTS, class_subset, first_examples, load_mnist, shift_images
@@ -138,9 +138,10 @@ class ShiftResult:
         failing = [row["eps"] for row in self.sweep(precision) if row["nonfinite_outputs"]]
         return max(failing) if failing else None
 
-    def float32_max(self, eps: float) -> float:
-        """The largest |BN output| of the float32 eval forward at ``eps`` (vs float16's 65,504)."""
-        return next(row["max_abs"] for row in self.sweep("float32") if row["eps"] == eps)
+    def float32_peak(self, eps: float) -> tuple[float, str]:
+        """The largest |value| of any layer in the float32 eval forward at ``eps``, and that layer (vs float16's 65,504)."""
+        row = next(row for row in self.sweep("float32") if row["eps"] == eps)
+        return row["largest_value"], row["largest_value_layer"]
 
 
 def blank_scans_standardised(count: int, device) -> torch.Tensor:
@@ -272,7 +273,9 @@ def run(config: ShiftConfig, progress: ProgressFn | None = None) -> ShiftResult:
             for layer in probe.norm_layers():
                 layer.eps = eps
             outputs, logits = norm_outputs(probe, shifted_x, dtype=PRECISIONS[precision])
-            eps_sweep.append({"precision": precision, "eps": eps, "nonfinite_outputs": int((~torch.isfinite(logits).all(dim=1)).sum()), "max_abs": largest(outputs)})
+            peak, where = largest_value(probe, shifted_x, PRECISIONS[precision])
+            eps_sweep.append({"precision": precision, "eps": eps, "nonfinite_outputs": int((~torch.isfinite(logits).all(dim=1)).sum()),
+                              "max_abs": largest(outputs), "largest_value": peak, "largest_value_layer": where})
 
     changed, single_error = batchmate_dependence(bn_model, shifted_x, config.seed)
     return ShiftResult(
