@@ -15,6 +15,7 @@ PAGES = {
         st.Page("pages/train_vs_eval.py", title="Train vs eval statistics", icon="⚖️", url_path="train-vs-eval"),
     ],
     "Understanding BN": [
+        st.Page("pages/why_bn_works.py", title="Why does BN work?", icon="🔬", url_path="why-bn-works"),
         st.Page("pages/distribution_shift.py", title="Distribution shift and the NaN failure", icon="💥", url_path="distribution-shift"),
         st.Page("pages/bn_vs_layernorm.py", title="BN vs LayerNorm (and Group, Instance)", icon="🧱", url_path="bn-vs-layernorm"),
         st.Page("pages/placement.py", title="Before or after the nonlinearity", icon="🔀", url_path="placement"),

@@ -29,6 +29,8 @@ ACTIVATIONS = {
     "identity": nn.Identity,
 }
 NORMS = ("none", "batch", "layer", "group", "instance")
+# Santurkar et al. 2018's noisy BN, and the same noise with no normalisation (for contrast)
+NORMS += ("noisy_batch", "noise")
 PLACEMENTS = ("before", "after")
 INITS = ("default", "normal")
 ARCHS = ("mlp", "cnn", "rnn")
@@ -59,6 +61,7 @@ class ModelConfig(Config):
     bn_momentum: float | None = PYTORCH_DEFAULT_MOMENTUM
     bn_eps: float = PYTORCH_DEFAULT_EPS
     groups: int = 4
+    noise_strength: float = 1.0  # noisy_batch / noise: multiplies Algorithm 1's ranges (1 = the paper's)
 
     def __post_init__(self):
         check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
@@ -70,6 +73,7 @@ class ModelConfig(Config):
         check(self.init in INITS, f"init must be one of {INITS}.")
         check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "BN momentum must be in [0, 1] or None.")
         check(self.bn_eps >= 0.0, "eps must be non-negative.")
+        check(0.0 <= self.noise_strength <= 10.0, "noise strength must be between 0 and 10.")
         if self.norm == "group":
             check(all(w % self.groups == 0 for w in self.hidden), f"Every width must divide into {self.groups} groups.")
         if self.arch == "rnn":
@@ -84,11 +88,90 @@ class ModelConfig(Config):
 
 def model_label(norm: str, placement: str = "before") -> str:
     """The name a chart legend uses for a model; colours are keyed on it."""
-    names = {"none": "no BN", "batch": "BN", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm"}
+    names = {"none": "no BN", "batch": "BN", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm", "noisy_batch": "noisy BN", "noise": "no BN + noise"}
     return names[norm]
 
 
+# Santurkar et al. 2018 (arXiv 1805.11604), Sec. 2.1 and Algorithm 1: noisy BN injects a
+# time-varying covariate shift after each BN layer. Per unit j, redrawn at every step:
+# mu_j ~ U(-0.5, 0.5), sigma_j ~ U(1, 1.25); per example i: m_ij ~ U(mu_j - 0.1, mu_j + 0.1),
+# s_ij ~ N(sigma_j, 0.1); the layer's output becomes s_ij * y_ij + m_ij.
+NOISE_MEAN_RANGE = 0.5
+NOISE_SCALE_RANGE = 0.25
+NOISE_MEAN_JITTER = 0.1
+NOISE_SCALE_JITTER = 0.1
+
+
+class CovariateNoise(nn.Module):
+    """Deliberate covariate shift, ``y_ij = s_ij * x_ij + m_ij``, in training mode only.
+
+    Santurkar et al. 2018, Algorithm 1, with every range multiplied by
+    ``strength`` (1 = the paper's values, 0 = identity). A fresh (s, m) is
+    drawn at every training forward from the layer's own generator (on the
+    CPU, so a seed gives the same noise on every device); eval mode adds no
+    noise. ``frozen`` (set by probes) reuses the last draw and leaves the
+    generator untouched, so a probe sees the noise of the step it probes.
+
+    Shape: (N, C) or (N, C, H, W); one (s, m) per example and channel.
+    """
+
+    def __init__(self, width: int, strength: float = 1.0, seed: int = 0):
+        super().__init__()
+        self.width, self.strength = width, strength
+        self.generator = torch.Generator().manual_seed(seed)
+        self.frozen = False
+        self.last_draw: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def draw(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift), each (batch, width)."""
+        g, k = self.generator, self.strength
+        unit_mean = (torch.rand(self.width, generator=g) * 2 - 1) * NOISE_MEAN_RANGE * k
+        unit_scale = 1 + torch.rand(self.width, generator=g) * NOISE_SCALE_RANGE * k
+        shift = unit_mean + (torch.rand(batch, self.width, generator=g) * 2 - 1) * NOISE_MEAN_JITTER * k
+        scale = unit_scale + torch.randn(batch, self.width, generator=g) * NOISE_SCALE_JITTER * k
+        return scale, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.strength == 0:
+            return x
+        if self.frozen and self.last_draw is not None and self.last_draw[0].shape[0] == x.shape[0]:
+            scale, shift = self.last_draw
+        elif self.frozen:  # a probe on a batch of another size: draw without moving the stream
+            state = self.generator.get_state()
+            scale, shift = (t.to(x.device) for t in self.draw(x.shape[0]))
+            self.generator.set_state(state)
+        else:
+            scale, shift = (t.to(x.device) for t in self.draw(x.shape[0]))
+            self.last_draw = (scale, shift)
+        shape = (x.shape[0], self.width) + (1,) * (x.dim() - 2)
+        return x * scale.view(shape) + shift.view(shape)
+
+
+class _NoiseAfterNorm:
+    """BN, then :class:`CovariateNoise` in ``self.noise``: running statistics are BN's own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise(super().forward(x))
+
+
+class NoisyBatchNorm1d(_NoiseAfterNorm, nn.BatchNorm1d):
+    pass
+
+
+class NoisyBatchNorm2d(_NoiseAfterNorm, nn.BatchNorm2d):
+    pass
+
+
 def make_norm(cfg: ModelConfig, width: int, spatial: bool) -> nn.Module:
+    if cfg.norm == "noisy_batch":
+        layer = (NoisyBatchNorm2d if spatial else NoisyBatchNorm1d)(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+        layer.noise = CovariateNoise(width, cfg.noise_strength)
+        return layer
+    if cfg.norm == "noise":
+        return CovariateNoise(width, cfg.noise_strength)
     if cfg.norm == "batch":
         layer = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return layer(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
@@ -222,4 +305,8 @@ class Net(nn.Module):
 def build_model(cfg: ModelConfig, seed: int, device: torch.device | str = "cpu") -> Net:
     """The model for ``cfg`` with weights drawn from ``seed`` (same on every device)."""
     torch.manual_seed(seed)
-    return Net(cfg).to(device)
+    model = Net(cfg)
+    # each noise layer draws its own stream, fixed by the model's seed
+    for index, module in enumerate(m for m in model.modules() if isinstance(m, CovariateNoise)):
+        module.reseed(seed * 1000 + index + 1)
+    return model.to(device)

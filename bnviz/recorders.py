@@ -387,3 +387,57 @@ class SingleInputConsistency:
 
     def finish(self):
         return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
+
+
+class ActivationDrift:
+    """How far each hidden layer's input distribution moves from one training step to the next.
+
+    At every training step, on the training batch, block i's nonlinearity
+    input has per-unit batch mean mu_j(t) and (biased) variance var_j(t)
+    (a CNN's channel pools its positions). Records, from the second step on,
+    the averages over units of ``|mu_j(t) - mu_j(t-1)|`` and
+    ``|var_j(t) - var_j(t-1)|`` as ``drift_mean`` and ``drift_var`` (steps,
+    layers), the mean and standard deviation of unit ``unit`` of block
+    ``block`` as ``drift_unit_mean`` / ``drift_unit_std`` (steps,), and
+    ``drift_step``. This is the distribution "covariate shift" refers to;
+    noisy BN (Santurkar et al. 2018, Fig. 2) makes it deliberately unstable.
+    Passes made by probes (``model.bnviz_probing``) are ignored.
+    """
+
+    def __init__(self, block: int = -1, unit: int = 0):
+        self.block, self.unit = block, unit
+        self.current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rows: dict[str, list] = {"drift_mean": [], "drift_var": [], "drift_unit_mean": [], "drift_unit_std": []}
+        self.steps: list[int] = []
+
+    def attach(self, model):
+        self.model = model
+        self.num_blocks = len(model.blocks)
+        self.block_index = self.block % self.num_blocks
+        for index, block in enumerate(model.blocks):
+            block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i))
+
+    def _hook(self, module, x, index):
+        if not module.training or getattr(self.model, "bnviz_probing", False):
+            return
+        x = x.detach()
+        dims = (0,) + tuple(range(2, x.dim()))
+        self.current[index] = (x.mean(dim=dims), x.var(dim=dims, unbiased=False))
+
+    def after_step(self, step, model):
+        if self.previous:
+            self.rows["drift_mean"].append([(self.current[i][0] - self.previous[i][0]).abs().mean().item() for i in range(self.num_blocks)])
+            self.rows["drift_var"].append([(self.current[i][1] - self.previous[i][1]).abs().mean().item() for i in range(self.num_blocks)])
+            mean, var = self.current[self.block_index]
+            self.rows["drift_unit_mean"].append(mean[self.unit].item())
+            self.rows["drift_unit_std"].append(var[self.unit].sqrt().item())
+            self.steps.append(step)
+        self.previous, self.current = self.current, {}
+
+    def finish(self):
+        out = {k: np.asarray(v, dtype=float) for k, v in self.rows.items()}
+        for key in ("drift_mean", "drift_var"):
+            out[key] = out[key].reshape(-1, getattr(self, "num_blocks", 0))
+        out["drift_step"] = np.asarray(self.steps, dtype=np.int64)
+        return out

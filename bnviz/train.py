@@ -10,6 +10,7 @@ exception for the page.
 Recorders observe a run without changing it. They may implement any of::
 
     attach(model)                              once, before training
+    on_batch(step, x, y)                       the batch step ``step`` is about to train on
     after_backward(step, model)                gradients present, weights not yet updated
     after_step(step, model)                    after the optimiser step
     on_eval(step, model, activations)          activations[i]: input of block i's nonlinearity
@@ -226,6 +227,9 @@ class Run:
         while self.step < end and self.diverged_step is None:
             indices = self.sampler.next_indices()
             x, y = self.train_x[indices], self.train_y[indices]
+            for recorder in self.recorders:
+                if hasattr(recorder, "on_batch"):  # probes re-run this batch between steps
+                    recorder.on_batch(self.step + 1, x, y)
             optimizer.zero_grad(set_to_none=True)
             policy = self.train_cfg.on_nonfinite_loss
             saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None

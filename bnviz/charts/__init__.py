@@ -25,6 +25,7 @@ PALETTE = {
     "noisy BN": "#9D755D",
     "Batch Renorm": "#EECA3B",
     "ghost BN": "#FF9DA6",
+    "no BN + noise": "#8C1C13",  # noise without BN: no BN's red, darker
 }
 FALLBACK_COLORS = ["#BAB0AC", "#79706E", "#D67195", "#439894", "#83BCB6"]
 
