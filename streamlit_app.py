@@ -13,6 +13,7 @@ PAGES = {
     ],
     "In 3 minutes": [
         st.Page("pages/train_vs_eval.py", title="Train vs eval statistics", icon="⚖️", url_path="train-vs-eval"),
+        st.Page("pages/paper_results.py", title="The original paper's results", icon="📄", url_path="paper-results"),
     ],
     "Understanding BN": [
         st.Page("pages/why_bn_works.py", title="Why does BN work?", icon="🔬", url_path="why-bn-works"),

@@ -12,12 +12,13 @@ class UnitPercentiles:
 
     Ioffe & Szegedy 2015, Fig. 1(b, c): the 15th, 50th and 85th percentiles of
     one last-hidden-layer sigmoid input over training. Records
-    ``unit_percentiles`` with shape (evaluations, units, percentiles) and
-    ``unit_percentile_steps``.
+    ``{prefix}s`` with shape (evaluations, units, percentiles) and
+    ``{prefix}_steps`` (by default ``unit_percentiles`` and
+    ``unit_percentile_steps``; give one recorder per block its own prefix).
     """
 
-    def __init__(self, block: int = -1, units: tuple[int, ...] = (0,), percentiles: tuple[float, ...] = (15, 50, 85)):
-        self.block, self.units, self.percentiles = block, tuple(units), tuple(percentiles)
+    def __init__(self, block: int = -1, units: tuple[int, ...] = (0,), percentiles: tuple[float, ...] = (15, 50, 85), prefix: str = "unit_percentile"):
+        self.block, self.units, self.percentiles, self.prefix = block, tuple(units), tuple(percentiles), prefix
         self.steps: list[int] = []
         self.values: list[np.ndarray] = []
 
@@ -29,7 +30,7 @@ class UnitPercentiles:
         self.steps.append(step)
 
     def finish(self):
-        return {"unit_percentiles": np.stack(self.values), "unit_percentile_steps": np.asarray(self.steps)}
+        return {f"{self.prefix}s": np.stack(self.values), f"{self.prefix}_steps": np.asarray(self.steps)}
 
 
 class BatchNormStats:
