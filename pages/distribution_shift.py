@@ -198,7 +198,7 @@ with route_b:
         )
         smallest = units.loc[units["running_var"].idxmin()]
         stored = float(np.float16(smallest["running_var"]))
-        if stored == 0.0:
+        if stored == 0.0 and smallest["amplification"] < 0.95 / math.sqrt(config.eps):  # only where it changes the amplification
             st.markdown(
                 f"float16 also loses the smallest variances: its smallest positive number is {float(np.finfo(np.float16).smallest_subnormal):.1e}, so unit "
                 f"{int(smallest['unit'])} of layer {int(smallest['layer'])} (running variance {smallest['running_var']:.1e}) is stored as **0**, and a float16 "

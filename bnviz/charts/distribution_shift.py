@@ -32,8 +32,8 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
     y = alt.Y("median_abs:Q", title="|BN output| (log scale)", scale=alt.Scale(type="log"))
     bars = base.mark_bar(size=22, opacity=0.85).encode(y=y, y2="max_abs:Q")
     ticks = base.mark_tick(color="black", thickness=2, size=22).encode(y="p99_abs:Q")
-    broken = base.transform_filter(alt.datum.nonfinite > 0).mark_text(color=PALETTE["no BN"], fontSize=13, fontWeight="bold", angle=270, align="right").encode(
-        y=alt.value(8), text=alt.Text("nonfinite:Q", format=",.0f"))
+    broken = (base.transform_filter(alt.datum.nonfinite > 0).transform_calculate(label="format(datum.nonfinite, ',') + ' NaN/inf'")
+              .mark_text(color=PALETTE["no BN"], fontSize=13, fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
     layers = [bars, ticks, broken]
     if float16_line:
         limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
