@@ -12,6 +12,7 @@ PAGES = {
         st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", default=True),
     ],
     "In 3 minutes": [
+        st.Page("pages/normalization_math.py", title="Normalization math", icon="🧮", url_path="normalization-math"),
         st.Page("pages/train_vs_eval.py", title="Train vs eval statistics", icon="⚖️", url_path="train-vs-eval"),
         st.Page("pages/paper_results.py", title="The original paper's results", icon="📄", url_path="paper-results"),
     ],
