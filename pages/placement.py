@@ -150,10 +150,10 @@ st.markdown(
     + "."
 )
 st.markdown(
-    f"What leaves a layer has mean **{output_mean['BN before']:+.2f}** with BN before: the {act_name} comes after the "
-    f"normalisation, so its output is no longer centred. With BN after, BN's output is what leaves the layer: mean "
-    f"**{output_mean['BN after']:+.2f}** (BN subtracts its running mean; the learned β sets the rest). Without BN: "
-    f"**{output_mean['no BN']:+.2f}**."
+    f"What leaves a layer has mean **{output_mean['BN before']:+.3g}** with BN before: the {act_name} comes after the "
+    f"normalisation, so its output is no longer centred. With BN after, what leaves the layer is BN's output: mean "
+    f"**{output_mean['BN after']:+.3g}**. In eval mode BN standardises with its running averages, so this sits near the "
+    f"learned β only while those averages match what the layer now produces. Without BN: **{output_mean['no BN']:+.3g}**."
 )
 
 if result.init_max_difference == 0.0 and result.same_batches:

@@ -85,10 +85,10 @@ def sweep_chart(result: PlacementResult) -> alt.LayerChart:
     """Final test accuracy against the learning rate (log axis), one line per model, bars from lowest to highest seed."""
     data = sweep_records(result)
     data["any_diverged"] = np.where(data["diverged"] > 0, "some seeds diverged", "no seed diverged")
-    color = model_color("model", list(LABELS))
+    color = alt.Color("model:N", title="model", scale=color_scale(LABELS), legend=alt.Legend(orient="top", symbolOpacity=1))
     x = alt.X("lr:Q", title="learning rate (log scale)", scale=alt.Scale(type="log"), axis=alt.Axis(values=sorted(result.config.lrs), format="~g"))
     base = alt.Chart(data, title="Final test accuracy vs learning rate")
-    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy (10,000 images)", scale=alt.Scale(zero=False)), y2="high:Q", color=color)
+    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy (10,000 images)", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")), y2="high:Q", color=color)
     line = base.mark_line(strokeWidth=2.5).encode(x=x, y="mean:Q", color=color)
     points = base.mark_point(size=90, filled=True).encode(
         x=x,
@@ -132,7 +132,7 @@ def histogram_chart(result: PlacementResult, lr: float, layer: int) -> alt.Facet
         alt.Chart(data)
         .mark_rect()
         .encode(
-            x=alt.X("low:Q", title=f"{result.config.activation} input", scale=alt.Scale(domain=[float(edges[0]), float(edges[-1])])),
+            x=alt.X("low:Q", title=f"input of the nonlinearity ({result.config.activation})", scale=alt.Scale(domain=[float(edges[0]), float(edges[-1])])),
             x2="high:Q",
             y=alt.Y("share:Q", title="share of inputs", axis=alt.Axis(format="%")),
             y2=alt.datum(0),
