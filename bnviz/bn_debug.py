@@ -108,9 +108,9 @@ def debug_checks(model: nn.Module, x: torch.Tensor, batch_size: int = 60) -> dic
 
 
 @torch.no_grad()
-def largest_value(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
+def largest_value(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[float, str, torch.Tensor]:
     """The largest finite |value| any layer (linear, norm, activation) outputs in an eval-mode
-    forward of ``x`` in ``dtype``, and the layer's name: where float16 (max 65,504) overflows first."""
+    forward of ``x`` in ``dtype``, the layer's name (where float16, max 65,504, overflows first), and the logits (float32)."""
     probe = copy.deepcopy(model).to(dtype).eval()
     best = [0.0, ""]
 
@@ -123,8 +123,8 @@ def largest_value(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.
 
     hooks = [m.register_forward_hook(record(name)) for name, m in probe.named_modules() if not list(m.children())]
     try:
-        probe(x.to(dtype))
+        logits = probe(x.to(dtype)).float()
     finally:
         for hook in hooks:
             hook.remove()
-    return best[0], best[1]
+    return best[0], best[1], logits

@@ -103,7 +103,8 @@ class ShiftResult:
 
     ``modes``: the BN model on clean and shifted test images in train and eval mode.
     ``fixes``: each fix's accuracy, non-finite outputs and largest activation on the shifted data.
-    ``eps_sweep``: route (b), non-finite outputs per eps at evaluation and precision.
+    ``eps_sweep``: route (b), per eps at evaluation and precision: non-finite outputs and the
+    largest |value| any layer produced (and which layer).
     Accuracies are NaN for the held-out-digits shift (those labels were never trained).
     """
 
@@ -272,10 +273,9 @@ def run(config: ShiftConfig, progress: ProgressFn | None = None) -> ShiftResult:
             probe = copy.deepcopy(bn_model)
             for layer in probe.norm_layers():
                 layer.eps = eps
-            outputs, logits = norm_outputs(probe, shifted_x, dtype=PRECISIONS[precision])
-            peak, where = largest_value(probe, shifted_x, PRECISIONS[precision])
+            peak, where, logits = largest_value(probe, shifted_x, PRECISIONS[precision])
             eps_sweep.append({"precision": precision, "eps": eps, "nonfinite_outputs": int((~torch.isfinite(logits).all(dim=1)).sum()),
-                              "max_abs": largest(outputs), "largest_value": peak, "largest_value_layer": where})
+                              "largest_value": peak, "largest_value_layer": where})
 
     changed, single_error = batchmate_dependence(bn_model, shifted_x, config.seed)
     return ShiftResult(
