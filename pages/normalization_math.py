@@ -113,7 +113,7 @@ else:
 if result.diverged:
     st.error(
         f"**NaN:** neuron {focus}'s batch variance is {number(float(result.var[0]))} and ε = {config.eps:g}, so eq. (3) divides "
-        f"{number(float(abs(result.centred[0]).max()))} by √({number(float(result.var[0]))} + {config.eps:g}) = 0: 0/0 is NaN, and the NaN "
+        f"{number(float(abs(result.centred[:, 0]).max()))} by √({number(float(result.var[0]))} + {config.eps:g}) = 0: 0/0 is NaN, and the NaN "
         "flows into y and every gradient. This is exactly what ε is for: choose ε > 0 in the sidebar."
     )
 
@@ -151,19 +151,22 @@ table = pd.DataFrame(
         "std of y": result.y.std(axis=0),
     }
 )
-st.dataframe(table, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns if c != "neuron"})
+# as text, so NaN and ∞ read as themselves rather than as empty cells
+st.dataframe(table.map(lambda v: v if isinstance(v, int) else number(float(v))), hide_index=True, width="stretch")
 
 finite_means = result.all_x_hat_mean[~pd.isna(result.all_x_hat_mean)]
 finite_vars = result.all_x_hat_var[~pd.isna(result.all_x_hat_var)]
 n_all = result.all_mean.shape[0]
+nan_neurons = n_all - len(finite_vars)
+over = f"all {n_all} neurons" if not nan_neurons else f"the {n_all - nan_neurons} finite neurons"
 a1, a2, a3 = st.columns(3)
-a1.metric(f"After (3), largest |mean| over all {n_all} neurons", number(float(abs(finite_means).max()), 2) if len(finite_means) else "NaN")
-a2.metric("After (3), variance: lowest … highest", f"{number(float(finite_vars.min()), 6)} … {number(float(finite_vars.max()), 6)}" if len(finite_vars) else "NaN")
+a1.metric("After (3): largest |mean|", number(float(abs(finite_means).max()), 2) if len(finite_means) else "NaN", delta=f"over {over}", delta_color="off", delta_arrow="off")
+a2.metric("After (3): variance, min … max", f"{number(float(finite_vars.min()), 6)} … {number(float(finite_vars.max()), 6)}" if len(finite_vars) else "NaN", delta=f"over {over}", delta_color="off", delta_arrow="off")
 a3.metric("Before, batch means span", f"{number(float(result.all_mean.min()), 3)} … {number(float(result.all_mean.max()), 3)}")
 st.caption(
     "The variance of x̂ is σ²/(σ²+ε), a hair below 1: ε is added inside the square root. "
     f"With ε = {config.eps:g}, the neuron with the smallest batch variance ({number(float(result.all_var.min()))}) "
-    f"ends at variance {number(float(finite_vars.min()) if len(finite_vars) else math.nan, 6)}."
+    f"ends at variance {number(float(result.all_x_hat_var[result.all_var.argmin()]), 6)}."
 )
 
 left, right = st.columns(2)

@@ -112,6 +112,7 @@ def test_nonlinearity_regimes_match_closed_forms():
     # tanh slope 1 - t^2
     assert bounds["tanh"]["linear"] == pytest.approx(math.atanh(math.sqrt(0.2)), abs=1e-3)
     assert fractions["sigmoid"] == {"linear": 4 / 8, "curved": 2 / 8, "saturated": 2 / 8}
+    assert set(fractions["relu"]) == {"linear", "dead"}
     assert fractions["relu"]["dead"] == pytest.approx(4 / 8)  # y <= 0: slope 0
     for shares in fractions.values():
         assert sum(shares.values()) == pytest.approx(1.0)

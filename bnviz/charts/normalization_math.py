@@ -59,7 +59,9 @@ def step_histogram(result: NormalizationMathResult, step: str, neuron_position: 
         )
         .properties(height=SMALL_HEIGHT)
     )
-    if STEPS[step] != "x_hat" or data.empty:
+    if data.empty:  # every value NaN (eps = 0 on a constant neuron): say so instead of empty axes
+        return alt.Chart(pd.DataFrame({"text": ["all values NaN"]}), title=step).mark_text(fontSize=18, color="#E45756").encode(text="text:N").properties(height=SMALL_HEIGHT)
+    if STEPS[step] != "x_hat":
         return bars
     low, high = min(-3.5, float(data["start"].min())), max(3.5, float(data["end"].max()))
     reference = alt.Chart(standard_normal_records(low, high)).mark_line(color="black", strokeDash=[5, 3]).encode(x="value:Q", y="density:Q")
@@ -181,7 +183,10 @@ def nonlinearity_chart(result: NormalizationMathResult, nonlinearity: str) -> al
         )
     )
     line = alt.Chart(curve).mark_line(color="black", strokeWidth=3).encode(x="input:Q", y="output:Q")
-    title = f"{nonlinearity} over BN's output (linear: slope ≥ {LINEAR_SLOPE:.0%} of its steepest; saturated: ≤ {SATURATED_SLOPE:.0%})"
+    if nonlinearity == "relu":
+        title = "relu over BN's output (linear: slope 1; dead: slope 0)"
+    else:
+        title = f"{nonlinearity} over BN's output (linear: slope ≥ {LINEAR_SLOPE:.0%} of its steepest; saturated: ≤ {SATURATED_SLOPE:.0%})"
     return alt.layer(band_chart, bars, line, title=title).properties(height=CHART_HEIGHT)
 
 

@@ -246,11 +246,10 @@ def nonlinearity_regimes(y: torch.Tensor) -> tuple[dict[str, dict[str, float]], 
         saturated = relative <= SATURATED_SLOPE
         count = max(len(flat), 1)
         saturated_name = "dead" if name == "relu" else "saturated"
-        fractions[name] = {
-            "linear": float(linear.sum()) / count,
-            "curved": float((~linear & ~saturated).sum()) / count,
-            saturated_name: float(saturated.sum()) / count,
-        }
+        fractions[name] = {"linear": float(linear.sum()) / count}
+        if name != "relu":  # ReLU's slope is 1 or 0: nothing in between
+            fractions[name]["curved"] = float((~linear & ~saturated).sum()) / count
+        fractions[name][saturated_name] = float(saturated.sum()) / count
         grid_relative = _slope(f, grid) / steepest
         if name == "relu":
             bounds[name] = {"linear": 0.0, saturated_name: 0.0}
