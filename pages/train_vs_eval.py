@@ -32,6 +32,11 @@ controls = Controls("traineval")
 MOMENTA = [0.01, 0.03, 0.1, 0.3, 0.6]
 
 
+def points(fraction: float) -> str:
+    """An accuracy difference in signed points, without a "-0.0"."""
+    return f"{(round(100 * fraction, 1) or 0.0):+.1f}"
+
+
 def momentum_label(momentum: float) -> str:
     return f"{momentum:g} (Keras/TF: {1 - momentum:g})"
 
@@ -82,15 +87,15 @@ right.altair_chart(statistics_chart(result, unit_position, "var", f"Variance of 
 m1, m2, m3 = st.columns(3)
 gap = result.mean_gap
 m1.metric("Running (EMA) mean vs truth, last step", f"{gap['running (EMA)']:.3f} σ", help="Mean over all 100 first-layer neurons of |estimate − true mean| / true std.")
-m2.metric("Cumulative average vs truth", f"{gap['cumulative average']:.3f} σ", delta=f"{gap['cumulative average'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off")
-m3.metric("Recalibrated (Algorithm 2) vs truth", f"{gap['recalibrated']:.3f} σ", delta=f"{gap['recalibrated'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off")
+m2.metric("Cumulative average vs truth", f"{gap['cumulative average']:.3f} σ", delta=f"{gap['cumulative average'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
+m3.metric("Recalibrated (Algorithm 2) vs truth", f"{gap['recalibrated']:.3f} σ", delta=f"{gap['recalibrated'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
 errors = estimate_errors(result, unit_position, "mean")
 records = run.records
 final = len(records["bn_step"]) - 1
 worse = "more" if errors["cumulative average"] > errors["running (EMA)"] else "less"
 st.markdown(
     f"The grey dots are what BN really normalised with at each step: one batch of {config.batch_size}, noisy. "
-    f"The black line is the neuron's true mean over all 60,000 training images **with the weights of that step**: it moves, "
+    f"The wide black line is the neuron's true mean over all 60,000 training images **with the weights of that step**: it moves, "
     f"because the weights feeding the neuron move. The EMA (momentum {momentum:g}, about the last {1 / momentum:.0f} batches) "
     f"trails it; the cumulative average weights every batch since step 1 equally, stale ones included. "
     f"Over the second half of training, neuron {unit}'s running mean was off by **{errors['running (EMA)']:.3f}** true standard "
@@ -116,7 +121,7 @@ train_spread, eval_spread, flips = result.train_mode_spread, result.eval_mode_sp
 sizes = result.probe_batch_sizes
 b1, b2, b3 = st.columns(3)
 b1.metric(f"Train-mode spread at B = {sizes[0]}", f"{train_spread[0]:.3f}", help="Standard deviation over batches of the true-class probability.")
-b2.metric(f"Train-mode spread at B = {sizes[-1]}", f"{train_spread[-1]:.3f}", delta=f"{train_spread[-1] / train_spread[0]:.2f}× the B = {sizes[0]} spread" if train_spread[0] > 0 else None, delta_color="off")
+b2.metric(f"Train-mode spread at B = {sizes[-1]}", f"{train_spread[-1]:.3f}", delta=f"{train_spread[-1] / train_spread[0]:.2f}× the B = {sizes[0]} spread" if train_spread[0] > 0 else None, delta_color="off", delta_arrow="off")
 b3.metric("Eval-mode spread, any B (max − min)", "0 (exactly)" if eval_spread.max() == 0 else f"{eval_spread.max():.2e}")
 shrinks = bool(np.all(np.diff(train_spread) <= 0))
 st.markdown(
@@ -200,18 +205,22 @@ if run_regularization:
     mean_gap = reg.mean_gap().set_index(["model", "batch_size"])
     cols = st.columns(len(effect))
     for col, (size, row) in zip(cols, effect.iterrows()):
-        col.metric(f"BN narrows the gap at B = {size} by", f"{100 * row['mean']:+.1f} pts",
-                   delta=f"seeds: {100 * row['min']:+.1f} to {100 * row['max']:+.1f}", delta_color="off",
+        col.metric(f"BN narrows the gap at B = {size} by", f"{points(row['mean'])} pts",
+                   delta=f"seeds: {points(row['min'])} to {points(row['max'])}", delta_color="off", delta_arrow="off",
                    help="No-BN gap minus BN gap, in accuracy points; positive means BN generalised better.")
     smallest, largest = effect.index[0], effect.index[-1]
-    trend_holds = effect.loc[smallest, "mean"] > effect.loc[largest, "mean"]
+    # differences below the 0.1-point display precision are "about the same", not a trend
+    trend = 100 * (effect.loc[smallest, "mean"] - effect.loc[largest, "mean"])
+    trend_words = ("**larger with the smaller batch, as the article says**" if trend >= 0.05
+                   else "**smaller with the smaller batch, the opposite of the article's remark**" if trend <= -0.05
+                   else "**about the same at both sizes**")
     overlap = effect.loc[smallest, "min"] <= effect.loc[largest, "max"]
     st.markdown(
         f"Measured: BN's gap is {100 * mean_gap.loc[('BN', smallest), 'mean']:.1f} points at B = {smallest} and "
         f"{100 * mean_gap.loc[('BN', largest), 'mean']:.1f} at B = {largest}; without BN {100 * mean_gap.loc[('no BN', smallest), 'mean']:.1f} "
         f"and {100 * mean_gap.loc[('no BN', largest), 'mean']:.1f}. BN's own effect on the gap (no BN minus BN) is "
-        f"{100 * effect.loc[smallest, 'mean']:+.1f} points at B = {smallest} and {100 * effect.loc[largest, 'mean']:+.1f} at B = {largest}: "
-        + ("**larger with the smaller batch, as the article says**" if trend_holds else "**not larger with the smaller batch here**")
+        f"{points(effect.loc[smallest, 'mean'])} points at B = {smallest} and {points(effect.loc[largest, 'mean'])} at B = {largest}: "
+        + trend_words
         + (", from a single seed: add seeds to see whether the difference exceeds the noise." if reg_seeds == 1
            else ", but the seeds' ranges overlap, so this measurement cannot tell them apart." if overlap
            else ", beyond the spread of the seeds.")

@@ -10,9 +10,9 @@ from . import CHART_HEIGHT, color_scale, finite_or_none
 # The estimates of one neuron's statistics, each with one colour on this page.
 ESTIMATE_COLORS = {
     "this batch": "#BAB0AC",
+    "true population": "#000000",
     "running (EMA)": "#4C78A8",
-    "cumulative average (momentum=None)": "#F58518",
-    "true population (all 60,000 training images)": "#000000",
+    "cumulative (momentum=None)": "#F58518",
 }
 
 
@@ -27,9 +27,9 @@ def statistics_records(result, unit_position: int, statistic: str = "mean") -> p
     steps = np.asarray(records["bn_step"])
     series = {
         "this batch": records[f"bn_batch_{statistic}"],
+        "true population": records[f"bn_population_{statistic}"],
         "running (EMA)": records[f"bn_running_{statistic}"],
-        "cumulative average (momentum=None)": records[f"bn_cumulative_{statistic}"],
-        "true population (all 60,000 training images)": records[f"bn_population_{statistic}"],
+        "cumulative (momentum=None)": records[f"bn_cumulative_{statistic}"],
     }
     frames = [pd.DataFrame({"step": steps, "estimate": name, "value": finite_or_none(np.asarray(values)[: len(steps), unit_position])}) for name, values in series.items()]
     return pd.concat(frames, ignore_index=True)
@@ -48,8 +48,10 @@ def statistics_chart(result, unit_position: int, statistic: str = "mean", title:
         tooltip=[alt.Tooltip("estimate:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4f")],
     )
     dots = base.transform_filter(alt.datum.estimate == "this batch").mark_circle(size=14, opacity=0.6)
-    lines = base.transform_filter(alt.datum.estimate != "this batch").mark_line(strokeWidth=2.5)
-    return (dots + lines).properties(height=CHART_HEIGHT)
+    # the truth drawn wide underneath, so an estimate lying on it stays visible
+    truth = base.transform_filter(alt.datum.estimate == "true population").mark_line(strokeWidth=4.5)
+    estimates = base.transform_filter((alt.datum.estimate != "this batch") & (alt.datum.estimate != "true population")).mark_line(strokeWidth=2)
+    return (dots + truth + estimates).properties(height=CHART_HEIGHT)
 
 
 def batch_mates_records(result) -> pd.DataFrame:
@@ -73,7 +75,7 @@ def batch_mates_chart(result) -> alt.Chart:
         alt.Chart(data, title=f"Probability of the true class ({result.image_label}) for one test image, over {result.train_mode_probs.shape[1]} random batches")
         .mark_boxplot(size=22, extent="min-max", opacity=0.85)
         .encode(
-            x=alt.X("batch_size:O", title="batch size B (the image + B - 1 random test images)", sort=sizes),
+            x=alt.X("batch_size:O", title="batch size B (the image + B - 1 random test images)", sort=sizes, axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("mode:N", sort=modes),
             y=alt.Y("probability:Q", title="probability of the true class", scale=alt.Scale(domain=[0, 1])),
             color=color,
@@ -85,29 +87,35 @@ def batch_mates_chart(result) -> alt.Chart:
 WAY_COLORS = {"eval mode": "#4C78A8", "train mode": "#BAB0AC", "recalibrated": "#54A24B"}
 
 
+def _short_way(way: str) -> str:
+    if way.startswith("train mode, batches of "):
+        return "train, B = " + way.rsplit(" ", 1)[-1]
+    return "eval (running)" if way.startswith("eval mode") else "recalibrated"
+
+
 def accuracy_records(rows: list[tuple[str, float]]) -> pd.DataFrame:
-    """Tidy rows (way, kind, accuracy); ``kind`` is the first two words that pick the colour."""
+    """Tidy rows (way, short, kind, accuracy); ``kind`` (its first words) picks the colour."""
     kinds = [next((k for k in WAY_COLORS if way.startswith(k)), "train mode") for way, _ in rows]
-    return pd.DataFrame({"way": [r[0] for r in rows], "kind": kinds, "accuracy": finite_or_none([r[1] for r in rows])})
+    return pd.DataFrame({"way": [r[0] for r in rows], "short": [_short_way(r[0]) for r in rows], "kind": kinds, "accuracy": finite_or_none([r[1] for r in rows])})
 
 
 def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
-    """Horizontal bars: test accuracy of one model under each way of normalising."""
+    """Bars: test accuracy of one model under each way of normalising (short labels, full ones in the tooltip)."""
     data = accuracy_records(rows)
     low = max(0.0, float(np.nanmin([r[1] for r in rows] + [1.0])) - 0.05)
     kinds = alt.Color("kind:N", scale=alt.Scale(domain=list(WAY_COLORS), range=list(WAY_COLORS.values())), legend=None)
     bars = (
         alt.Chart(data, title="Test accuracy of the same trained model, three ways")
-        .mark_bar()
+        .mark_bar(size=48, clip=True)  # the axis starts near the lowest accuracy, not at 0
         .encode(
-            y=alt.Y("way:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
-            x=alt.X("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[low, 1.0]), axis=alt.Axis(format="%")),
+            x=alt.X("short:N", title=None, sort=None, axis=alt.Axis(labelAngle=0, labelFontSize=13)),
+            y=alt.Y("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[low, 1.0]), axis=alt.Axis(format="%")),
             color=kinds,
             tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=".2%")],
         )
     )
-    text = bars.mark_text(align="left", dx=4, fontSize=14).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
-    return (bars + text).properties(height=40 * len(rows))
+    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=14).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
+    return (bars + text).properties(height=CHART_HEIGHT)
 
 
 def regularization_chart(result, metric: str = "gap") -> alt.Chart:
