@@ -41,11 +41,14 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def no_browser(reason: str):
+INSTALL_CHROMIUM = "install it with `apt-get install chromium chromium-driver` (as root)"
+
+
+def no_browser(reason: str, fix: str = INSTALL_CHROMIUM):
     """Fail under CI (the browser suite must run there), skip locally; one clear message."""
-    message = f"e2e browser tests need a headless Chromium: {reason}. Install it with `apt-get install chromium chromium-driver` (as root)."
+    message = f"e2e browser tests need a headless Chromium: {reason}; {fix}."
     if running_in_ci():
-        pytest.fail(message + " CI=true, so this is a failure, not a skip.", pytrace=False)
+        pytest.fail(message + " (CI is set: a failure, not a skip)", pytrace=False)
     pytest.skip(message)
 
 
@@ -116,7 +119,7 @@ def browser():
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
-        no_browser(f"Playwright for Python is not installed ({exc})")
+        no_browser(f"Playwright for Python is not installed ({exc})", "install it with `pip install -r requirements-dev.txt`")
     script = _screenshot_script()
     playwright = sync_playwright().start()
     # Debian's Chromium where it is installed, else Playwright's own (`playwright install chromium`)
