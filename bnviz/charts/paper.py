@@ -14,8 +14,8 @@ from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none
 # Fig. 1(a)'s vertical axis
 PAPER_ACCURACY_AXIS = (0.7, 1.0)
 MODEL_ORDER = ["no BN", "BN"]
-FACET_WIDTH_TWO = 470
-FACET_WIDTH_THREE = 300
+FACET_WIDTH_TWO = 400
+FACET_WIDTH_THREE = 255
 
 
 def accuracy_chart(result: Figure1Result, paper_axis: bool = False, total_steps: int | None = None) -> alt.Chart:
@@ -25,15 +25,19 @@ def accuracy_chart(result: Figure1Result, paper_axis: bool = False, total_steps:
     return chart.mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5, clip=True)
 
 
-def percentile_records(result: Figure1Result, layer: int, unit: int) -> pd.DataFrame:
-    """Tidy rows (model, step, p15, p50, p85) of one unit's input percentiles, both models."""
+def percentile_records(result: Figure1Result, layer: int, unit: int, from_step: int = 1) -> pd.DataFrame:
+    """Tidy rows (model, step, p15, p50, p85) of one unit's input percentiles, both models.
+
+    From step 1 by default: at step 0 BN's running averages still hold their
+    initial mean 0 and variance 1, so evaluation-mode BN passes the raw input through."""
     columns = [f"p{p:g}" for p in PAPER_PERCENTILES]
     frames = []
     for run in result.runs:
         steps, values = result.percentiles(run.label, layer, unit)
-        frame = pd.DataFrame({"model": run.label, "step": steps})
+        keep = steps >= from_step
+        frame = pd.DataFrame({"model": run.label, "step": steps[keep]})
         for index, column in enumerate(columns):
-            frame[column] = finite_or_none(values[:, index])
+            frame[column] = finite_or_none(values[keep, index])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -149,5 +153,4 @@ def steps_to_target_chart(rows: Sequence[dict]) -> alt.FacetChart:
         alt.layer(bars, labels, data=data)
         .properties(width=FACET_WIDTH_TWO + 200, height=alt.Step(40))
         .facet(row=alt.Row("facet:N", title=None, header=alt.Header(labelFontSize=15, labelFontWeight="bold")))
-        .resolve_scale(x="independent")
     )
