@@ -6,7 +6,7 @@ import streamlit as st
 from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
 from bnviz.charts import curve_records, curves_chart
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
-from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, statistic_sets
+from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
 from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
 from bnviz.experiments.sequence_norms import PLACES, SequenceNormsConfig
 from bnviz.models import PerStepNorm, RecurrentBlock, model_label
@@ -80,10 +80,19 @@ for method in METHODS:
     st.altair_chart(sets_grid(axes, method, highlight, title), width="content")
 st.markdown(
     "**The same activations normalised four ways**, then measured over each method's sets: average |mean| and average variance. "
-    "Each method gives mean 0 and variance 1 over its own sets (the diagonal); over another method's sets it generally does not "
-    "(a finer cut also zeroes any coarser set made of whole sets of it: that is why InstanceNorm's row is 0/1 under GroupNorm and LayerNorm)."
+    "A method gives mean 0 and variance 1 over its own sets (the diagonal, unless a set is constant); over another method's sets generally not."
 )
-st.dataframe(pooled_moments_frame(axes), hide_index=True, width="stretch")
+st.table(pooled_moments_frame(axes).set_index("output of"))
+standardised = [
+    f"{model_label(by)} over {model_label(over)} sets"
+    for i, by in enumerate(METHODS) for j, over in enumerate(METHODS)
+    if i != j and axes.pooled_mean_abs[i, j] < 1e-6 and abs(axes.pooled_var[i, j] - 1) < 1e-3
+]
+if standardised:
+    st.caption(
+        "Off the diagonal, mean 0 and variance 1 also hold for: " + "; ".join(standardised)
+        + ". Each of those sets is a union of equal-sized sets of the finer method, each already standardised."
+    )
 worst = max(axes.torch_max_difference.values())
 st.caption(
     f"Checked against torch's own layers (BatchNorm, LayerNorm, InstanceNorm, GroupNorm, training mode, float64): "
@@ -105,11 +114,14 @@ with st.expander("Settings of the sweep", expanded=False):
         seeds = controls.slider("Seeds", "seeds", 1, 3, defaults_sweep.seeds)
     with s4:
         steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults_sweep.steps, slider=True)
-    st.caption("Every run: Adam, lr 0.001, ReLU, the same number of steps at every batch size (a larger batch sees more examples). "
-               "The full sweep with 3 seeds and 300 steps takes minutes on a CPU; results are cached.")
 sweep_config = defaults_sweep.replace(
     arch=arch, norms=SWEEP_NORMS if arch == "cnn" else defaults_sweep.norms, seeds=seeds, steps=steps,
     batch_sizes=FULL_BATCH_SIZES if sweep == "full" else LIGHT_BATCH_SIZES,
+)
+st.caption(
+    f"{len(sweep_config.batch_sizes) * len(sweep_config.norms) * sweep_config.seeds} models, each trained {sweep_config.steps} steps with Adam "
+    f"(lr {sweep_config.lr:g}), ReLU, GroupNorm with {sweep_config.groups} groups; the same number of steps at every batch size, so a larger batch sees more examples. "
+    "Results are cached: a second visit is instant."
 )
 sweep_result = run_experiment("norm_comparison", sweep_config, label="Batch-size sweep")
 small, large = min(sweep_config.batch_sizes), max(sweep_config.batch_sizes)
@@ -150,7 +162,7 @@ st.caption(
 st.header("3. The same digit in train and eval mode")
 probe_batch = controls.select("Models trained at batch size", "probe", list(sweep_config.batch_sizes), small, slider=True)
 st.markdown(
-    f"Test digit 0 through each trained model (seed 0, batch {probe_batch}): in eval mode alone and with {probe_batch - 1} batch-mates, "
+    f"Test digit 0 through each trained model (seed 0, batch {probe_batch}): in eval mode alone and with {probe_batch - 1} batch-mate{'s' if probe_batch > 2 else ''}, "
     "in train mode (batch statistics) with two different sets of batch-mates, and alone in train mode."
 )
 for norm in sweep_config.norms:
@@ -167,10 +179,15 @@ st.caption(f"“Identical” means every logit within {SAME_OUTPUT_TOLERANCE:g} 
 # ------------------------------------------------------------------ 4. summary
 st.header("4. Summary, from the runs above")
 summary = pd.DataFrame(sweep_result.summary_rows())
-formats = {c: "{:.1%}" for c in summary.columns if c.startswith("test accuracy")}
-formats.update({c: "{:+.1%}" for c in summary.columns if c.startswith("train − eval")})
-formats.update({c: "{:.2f}" for c in summary.columns if c.startswith("ms per step")})
-st.dataframe(summary.style.format(formats, na_rep="diverged"), hide_index=True, width="stretch")
+shown = summary.copy()
+for column in shown.columns:
+    if column.startswith("test accuracy"):
+        shown[column] = [format_percent(v) if np.isfinite(v) else "diverged" for v in shown[column]]
+    elif column.startswith("train − eval"):
+        shown[column] = [f"{100 * v:+.1f} points" for v in shown[column]]
+    elif column.startswith("ms/step"):
+        shown[column] = [f"{v:.2f}" for v in shown[column]]
+st.table(shown.set_index("norm"))
 st.caption(f"Means over {sweep_config.seeds} seed(s); “train − eval” is test accuracy with batch statistics (batches of {small}) minus with running averages; "
            "ms per step is measured on this machine, shared with other users, so it is noisy.")
 
@@ -230,10 +247,13 @@ for run in seq_result.runs:
     st.markdown(f"- **{run.label}**: eval mode, one digit alone vs in a batch: {same_or_not(probe['alone_vs_batch'])}; {alone}.")
 st.caption("So BN cannot be *trained* with one sequence per batch (nor run in training mode on one), and at test time it needs the running averages; LayerNorm does the same computation for one example as for many.")
 
+st.caption("Batch-size sweep:")
 downloads("norm_comparison", sweep_config, {"Test accuracy by batch size": batch_size_frame(sweep_result), "Summary": summary})
+st.caption("Recurrent networks:")
 downloads("sequence_norms", seq_config, {"RNN test accuracy": curve_records(seq_result.runs, "test_acc"), "Longer sequences": padded_frame(seq_result)})
+st.caption("Pooling sets:")
 downloads("norm_axes", axes_config, {f"Sets, {model_label(m)}": sets_frame(axes, m, highlight) for m in METHODS})
-source_expander(statistic_sets, normalize_by_sets, PerStepNorm, RecurrentBlock)
+source_expander(statistic_sets, set_moments, normalize_by_sets, PerStepNorm, RecurrentBlock)
 with notes_slot:
     controls.show_notes()
 device_caption()

@@ -21,7 +21,7 @@ def test_page_shows_the_sets_the_sweep_and_the_rnn_and_its_controls_move_them():
     assert {"BN, batch 2", "LayerNorm, batch 2", "GroupNorm, batch 2", "RNN, BN: test accuracy"} <= set(metrics)
     text = page_text(at)
     assert "refused by torch" in text and "largest difference" in text
-    assert len(at.dataframe) == 2  # pooled moments, summary
+    assert len(at.table) == 2  # pooled moments, summary
 
     # GroupNorm's number of groups changes its grid
     group_spec = chart_specs(at)[3]

@@ -11,7 +11,9 @@ from ..experiments.sequence_norms import PLACES, SequenceNormsResult
 from ..models import model_label
 from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
 
-CELL = 18  # pixels per grid cell: readable on a projector, four grids fit a page
+CELL = 18  # largest cell, in pixels: readable on a projector
+GRID_WIDTH = 860  # pixels for one row of example panels, so a grid fits the page
+PANELS_PER_ROW = 4
 OTHER_SET_SHADES = ("#d9d9d9", "#f2f2f2")  # neighbouring sets alternate, so the cut is visible
 
 
@@ -54,8 +56,10 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
     x_field, y_field, facet_field = grid_axes(result)
     shades = ["same mean/variance as the chosen value", "another set (even id)", "another set (odd id)"]
     color = alt.Color("shade:N", title=None, scale=alt.Scale(domain=shades, range=[PALETTE[model_label(method)], *OTHER_SET_SHADES]), legend=None)
-    width = CELL * int(frame[x_field].max() + 1)
-    height = CELL * int(frame[y_field].max() + 1)
+    columns = int(frame[x_field].max() + 1)
+    panels = min(int(frame[facet_field].max() + 1), PANELS_PER_ROW) if facet_field else 1
+    cell = max(8, min(CELL, GRID_WIDTH // (panels * (columns + 1))))
+    width, height = cell * columns, cell * int(frame[y_field].max() + 1)
     chart = (
         alt.Chart(frame)
         .mark_rect(stroke="white", strokeWidth=1)
@@ -69,7 +73,8 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
         .properties(width=width, height=height)
     )
     if facet_field:
-        return chart.facet(column=alt.Column(f"{facet_field}:O", title=None, header=alt.Header(labelExpr="'example ' + datum.value", labelFontSize=13)), title=title).configure_title(fontSize=15, anchor="start")
+        header = alt.Header(labelExpr="'example ' + datum.value", labelFontSize=13)
+        return chart.facet(facet=alt.Facet(f"{facet_field}:O", title=None, header=header), columns=PANELS_PER_ROW, title=title).configure_title(fontSize=15, anchor="start")
     return chart.properties(title=title).configure_title(fontSize=15, anchor="start")
 
 
@@ -142,5 +147,5 @@ def padded_chart(result: SequenceNormsResult) -> alt.Chart:
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("blank rows:Q"), alt.Tooltip("test accuracy:Q", format=".3f")],
         )
         .properties(width=380, height=260)
-        .facet(column=alt.Column("placed:N", title=None, header=alt.Header(labelFontSize=14)))
+        .facet(column=alt.Column("placed:N", title=None, header=alt.Header(labelFontSize=14), sort=[f"blank rows {place} the digit" for place in PLACES]))
     )

@@ -113,21 +113,24 @@ def statistic_sets(method: str, layout: str, shape: tuple[int, ...], groups: int
     return ids[method]
 
 
-def normalize_by_sets(values: np.ndarray, set_ids: np.ndarray, eps: float = PYTORCH_DEFAULT_EPS) -> np.ndarray:
-    """``(x - mean_S) / sqrt(var_S + eps)`` with each set's mean and biased variance."""
+def set_moments(values: np.ndarray, set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each set's mean and biased variance, indexed by set id: ``mu_S``, ``sigma_S^2``."""
     flat_ids, flat = set_ids.ravel(), values.ravel().astype(np.float64)
     counts = np.bincount(flat_ids)
     means = np.bincount(flat_ids, weights=flat) / counts
     variances = np.bincount(flat_ids, weights=(flat - means[flat_ids]) ** 2) / counts
-    return ((flat - means[flat_ids]) / np.sqrt(variances[flat_ids] + eps)).reshape(values.shape)
+    return means, variances
+
+
+def normalize_by_sets(values: np.ndarray, set_ids: np.ndarray, eps: float = PYTORCH_DEFAULT_EPS) -> np.ndarray:
+    """``(x - mu_S) / sqrt(sigma_S^2 + eps)``, S the set of each element."""
+    means, variances = set_moments(values, set_ids)
+    return (values - means[set_ids]) / np.sqrt(variances[set_ids] + eps)
 
 
 def pooled_moments(values: np.ndarray, set_ids: np.ndarray) -> tuple[float, float]:
     """Average |mean| and average (biased) variance of ``values`` over the sets of ``set_ids``."""
-    flat_ids, flat = set_ids.ravel(), values.ravel().astype(np.float64)
-    counts = np.bincount(flat_ids)
-    means = np.bincount(flat_ids, weights=flat) / counts
-    variances = np.bincount(flat_ids, weights=(flat - means[flat_ids]) ** 2) / counts
+    means, variances = set_moments(values, set_ids)
     return float(np.abs(means).mean()), float(variances.mean())
 
 

@@ -105,16 +105,16 @@ class NormComparisonResult:
             if probe["train_alone_error"]:
                 alone = "refused by torch"
             elif probe["train_alone_vs_eval"] <= SAME_OUTPUT_TOLERANCE:
-                alone = "yes, same output as in eval mode"
+                alone = "yes, same as eval mode"
             else:
-                alone = f"runs, but output differs (max logit change {probe['train_alone_vs_eval']:.2f})"
+                alone = f"runs, differs (max logit change {probe['train_alone_vs_eval']:.2f})"
             rows.append({
                 "norm": model_label(norm),
                 f"test accuracy, batch {small}": float(np.nanmean(accuracy[0])) if np.isfinite(accuracy[0]).any() else float("nan"),
                 f"test accuracy, batch {large}": float(np.nanmean(accuracy[-1])) if np.isfinite(accuracy[-1]).any() else float("nan"),
-                f"train − eval mode accuracy (batch {small})": train_acc - eval_acc,
-                "one example alone in training mode": alone,
-                f"ms per step (batch {large})": self.ms_per_step(norm, large),
+                f"train − eval accuracy, batch {small}": train_acc - eval_acc,
+                "one example alone, train mode": alone,
+                f"ms/step, batch {large}": self.ms_per_step(norm, large),
             })
         return rows
 
@@ -180,7 +180,7 @@ EXPERIMENT = Experiment(
     run=run,
     order=61,
     presets={
-        "Full sweep, MLP (8 batch sizes, 3 seeds)": NormComparisonConfig(batch_sizes=FULL_BATCH_SIZES, seeds=3, steps=300),
+        "Full sweep, MLP (8 batch sizes, 3 seeds)": NormComparisonConfig(batch_sizes=FULL_BATCH_SIZES, seeds=3, steps=200),
         "CNN with InstanceNorm (light)": NormComparisonConfig(arch="cnn", norms=SWEEP_NORMS, steps=100),
     },
     summarize=summarize,
