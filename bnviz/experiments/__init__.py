@@ -45,6 +45,17 @@ def all_experiments() -> dict[str, Experiment]:
 
 
 def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; tries the module of that name first, so a page
+    imports only its own experiment, not every other page's."""
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    else:
+        experiment = getattr(module, "EXPERIMENT", None)
+        if isinstance(experiment, Experiment) and experiment.name == name:
+            return experiment
     experiments = all_experiments()
     if name not in experiments:
         raise BnvizError(f"No experiment named {name!r}. Known: {', '.join(experiments)}.")
