@@ -8,7 +8,7 @@ from bnviz.charts import curve_records, curves_chart
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
 from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
-from bnviz.experiments.sequence_norms import PLACES, SequenceNormsConfig
+from bnviz.experiments.sequence_norms import EVAL_EXAMPLES, PLACES, SequenceNormsConfig
 from bnviz.models import PerStepNorm, RecurrentBlock, model_label
 
 # What each method pools over, per layout: definitions (torch's conventions), not results.
@@ -213,7 +213,7 @@ acc_slot, loss_slot = left.empty(), right.empty()
 
 
 def draw(runs):
-    acc_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy (1,000 test digits)", total_steps=seq_config.steps), width="stretch")
+    acc_slot.altair_chart(curves_chart(runs, "test_acc", f"Test accuracy ({EVAL_EXAMPLES:,} test digits)", total_steps=seq_config.steps), width="stretch")
     loss_slot.altair_chart(curves_chart(runs, "train_loss", "Training loss", total_steps=seq_config.steps), width="stretch")
 
 
@@ -234,7 +234,7 @@ before = PLACES.index("before")
 changes = {run.label: seq_result.padded_accuracy[m, before, -1] - seq_result.padded_accuracy[m, before, 0] for m, run in enumerate(seq_result.runs)}
 worst_label = min(changes, key=changes.get)
 st.markdown(
-    f"With {extra} blank rows **before** the digit (the same digit, read {extra} steps later), accuracy changes by "
+    f"With {extra} blank rows **before** the digit (the same digit, read {extra} steps later), accuracy on {EVAL_EXAMPLES:,} test digits changes by "
     + ", ".join(f"**{100 * v:+.1f}** points for {k}" for k, v in changes.items())
     + f": the largest fall is **{worst_label}**'s. Per-step BN ties its statistics to positions in the sequence: step t is normalised with the "
     "statistics of row t of the training digits, whatever it now reads, and beyond step 27 it reuses step 27's (as Cooijmans et al. do). "
