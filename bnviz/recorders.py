@@ -182,61 +182,58 @@ class FirstLayerPopulationStats:
         return out
 
 
-class SingleInputConsistency:
-    """One probe input through the model in each mode: does its output depend on the mode or on its batch-mates?
+class ActivationDrift:
+    """How far each hidden layer's input distribution moves from one training step to the next.
 
-    At the evaluation of step ``at_step`` (None: every evaluation; ``finish``
-    keeps the last), on a copy of the model, because a train-mode forward
-    moves BN's running averages::
-
-        eval_alone     eval mode, the probe alone (a batch of 1)
-        eval_batch     eval mode, the probe first in a batch with ``mates_a``
-        train_batch_a  train mode (batch statistics), the probe with ``mates_a``
-        train_batch_b  train mode, the probe with other batch-mates ``mates_b``
-        train_alone    train mode, the probe alone: NaN when torch refuses
-                       (BN with one value per channel has no variance)
-
-    and the accuracy on ``check_x``/``check_y`` in eval mode and in train mode
-    with batches of ``len(mates_a) + 1`` (what the batch statistics give).
-    Records ``mode_logits`` (5, classes) in the order of ``MODES``,
-    ``train_alone_error`` (torch's message, "" when it ran) and
-    ``mode_accuracy`` [eval mode, train mode].
+    At every training step, on the training batch, block i's nonlinearity
+    input has per-unit batch mean mu_j(t) and (biased) variance var_j(t)
+    (a CNN's channel pools its positions). Records, from the second step on,
+    the averages over units of ``|mu_j(t) - mu_j(t-1)|`` and
+    ``|var_j(t) - var_j(t-1)|`` as ``drift_mean`` and ``drift_var`` (steps,
+    layers), the mean and standard deviation of unit ``unit`` of block
+    ``block`` as ``drift_unit_mean`` / ``drift_unit_std`` (steps,), and
+    ``drift_step``. This is the distribution "covariate shift" refers to;
+    noisy BN (Santurkar et al. 2018, Fig. 2) makes it deliberately unstable.
+    Passes made by probes (``model.bnviz_probing``) are ignored.
     """
 
-    MODES = ("eval_alone", "eval_batch", "train_batch_a", "train_batch_b", "train_alone")
+    def __init__(self, block: int = -1, unit: int = 0):
+        self.block, self.unit = block, unit
+        self.current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rows: dict[str, list] = {"drift_mean": [], "drift_var": [], "drift_unit_mean": [], "drift_unit_std": []}
+        self.steps: list[int] = []
 
-    def __init__(self, probe: torch.Tensor, mates_a: torch.Tensor, mates_b: torch.Tensor, check_x: torch.Tensor, check_y: torch.Tensor, at_step: int | None = None):
-        self.probe, self.mates_a, self.mates_b = probe, mates_a, mates_b
-        self.at_step = at_step
-        self.check_x, self.check_y = check_x, check_y
-        self.logits: np.ndarray | None = None
-        self.error = ""
-        self.accuracy = np.full(2, np.nan)
+    def attach(self, model):
+        self.model = model
+        self.num_blocks = len(model.blocks)
+        self.block_index = self.block % self.num_blocks
+        for index, block in enumerate(model.blocks):
+            block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i))
 
-    @torch.no_grad()
-    def on_eval(self, step, model, activations):
-        if self.at_step is not None and step != self.at_step:
+    def _hook(self, module, x, index):
+        if not module.training or getattr(self.model, "bnviz_probing", False):
             return
-        probe_model = copy.deepcopy(model)
-        probe_model.eval()
-        outputs = [probe_model(self.probe)[0], probe_model(torch.cat([self.probe, self.mates_a]))[0]]
-        eval_correct = (probe_model(self.check_x).argmax(dim=1) == self.check_y).sum().item()
-        probe_model.train()
-        outputs += [probe_model(torch.cat([self.probe, self.mates_a]))[0], probe_model(torch.cat([self.probe, self.mates_b]))[0]]
-        self.error = ""
-        try:
-            outputs.append(probe_model(self.probe)[0])
-        except ValueError as exc:  # torch: "Expected more than 1 value per channel when training"
-            self.error = str(exc)
-            outputs.append(torch.full_like(outputs[0], float("nan")))
-        size = len(self.mates_a) + 1
-        train_correct = sum((probe_model(self.check_x[i : i + size]).argmax(dim=1) == self.check_y[i : i + size]).sum().item() for i in range(0, len(self.check_y) - size + 1, size))
-        checked = (len(self.check_y) // size) * size
-        self.accuracy = np.array([eval_correct / len(self.check_y), train_correct / max(checked, 1)])
-        self.logits = torch.stack(outputs).double().cpu().numpy()
+        x = x.detach()
+        dims = (0,) + tuple(range(2, x.dim()))
+        self.current[index] = (x.mean(dim=dims), x.var(dim=dims, unbiased=False))
+
+    def after_step(self, step, model):
+        if self.previous:
+            self.rows["drift_mean"].append([(self.current[i][0] - self.previous[i][0]).abs().mean().item() for i in range(self.num_blocks)])
+            self.rows["drift_var"].append([(self.current[i][1] - self.previous[i][1]).abs().mean().item() for i in range(self.num_blocks)])
+            mean, var = self.current[self.block_index]
+            self.rows["drift_unit_mean"].append(mean[self.unit].item())
+            self.rows["drift_unit_std"].append(var[self.unit].sqrt().item())
+            self.steps.append(step)
+        self.previous, self.current = self.current, {}
 
     def finish(self):
-        return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
+        out = {k: np.asarray(v, dtype=float) for k, v in self.rows.items()}
+        for key in ("drift_mean", "drift_var"):
+            out[key] = out[key].reshape(-1, getattr(self, "num_blocks", 0))
+        out["drift_step"] = np.asarray(self.steps, dtype=np.int64)
+        return out
 
 
 # A unit whose slope is under a tenth of its activation's steepest passes back less
@@ -388,57 +385,3 @@ class SingleInputConsistency:
 
     def finish(self):
         return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
-
-
-class ActivationDrift:
-    """How far each hidden layer's input distribution moves from one training step to the next.
-
-    At every training step, on the training batch, block i's nonlinearity
-    input has per-unit batch mean mu_j(t) and (biased) variance var_j(t)
-    (a CNN's channel pools its positions). Records, from the second step on,
-    the averages over units of ``|mu_j(t) - mu_j(t-1)|`` and
-    ``|var_j(t) - var_j(t-1)|`` as ``drift_mean`` and ``drift_var`` (steps,
-    layers), the mean and standard deviation of unit ``unit`` of block
-    ``block`` as ``drift_unit_mean`` / ``drift_unit_std`` (steps,), and
-    ``drift_step``. This is the distribution "covariate shift" refers to;
-    noisy BN (Santurkar et al. 2018, Fig. 2) makes it deliberately unstable.
-    Passes made by probes (``model.bnviz_probing``) are ignored.
-    """
-
-    def __init__(self, block: int = -1, unit: int = 0):
-        self.block, self.unit = block, unit
-        self.current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.rows: dict[str, list] = {"drift_mean": [], "drift_var": [], "drift_unit_mean": [], "drift_unit_std": []}
-        self.steps: list[int] = []
-
-    def attach(self, model):
-        self.model = model
-        self.num_blocks = len(model.blocks)
-        self.block_index = self.block % self.num_blocks
-        for index, block in enumerate(model.blocks):
-            block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i))
-
-    def _hook(self, module, x, index):
-        if not module.training or getattr(self.model, "bnviz_probing", False):
-            return
-        x = x.detach()
-        dims = (0,) + tuple(range(2, x.dim()))
-        self.current[index] = (x.mean(dim=dims), x.var(dim=dims, unbiased=False))
-
-    def after_step(self, step, model):
-        if self.previous:
-            self.rows["drift_mean"].append([(self.current[i][0] - self.previous[i][0]).abs().mean().item() for i in range(self.num_blocks)])
-            self.rows["drift_var"].append([(self.current[i][1] - self.previous[i][1]).abs().mean().item() for i in range(self.num_blocks)])
-            mean, var = self.current[self.block_index]
-            self.rows["drift_unit_mean"].append(mean[self.unit].item())
-            self.rows["drift_unit_std"].append(var[self.unit].sqrt().item())
-            self.steps.append(step)
-        self.previous, self.current = self.current, {}
-
-    def finish(self):
-        out = {k: np.asarray(v, dtype=float) for k, v in self.rows.items()}
-        for key in ("drift_mean", "drift_var"):
-            out[key] = out[key].reshape(-1, getattr(self, "num_blocks", 0))
-        out["drift_step"] = np.asarray(self.steps, dtype=np.int64)
-        return out
