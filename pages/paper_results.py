@@ -80,8 +80,8 @@ ahead = bn_ahead_fraction(figure1)
 
 with metrics:
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric(f"Test accuracy without BN ({config.steps:,} steps)", format_percent(no_bn.final_test_acc, 2))
-    m2.metric(f"Test accuracy with BN ({config.steps:,} steps)", format_percent(bn.final_test_acc, 2), delta=f"{100 * (bn.final_test_acc - no_bn.final_test_acc):+.2f} points")
+    m1.metric("Test accuracy, no BN", format_percent(no_bn.final_test_acc, 2))
+    m2.metric("Test accuracy, BN", format_percent(bn.final_test_acc, 2), delta=f"{100 * (bn.final_test_acc - no_bn.final_test_acc):+.2f} points")
     if bn_steps is not None and no_bn_steps:
         m3.metric(f"Steps to {format_percent(target)} (no BN's final)", f"BN: {bn_steps:,}", delta=f"no BN: {no_bn_steps:,} ({no_bn_steps / max(bn_steps, 1):.1f}× more)", delta_color="off")
     else:
