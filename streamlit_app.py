@@ -1,28 +1,33 @@
 """bnviz: the entry point. ``streamlit run streamlit_app.py``.
 
-Declares the navigation; each page is a short script in ``pages/``. Sections
-follow the article's three levels.
+Declares the navigation; each page is a short script in ``app_pages/``.
+Sections follow the article's three levels. (The folder is not called
+``pages/``: Streamlit treats a ``pages/`` folder next to the entry point as a
+legacy multipage app for the first script run of a process, so the first
+visitor of a deep link on a freshly started server saw "Page not found".)
+Icons are Material Symbols, which Streamlit ships as a font: they render on
+machines without an emoji font.
 """
 import streamlit as st
 
-st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon="📊", layout="wide")
+st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon=":material/insights:", layout="wide")
 
 PAGES = {
     "In 30 seconds": [
-        st.Page("pages/home.py", title="BN in 30 seconds", icon="⏱️", default=True),
+        st.Page("app_pages/home.py", title="BN in 30 seconds", icon=":material/timer:", default=True),
     ],
     "In 3 minutes": [
-        st.Page("pages/normalization_math.py", title="Normalization math", icon="🧮", url_path="normalization-math"),
-        st.Page("pages/train_vs_eval.py", title="Train vs eval statistics", icon="⚖️", url_path="train-vs-eval"),
-        st.Page("pages/paper_results.py", title="The original paper's results", icon="📄", url_path="paper-results"),
+        st.Page("app_pages/normalization_math.py", title="Normalization math", icon=":material/calculate:", url_path="normalization-math"),
+        st.Page("app_pages/train_vs_eval.py", title="Train vs eval statistics", icon=":material/balance:", url_path="train-vs-eval"),
+        st.Page("app_pages/paper_results.py", title="The paper's MNIST results", icon=":material/description:", url_path="paper-results"),
     ],
     "Understanding BN": [
-        st.Page("pages/why_bn_works.py", title="Why does BN work?", icon="🔬", url_path="why-bn-works"),
-        st.Page("pages/distribution_shift.py", title="Distribution shift and the NaN failure", icon="💥", url_path="distribution-shift"),
-        st.Page("pages/bn_vs_layernorm.py", title="BN vs LayerNorm (and Group, Instance)", icon="🧱", url_path="bn-vs-layernorm"),
-        st.Page("pages/placement.py", title="Before or after the nonlinearity", icon="🔀", url_path="placement"),
+        st.Page("app_pages/distribution_shift.py", title="Distribution shift and NaN", icon=":material/warning:", url_path="distribution-shift"),
+        st.Page("app_pages/bn_vs_layernorm.py", title="BN vs LayerNorm and others", icon=":material/view_module:", url_path="bn-vs-layernorm"),
+        st.Page("app_pages/placement.py", title="BN before or after activation", icon=":material/swap_horiz:", url_path="placement"),
+        st.Page("app_pages/why_bn_works.py", title="Why does BN work?", icon=":material/science:", url_path="why-bn-works"),
     ],
 }
 
-navigation = st.navigation({section: pages for section, pages in PAGES.items() if pages})
+navigation = st.navigation(PAGES)
 navigation.run()

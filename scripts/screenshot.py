@@ -34,6 +34,11 @@ def main() -> int:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(args.url)
         wait_until_idle(page)
+        # Streamlit scrolls inside its own container, so full_page alone shows one screen:
+        # grow the viewport to the content first.
+        height = page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"]') || document.body).scrollHeight")
+        page.set_viewport_size({"width": args.width, "height": min(max(height, 900), 12_000)})
+        page.wait_for_timeout(500)
         page.screenshot(path=args.out, full_page=True)
         browser.close()
     for e in errors:

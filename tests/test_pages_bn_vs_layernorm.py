@@ -1,4 +1,4 @@
-"""AppTest of pages/bn_vs_layernorm.py: it runs, shows its parts, and its controls move the results."""
+"""AppTest of app_pages/bn_vs_layernorm.py: it runs, shows its parts, and its controls move the results."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 FAST = {"steps": 10, "rnn_steps": 10, "rnn_hidden": 16}
@@ -13,7 +13,7 @@ def page_text(at) -> str:
 
 
 def test_page_shows_the_sets_the_sweep_and_the_rnn_and_its_controls_move_them():
-    at = open_page("pages/bn_vs_layernorm.py", **FAST).run()
+    at = open_page("app_pages/bn_vs_layernorm.py", **FAST).run()
     assert not at.exception
     # four grids of sets, the batch-size chart, two RNN curves, the longer-sequence chart
     assert chart_count(at) == 8
@@ -47,7 +47,7 @@ def test_page_shows_the_sets_the_sweep_and_the_rnn_and_its_controls_move_them():
 
 
 def test_bad_link_values_are_clamped_with_a_note():
-    at = open_page("pages/bn_vs_layernorm.py", **FAST, n=99, layout="cube").run()
+    at = open_page("app_pages/bn_vs_layernorm.py", **FAST, n=99, layout="cube").run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "n=99" in notes and "cube" in notes

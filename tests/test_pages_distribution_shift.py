@@ -1,11 +1,11 @@
-"""AppTest of pages/distribution_shift.py: small, fast configs via the URL."""
+"""AppTest of app_pages/distribution_shift.py: small, fast configs via the URL."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 FAST = {"steps": 100, "n": 1000, "depth": 2, "width": 32}
 
 
 def test_page_runs_and_shows_the_explosion():
-    at = open_page("pages/distribution_shift.py", **FAST).run()
+    at = open_page("app_pages/distribution_shift.py", **FAST).run()
     assert not at.exception
     metrics = metric_values(at)
     assert "Accuracy, eval mode" in metrics and "Largest |BN output|, eval mode" in metrics
@@ -14,7 +14,7 @@ def test_page_runs_and_shows_the_explosion():
 
 
 def test_corrupted_images_give_a_real_nan_and_the_shift_control_moves_the_result():
-    at = open_page("pages/distribution_shift.py", **FAST).run()
+    at = open_page("app_pages/distribution_shift.py", **FAST).run()
     before = metric_values(at)
     at.selectbox(key="shift.corrupt").select(10).run()
     assert not at.exception
@@ -28,7 +28,7 @@ def test_corrupted_images_give_a_real_nan_and_the_shift_control_moves_the_result
 
 
 def test_float16_scenario_button_overflows():
-    at = open_page("pages/distribution_shift.py", **FAST).run()
+    at = open_page("app_pages/distribution_shift.py", **FAST).run()
     at.button(key="shift.scenario.NaN: float16, small eps").click().run()
     assert not at.exception
     assert at.radio(key="shift.precision").value == "float16"

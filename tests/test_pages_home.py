@@ -1,4 +1,4 @@
-"""AppTest of the app shell (streamlit_app.py) and the home page (pages/home.py)."""
+"""AppTest of the app shell (streamlit_app.py) and the home page (app_pages/home.py)."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 
@@ -10,7 +10,7 @@ def test_app_shell_runs_the_home_page():
 
 
 def test_home_page_trains_both_models_and_a_control_changes_the_result():
-    at = open_page("pages/home.py", steps=100).run()
+    at = open_page("app_pages/home.py", steps=100).run()
     assert not at.exception
     before = metric_values(at)
     assert "Test accuracy without BN" in before and "Test accuracy with BN" in before
@@ -21,7 +21,7 @@ def test_home_page_trains_both_models_and_a_control_changes_the_result():
 
 
 def test_bad_link_values_are_clamped_with_a_note():
-    at = open_page("pages/home.py", steps=999999, act="banana", seed="nan").run()
+    at = open_page("app_pages/home.py", steps=999999, act="banana", seed="nan").run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "steps" in notes and "banana" in notes

@@ -1,4 +1,4 @@
-"""AppTest of pages/normalization_math.py: it runs, shows bnviz equal to torch, and every control moves what is shown."""
+"""AppTest of app_pages/normalization_math.py: it runs, shows bnviz equal to torch, and every control moves what is shown."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 # an untrained MLP keeps the MNIST view fast; training has its own control test below
@@ -22,7 +22,7 @@ def changed(at, before) -> bool:
 
 
 def test_page_shows_every_step_and_bnviz_equals_torch():
-    at = open_page("pages/normalization_math.py", **FAST).run()
+    at = open_page("app_pages/normalization_math.py", **FAST).run()
     assert not at.exception
     metrics = metric_values(at)
     assert metrics["Values per neuron (m)"] == "16"
@@ -37,7 +37,7 @@ def test_page_shows_every_step_and_bnviz_equals_torch():
 
 
 def test_each_bn_control_changes_the_numbers():
-    at = open_page("pages/normalization_math.py", **FAST).run()
+    at = open_page("app_pages/normalization_math.py", **FAST).run()
     moves = [
         lambda: at.slider(key="math.gamma").set_value(2.5),
         lambda: at.slider(key="math.beta").set_value(-1.5),
@@ -60,7 +60,7 @@ def test_each_bn_control_changes_the_numbers():
 
 
 def test_synthetic_controls_and_a_constant_neuron_without_eps():
-    at = open_page("pages/normalization_math.py", source="synthetic", batch=16).run()
+    at = open_page("app_pages/normalization_math.py", source="synthetic", batch=16).run()
     assert not at.exception and "synthetic batch" in " ".join(m.value for m in at.markdown)
     for move in [
         lambda: at.slider(key="math.mean").set_value(-4.0),
@@ -80,7 +80,7 @@ def test_synthetic_controls_and_a_constant_neuron_without_eps():
 
 
 def test_bad_link_values_are_clamped_with_a_note():
-    at = open_page("pages/normalization_math.py", trained=0, batch=16, gamma=99, neuron=-3, eps="banana").run()
+    at = open_page("app_pages/normalization_math.py", trained=0, batch=16, gamma=99, neuron=-3, eps="banana").run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "gamma" in notes and "neuron" in notes and "banana" in notes

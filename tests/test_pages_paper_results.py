@@ -1,4 +1,4 @@
-"""AppTest of the original paper's page (pages/paper_results.py), on short runs."""
+"""AppTest of the original paper's page (app_pages/paper_results.py), on short runs."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 FAST = {"steps": 500, "lr_steps": 100}
@@ -9,7 +9,7 @@ def _text(at) -> str:
 
 
 def test_paper_page_reproduces_figure1_and_the_claims_and_controls_move_it():
-    at = open_page("pages/paper_results.py", **FAST).run()
+    at = open_page("app_pages/paper_results.py", **FAST).run()
     assert not at.exception
     metrics = metric_values(at)
     assert "Test accuracy, no BN" in metrics and "Test accuracy, BN" in metrics
@@ -36,7 +36,7 @@ def test_paper_page_reproduces_figure1_and_the_claims_and_controls_move_it():
 
 
 def test_bad_link_values_are_ignored_with_a_note():
-    at = open_page("pages/paper_results.py", unit=500, init="banana", **FAST).run()
+    at = open_page("app_pages/paper_results.py", unit=500, init="banana", **FAST).run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "unit" in notes and "banana" in notes

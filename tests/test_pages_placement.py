@@ -1,4 +1,4 @@
-"""AppTest of the placement page (pages/placement.py): runs, shows a computed verdict, controls move it."""
+"""AppTest of the placement page (app_pages/placement.py): runs, shows a computed verdict, controls move it."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 # 2 learning rates x 2 seeds x 3 models of 50 steps on a 32-unit layer: about a second of training
@@ -10,7 +10,7 @@ def verdict_text(at) -> str:
 
 
 def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
-    at = open_page("pages/placement.py", **FAST).run()
+    at = open_page("app_pages/placement.py", **FAST).run()
     assert not at.exception
     before = metric_values(at)
     assert set(before) == {"no BN: final test accuracy", "BN before: final test accuracy", "BN after: final test accuracy"}
@@ -26,7 +26,7 @@ def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
 
 
 def test_viewing_another_learning_rate_and_changing_the_range():
-    at = open_page("pages/placement.py", **FAST).run()
+    at = open_page("app_pages/placement.py", **FAST).run()
     before, text = metric_values(at), verdict_text(at)
     at.radio(key="placement.view_lr").set_value(1.0).run()  # a view of runs already trained
     assert not at.exception
@@ -40,7 +40,7 @@ def test_viewing_another_learning_rate_and_changing_the_range():
 
 
 def test_bad_link_values_are_ignored_with_a_note():
-    at = open_page("pages/placement.py", **FAST | {"act": "banana", "lr": "0.3,7", "seeds": 1}).run()
+    at = open_page("app_pages/placement.py", **FAST | {"act": "banana", "lr": "0.3,7", "seeds": 1}).run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "banana" in notes and "0.3,7" in notes and "seeds" in notes

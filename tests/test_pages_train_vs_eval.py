@@ -1,4 +1,4 @@
-"""AppTest of pages/train_vs_eval.py: every chart's control changes what the page shows."""
+"""AppTest of app_pages/train_vs_eval.py: every chart's control changes what the page shows."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 FAST = {"steps": 100}
@@ -9,7 +9,7 @@ def _text(at) -> str:
 
 
 def test_page_runs_and_training_controls_change_the_result():
-    at = open_page("pages/train_vs_eval.py", **FAST).run()
+    at = open_page("app_pages/train_vs_eval.py", **FAST).run()
     assert not at.exception
     before = metric_values(at)
     assert "Running (EMA) mean vs truth, last step" in before
@@ -40,7 +40,7 @@ def test_page_runs_and_training_controls_change_the_result():
 
 
 def test_regularization_section_runs_when_switched_on_and_seeds_change_it():
-    at = open_page("pages/train_vs_eval.py", **FAST, reg="true", regsteps=100, regn=500, seeds=1).run()
+    at = open_page("app_pages/train_vs_eval.py", **FAST, reg="true", regsteps=100, regn=500, seeds=1).run()
     assert not at.exception
     assert chart_count(at) == 5
     one_seed = {k: v for k, v in metric_values(at).items() if k.startswith("BN narrows")}
@@ -52,7 +52,7 @@ def test_regularization_section_runs_when_switched_on_and_seeds_change_it():
 
 
 def test_bad_link_values_are_clamped_with_a_note():
-    at = open_page("pages/train_vs_eval.py", **FAST, mom="banana", img=-5).run()
+    at = open_page("app_pages/train_vs_eval.py", **FAST, mom="banana", img=-5).run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "img" in notes and "banana" in notes

@@ -1,4 +1,4 @@
-"""AppTest of pages/why_bn_works.py: three hypotheses, noisy BN, probes, scoreboard."""
+"""AppTest of app_pages/why_bn_works.py: three hypotheses, noisy BN, probes, scoreboard."""
 from apptest_helpers import chart_count, metric_values, open_page
 
 # the fast view: the smallest runs the widgets allow, few probes
@@ -10,7 +10,7 @@ def markdown_text(at) -> str:
 
 
 def test_page_runs_both_experiments_and_each_control_moves_its_result():
-    at = open_page("pages/why_bn_works.py", **FAST).run()
+    at = open_page("app_pages/why_bn_works.py", **FAST).run()
     assert not at.exception
     values = metric_values(at)
     for label in ("no BN", "BN", "noisy BN", "no BN + noise"):
@@ -38,7 +38,7 @@ def test_page_runs_both_experiments_and_each_control_moves_its_result():
 
 
 def test_a_diverging_learning_rate_is_a_warning_not_a_traceback():
-    at = open_page("pages/why_bn_works.py", n_steps=100, p_steps=100, every=50, n_lr=2.0, p_lr=2.0, n_act="relu").run()
+    at = open_page("app_pages/why_bn_works.py", n_steps=100, p_steps=100, every=50, n_lr=2.0, p_lr=2.0, n_act="relu").run()
     assert not at.exception
     assert len(at.table) == 1
     warnings = " ".join(w.value for w in at.warning)

@@ -168,4 +168,4 @@ def layer_chart(result: PlacementResult, lr: float, key: str, title: str, y_titl
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:N"), alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("low:Q", title="lowest seed", format=".3f"), alt.Tooltip("high:Q", title="highest seed", format=".3f")],
     )
     ranges = base.mark_rule(color="black", strokeWidth=1.5).encode(y="low:Q", y2="high:Q")
-    return (bars + ranges).properties(height=260)
+    return (bars + ranges).properties(height=CHART_HEIGHT)
