@@ -30,14 +30,15 @@ PALETTE = {
 FALLBACK_COLORS = ["#BAB0AC", "#79706E", "#D67195", "#439894", "#83BCB6"]
 # For categories that are not models (neurons, statistics, train/eval mode, layers):
 # colours no model uses, so a legend never suggests "this line is the BN model".
-SERIES_COLORS = ["#3B3B3B", "#9467BD", "#17BECF", "#BCBD22", "#8C564B", "#E377C2"]
+SERIES_COLORS = ["#17BECF", "#BCBD22", "#8C564B", "#E377C2", "#7F7F7F", "#2CA02C"]
 MODE_COLORS = {"train mode": "#3B3B3B", "eval mode": "#9467BD"}
 
 
 def series_scale(labels: Iterable[str]) -> alt.Scale:
     """Colours for non-model categories, in order (see ``SERIES_COLORS``)."""
     labels = list(dict.fromkeys(labels))
-    return alt.Scale(domain=labels, range=[MODE_COLORS.get(label) or SERIES_COLORS[i % len(SERIES_COLORS)] for i, label in enumerate(labels)])
+    spare = iter(SERIES_COLORS * 4)
+    return alt.Scale(domain=labels, range=[MODE_COLORS.get(label) or next(spare) for label in labels])
 
 METRIC_TITLES = {
     "test_acc": "test accuracy",
