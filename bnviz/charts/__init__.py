@@ -30,7 +30,7 @@ PALETTE = {
 FALLBACK_COLORS = ["#BAB0AC", "#79706E", "#D67195", "#439894", "#83BCB6"]
 # For categories that are not models (neurons, statistics, train/eval mode, layers):
 # colours no model uses, so a legend never suggests "this line is the BN model".
-SERIES_COLORS = ["#17BECF", "#BCBD22", "#8C564B", "#E377C2", "#7F7F7F", "#2CA02C"]
+SERIES_COLORS = ["#17BECF", "#BCBD22", "#8C564B", "#E377C2", "#7F7F7F", "#C49C94"]
 MODE_COLORS = {"train mode": "#3B3B3B", "eval mode": "#9467BD"}
 
 
