@@ -30,13 +30,11 @@ with st.expander("Settings of the experiment", expanded=False):
 controls.show_notes()
 config = defaults.replace(activation=activation, lr=lr, steps=steps, seed=seed)
 
-left, right = st.columns(2)
-with left:
-    st.caption("Without BN")
-    st.graphviz_chart(mlp_dot(config.hidden, with_bn=False, activation=activation))
-with right:
-    st.caption("With BN (before each nonlinearity, as in the original paper)")
-    st.graphviz_chart(mlp_dot(config.hidden, with_bn=True, activation=activation))
+# one diagram per row: side by side, the longer BN chain was squeezed to unreadable labels
+st.caption("Without BN")
+st.graphviz_chart(mlp_dot(config.hidden, with_bn=False, activation=activation))
+st.caption("With BN (before each nonlinearity, as in the original paper)")
+st.graphviz_chart(mlp_dot(config.hidden, with_bn=True, activation=activation))
 
 metrics = st.container()
 acc_col, loss_col = st.columns(2)

@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch_threads()
     try:
         if args.command == "list":
-            for experiment in all_experiments().values():
-                print(f"{experiment.name:24s} {experiment.title}")
+            experiments = all_experiments().values()
+            width = max(len(e.name) for e in experiments)
+            for experiment in experiments:
+                print(f"{experiment.name:{width}s}  {experiment.title}")
             return 0
         store = ResultStore()
         if args.command == "run":
