@@ -74,6 +74,18 @@ def format_percent(value: float | None, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def _one_of(options: Sequence) -> Callable[[str], Any]:
+    """A URL-value parser that accepts only the text of one of ``options``."""
+    by_text = {str(option): option for option in options}
+
+    def parse(raw: str):
+        if raw not in by_text:
+            raise ValueError(raw)
+        return by_text[raw]
+
+    return parse
+
+
 class Controls:
     """Bounded widgets mirrored in the URL.
 
@@ -130,14 +142,7 @@ class Controls:
 
     def select(self, label: str, key: str, options: Sequence, default, help: str | None = None, slider: bool = False, format_func=str, **kwargs):
         """A selectbox (or ``select_slider``) over fixed options; URL values must be one of them."""
-        by_text = {str(option): option for option in options}
-
-        def parse(raw):
-            if raw not in by_text:
-                raise ValueError(raw)
-            return by_text[raw]
-
-        session_key = self._seed(key, parse, default)
+        session_key = self._seed(key, _one_of(options), default)
         widget = self.container.select_slider if slider else self.container.selectbox
         value = widget(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
         self._publish(key, value)
@@ -146,14 +151,13 @@ class Controls:
     def select_range(self, label: str, key: str, options: Sequence, default: tuple, help: str | None = None, format_func=str, **kwargs) -> tuple:
         """A two-handle ``select_slider`` over fixed options; the URL holds ``low,high``."""
         options = list(options)
-        by_text = {str(option): option for option in options}
+        parse_one = _one_of(options)
 
         def parse(raw):
             parts = raw.split(",")
-            if len(parts) != 2 or any(part not in by_text for part in parts):
+            if len(parts) != 2:
                 raise ValueError(raw)
-            low, high = sorted((by_text[part] for part in parts), key=options.index)
-            return (low, high)
+            return tuple(sorted((parse_one(part) for part in parts), key=options.index))
 
         # Streamlit decides "range or single" from ``value``, not from session state, so the
         # starting range is kept under its own key and passed as ``value`` (once: the widget then keeps its own).
@@ -172,14 +176,7 @@ class Controls:
         return tuple(value)
 
     def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
-        by_text = {str(option): option for option in options}
-
-        def parse(raw):
-            if raw not in by_text:
-                raise ValueError(raw)
-            return by_text[raw]
-
-        session_key = self._seed(key, parse, default)
+        session_key = self._seed(key, _one_of(options), default)
         value = self.container.radio(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
         self._publish(key, value)
         return value
@@ -202,10 +199,11 @@ class Controls:
             st.info(note)
 
 
-def downloads(name: str, config, tables: dict | None = None) -> None:
+def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config") -> None:
     """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run) and
-    each chart's data as CSV. Each chart's own menu (⋯) saves it as PNG or SVG."""
-    with st.expander("Download the data and the config"):
+    each chart's data as CSV. Each chart's own menu (⋯) saves it as PNG or SVG.
+    ``title`` tells two of these expanders on one page apart."""
+    with st.expander(title):
         file_name = f"bnviz-{name}-config.json"
         st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"download.{name}.config")
         st.caption("Reproduce it exactly from the command line:")
