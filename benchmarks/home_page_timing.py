@@ -1,7 +1,10 @@
-"""Cold and warm load time of the home page in a real headless Chromium.
+"""Load times of the home page in a real headless Chromium.
 
-Starts the app with an empty result cache, opens the home page twice and
-prints: seconds until the first chart is drawn, and until the run finishes.
+Starts the app with an empty result cache and opens the home page three times:
+a fresh server process (torch and MNIST still to load, result not cached), the
+same server with a new seed (process warm, result not cached: what a user who
+moves a control meets), and the same URL again (result cached). Prints the
+seconds until the first chart is drawn and until the run finishes.
 
     .venv/bin/python benchmarks/home_page_timing.py
 """
@@ -43,16 +46,17 @@ def main() -> None:
                 time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for visit in ("cold", "warm"):
+            visits = [("fresh process, result not cached", "seed=0"), ("warm process, result not cached", "seed=1"), ("result cached", "seed=1")]
+            for visit, query in visits:
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 started = time.perf_counter()
-                page.goto(f"http://localhost:{port}/")
+                page.goto(f"http://localhost:{port}/?{query}")
                 page.wait_for_selector('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg', timeout=120_000)
                 first_chart = time.perf_counter() - started
                 page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
                 finished = time.perf_counter() - started
-                print(f"{visit}: first chart after {first_chart:.2f} s, run finished after {finished:.2f} s")
+                print(f"{visit:34s}: first chart after {first_chart:.2f} s, run finished after {finished:.2f} s")
                 page.close()
             browser.close()
     finally:
