@@ -52,6 +52,12 @@ def latex_term(value: float, digits: int = 4) -> str:
     return f"({text})" if value < 0 else text
 
 
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as text of 4 significant digits (tiny ones in scientific notation), so a
+    table never shows 0.00000000000000004, and NaN and ∞ read as themselves, not as empty cells."""
+    return table.map(lambda v: v if isinstance(v, (str, int)) else number(float(v)))
+
+
 st.title("Normalization math")
 st.markdown(
     "Batch Normalization, for each neuron, computes the batch **mean** (1) and **variance** (2), "
@@ -151,8 +157,7 @@ table = pd.DataFrame(
         "std of y": result.y.std(axis=0),
     }
 )
-# as text, so NaN and ∞ read as themselves rather than as empty cells
-st.dataframe(table.map(lambda v: v if isinstance(v, int) else number(float(v))), hide_index=True, width="stretch")
+st.dataframe(readable(table), hide_index=True, width="stretch")
 
 finite_means = result.all_x_hat_mean[~pd.isna(result.all_x_hat_mean)]
 finite_vars = result.all_x_hat_var[~pd.isna(result.all_x_hat_var)]
@@ -198,7 +203,7 @@ else:
 # ------------------------------------------------------------------ eps
 st.header("ε: what guards the division")
 # as text, so NaN (0/0) and ∞ read as themselves rather than as empty cells
-eps_table = pd.DataFrame([{k: v if isinstance(v, (str, int)) else number(v) for k, v in row.items()} for row in result.eps_cases])
+eps_table = readable(pd.DataFrame(result.eps_cases))
 st.dataframe(eps_table, hide_index=True, width="stretch")
 constant, almost, pair = result.eps_cases[3], result.eps_cases[2], result.eps_cases[1]
 st.markdown(
@@ -230,10 +235,8 @@ st.markdown(
     f"using the **unbiased** variance σ²·m/(m−1) = σ²·{m}/{m - 1}."
 )
 st.latex(r"\hat\mu \leftarrow (1-\alpha)\,\hat\mu + \alpha\,\mu_\mathcal{B} \qquad \hat\sigma^2 \leftarrow (1-\alpha)\,\hat\sigma^2 + \alpha\,\tfrac{m}{m-1}\sigma^2_\mathcal{B}")
-st.dataframe(
-    pd.DataFrame({"neuron": neurons, "μ (batch)": result.mean, "σ² (biased)": result.var, "σ² (unbiased)": result.unbiased_var, "running mean": result.running_mean, "running variance": result.running_var}),
-    hide_index=True, width="stretch",
-)
+running = pd.DataFrame({"neuron": neurons, "μ (batch)": result.mean, "σ² (biased)": result.var, "σ² (unbiased)": result.unbiased_var, "running mean": result.running_mean, "running variance": result.running_var})
+st.dataframe(readable(running), hide_index=True, width="stretch")
 
 # ------------------------------------------------------------------ backward
 st.header("The backward pass")
@@ -248,7 +251,9 @@ st.caption(
     "The gradient with respect to BN's input sums to zero across the batch for every neuron: the mean subtraction removes "
     "any change that moves all values together. That is the bias's gradient above."
 )
+st.subheader("∂L/∂x: bnviz's formula vs PyTorch autograd")
 st.altair_chart(gradient_chart(result), width="stretch")
+st.caption("One point per example of the three neurons shown: bnviz's `norms.batch_norm_backward` (the formula above) against autograd through `torch.nn.BatchNorm1d`. On the dashed diagonal they are equal.")
 
 st.subheader("bnviz vs torch on this batch (float64)")
 if result.torch_refusal:

@@ -134,7 +134,7 @@ def test_framework_conventions_are_read_from_torch():
     assert "weight of the new batch" in rows["momentum"][pytorch] and "0.1" in rows["momentum"][pytorch]
     assert rows["variance that normalises the batch"][pytorch].startswith("biased")
     assert rows["variance fed to the running estimate"][pytorch].startswith("unbiased")
-    assert "spatial" in rows["“per feature” in a conv layer (BatchNorm2d)"][pytorch]
+    assert "spatial" in rows["“per feature” in BatchNorm2d"][pytorch]
 
 
 def test_max_difference_treats_matching_nans_as_agreement():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.normalization_math import LINEAR_SLOPE, SATURATED_SLOPE, NormalizationMathResult
-from . import CHART_HEIGHT, PALETTE, finite_or_none
+from . import CHART_HEIGHT, PALETTE, SERIES_COLORS, finite_or_none, series_scale
 
 # the four stages of one neuron's values, with the result field that holds each
 STEPS = {
@@ -18,7 +18,8 @@ STEPS = {
     "normalised x̂  (2, 3)": "x_hat",
     "output y = γx̂ + β  (4)": "y",
 }
-NEURON_COLORS = ["#4C78A8", "#F58518", "#54A24B"]
+# neurons are not models: series colours, so neuron 0 never reads as "the BN model"
+NEURON_COLORS = SERIES_COLORS[:3]
 REGIME_COLORS = {"linear": "#C7E9C0", "curved": "#FDE0B2", "saturated": "#F4B6B6", "dead": "#F4B6B6"}
 BEFORE_AFTER = {"before BN (x)": "#BAB0AC", "after eq. (3) (x̂)": PALETTE["BN"]}
 SMALL_HEIGHT = 220
@@ -88,7 +89,7 @@ def neurons_chart(result: NormalizationMathResult, field: str, title: str) -> al
             x2="end:Q",
             y=alt.Y("density:Q", title="density"),
             y2=alt.datum(0),
-            color=alt.Color("neuron:N", scale=alt.Scale(domain=labels, range=NEURON_COLORS), legend=alt.Legend(orient="top", title=None)),
+            color=alt.Color("neuron:N", scale=series_scale(labels), legend=alt.Legend(orient="top", title=None)),
             tooltip=["neuron:N", alt.Tooltip("start:Q", format=".3g"), alt.Tooltip("end:Q", format=".3g"), "count:Q"],
         )
         .properties(height=CHART_HEIGHT)
@@ -214,12 +215,12 @@ def gradient_chart(result: NormalizationMathResult) -> alt.Chart:
     extent = float(finite.abs().max().max()) if len(finite) else 1.0
     diagonal = pd.DataFrame({"bnviz": [-extent, extent], "autograd": [-extent, extent]})
     points = (
-        alt.Chart(data, title="dL/dx: bnviz's formula vs PyTorch autograd")
+        alt.Chart(data)
         .mark_circle(size=80, opacity=0.8)
         .encode(
             x=alt.X("autograd:Q", title="dL/dx by autograd (torch.nn.BatchNorm1d)"),
-            y=alt.Y("bnviz:Q", title="dL/dx by bnviz.norms.batch_norm_backward"),
-            color=alt.Color("neuron:N", scale=alt.Scale(domain=labels, range=NEURON_COLORS), legend=alt.Legend(orient="top", title=None)),
+            y=alt.Y("bnviz:Q", title="dL/dx by bnviz's formula"),
+            color=alt.Color("neuron:N", scale=series_scale(labels), legend=alt.Legend(orient="top", title=None)),
             tooltip=["neuron:N", "example:Q", alt.Tooltip("bnviz:Q", format=".6g"), alt.Tooltip("autograd:Q", format=".6g")],
         )
     )

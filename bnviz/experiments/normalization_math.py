@@ -346,7 +346,7 @@ def framework_conventions(sample_batch: int = 8) -> list[dict]:
             "Keras 3 (documented; not installed)": "biased (÷ m)",
         },
         {
-            "setting": "“per feature” in a conv layer (BatchNorm2d)",
+            "setting": "“per feature” in BatchNorm2d",
             f"PyTorch {torch.__version__.split('+')[0]} (installed)": "per channel, over batch and all spatial positions" if over_spatial else "per channel and position",
             "Keras 3 (documented; not installed)": "per channel (axis=-1), over batch and spatial positions",
         },
