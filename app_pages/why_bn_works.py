@@ -102,9 +102,8 @@ with noisy_metrics:
     for column, run in zip(columns, noisy.runs):
         column.metric(f"Test accuracy, {run.label}", accuracy_text(run))
 
-left, right = st.columns(2)
-left.altair_chart(drift_chart(noisy.runs, "change of a unit's mean", "How far a unit's input mean moves per step"), width="stretch")
-right.altair_chart(drift_chart(noisy.runs, "change of a unit's variance", "How far a unit's input variance moves per step"), width="stretch")
+st.altair_chart(drift_chart(noisy.runs, "change of a unit's mean", "How far a unit's input mean moves per step"), width="stretch")
+st.altair_chart(drift_chart(noisy.runs, "change of a unit's variance", "How far a unit's input variance moves per step"), width="stretch")
 st.altair_chart(unit_distribution_chart(noisy.runs), width="stretch")
 bn_drift, noisy_drift, plain_drift = (drift(by_label[label])[0] for label in ("BN", "noisy BN", "no BN"))
 st.markdown(

@@ -40,6 +40,30 @@ def series_scale(labels: Iterable[str]) -> alt.Scale:
     spare = iter(SERIES_COLORS * 4)
     return alt.Scale(domain=labels, range=[MODE_COLORS.get(label) or next(spare) for label in labels])
 
+
+def log_axis(values, title: str | None = None, max_ticks: int = 6) -> alt.Axis:
+    """An axis for a log scale with a few labelled ticks and only their grid lines.
+
+    Vega puts a tick and a grid line at every 1..9 × 10^k while the data span fewer decades
+    than ``tickCount``, a dense comb on a projector. Here: ticks at powers of ten (every
+    second, third ... one past ``max_ticks``), or at 1, 2, 5 × 10^k when the positive finite
+    ``values`` span under two decades.
+    """
+    data = np.asarray([v for v in values if v is not None], dtype=float)
+    data = data[np.isfinite(data) & (data > 0)]
+    if not data.size:
+        return alt.Axis(title=title, tickCount=max_ticks)
+    low, high = int(np.floor(np.log10(data.min()))), int(np.ceil(np.log10(data.max())))
+    high = max(high, low + 1)
+    if high - low < 2:
+        ticks = [float(f"{m}e{k}") for k in range(low, high + 1) for m in (1, 2, 5) if float(f"{m}e{k}") <= float(f"1e{high}")]
+    else:
+        stride = -(-(high - low + 1) // max_ticks)
+        ticks = [float(f"1e{k}") for k in range(low, high + 1, stride)]
+    # Plain numbers while they stay short; powers of ten as 1e-7 throughout once any would not.
+    number_format = "~g" if ticks[0] >= 1e-3 and ticks[-1] <= 1e4 else "~e"
+    return alt.Axis(title=title, values=ticks, format=number_format, grid=True)
+
 METRIC_TITLES = {
     "test_acc": "test accuracy",
     "test_loss": "test loss",

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..probes import LOWER_LAYER_CHANGES
 from ..train import TrainResult
-from . import CHART_HEIGHT, finite_or_none, model_color
+from . import CHART_HEIGHT, finite_or_none, log_axis, model_color
 
 # Log axes cannot show 0; a drift or a change below this is drawn at it.
 LOG_FLOOR = 1e-8
@@ -42,7 +42,7 @@ def drift_chart(runs: Sequence[TrainResult], measure: str, title: str) -> alt.Ch
         .mark_line(strokeWidth=2.5)
         .encode(
             x=alt.X("step:Q", title="training step"),
-            y=alt.Y("value:Q", title=f"{measure} per step (log)", scale=alt.Scale(type="log")),
+            y=alt.Y("value:Q", scale=alt.Scale(type="log"), axis=log_axis(data["value"], f"{measure} per step (log)")),
             color=model_color("model", labels),
             tooltip=["model:N", "step:Q", alt.Tooltip("value:Q", format=".2e")],
         )
@@ -102,7 +102,7 @@ def ics_chart(runs: Sequence[TrainResult], measure: str) -> alt.FacetChart:
         .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2)
         .encode(
             x=alt.X("step:Q", title="training step"),
-            y=alt.Y(f"{measure}:Q", title=title, scale=scale),
+            y=alt.Y(f"{measure}:Q", title=title, scale=scale, axis=log_axis(data[measure], title) if measure == "l2" else alt.Axis(title=title)),
             color=model_color("model", labels),
             tooltip=["model:N", "layer:N", "step:Q", alt.Tooltip(f"{measure}:Q", format=".4f")],
         )
@@ -138,13 +138,13 @@ def landscape_band_chart(runs: Sequence[TrainResult], which: str) -> alt.Chart:
     data = landscape_records(runs)
     labels = [run.label for run in runs]
     low, high = f"{which}_low", f"{which}_high"
-    title = "loss L(w − η∇L) over the step sizes η" if which == "loss" else "gradient change ‖∇L(w − η∇L) − ∇L(w)‖"
+    title = "loss L(w − η∇L) over the step sizes η" if which == "loss" else "gradient change ‖∇L(w − η∇L) − ∇L(w)‖₂ over η"
     return (
         alt.Chart(data, title=title)
         .mark_area(opacity=0.45, line=alt.LineConfig(strokeWidth=1.5))
         .encode(
             x=alt.X("step:Q", title="training step"),
-            y=alt.Y(f"{low}:Q", title="loss" if which == "loss" else "‖gradient change‖₂", scale=alt.Scale(zero=which != "loss")),
+            y=alt.Y(f"{low}:Q", title="loss" if which == "loss" else "gradient change", scale=alt.Scale(zero=which != "loss")),
             y2=f"{high}:Q",
             color=model_color("model", labels),
             tooltip=["model:N", "step:Q", alt.Tooltip(f"{low}:Q", format=".4f", title="smallest"), alt.Tooltip(f"{high}:Q", format=".4f", title="largest")],
@@ -161,7 +161,7 @@ def beta_chart(runs: Sequence[TrainResult]) -> alt.Chart:
         .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5)
         .encode(
             x=alt.X("step:Q", title="training step"),
-            y=alt.Y("beta:Q", title="β (smaller: smoother)", scale=alt.Scale(type="log")),
+            y=alt.Y("beta:Q", scale=alt.Scale(type="log"), axis=log_axis(data["beta"], "β (smaller: smoother)")),
             color=model_color("model", labels),
             tooltip=["model:N", "step:Q", alt.Tooltip("beta:Q", format=".3f")],
         )
@@ -191,7 +191,7 @@ def lower_change_chart(runs: Sequence[TrainResult]) -> alt.Chart:
         .mark_point(size=220, filled=True, opacity=0.9)
         .encode(
             x=alt.X("change:N", title="change made to the first linear layer", sort=order, axis=alt.Axis(labelAngle=0, labelFontSize=14)),
-            y=alt.Y("shown:Q", title="‖h′ − h‖ / ‖h‖ (log)", scale=alt.Scale(type="log")),
+            y=alt.Y("shown:Q", scale=alt.Scale(type="log"), axis=log_axis(data["shown"], "‖h′ − h‖ / ‖h‖ (log)")),
             color=model_color("model", labels),
             shape=alt.Shape("model:N", legend=None),
             tooltip=["model:N", "change:N", alt.Tooltip("relative:Q", format=".2e", title="relative change"), alt.Tooltip("loss_change:Q", format="+.2e", title="loss change")],
