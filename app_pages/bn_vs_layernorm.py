@@ -187,8 +187,17 @@ for column in shown.columns:
         shown[column] = [f"{100 * v:+.1f} points" for v in shown[column]]
     elif column.startswith("ms/step"):
         shown[column] = [f"{v:.2f}" for v in shown[column]]
+# Short headers, so the table's last column fits the page; the caption says what each one means.
+shown = shown.rename(columns={
+    f"test accuracy, batch {small}": f"accuracy, batch {small}",
+    f"test accuracy, batch {large}": f"accuracy, batch {large}",
+    f"train − eval accuracy, batch {small}": f"train − eval, batch {small}",
+    "one example alone, train mode": "alone, train mode",
+})
 st.table(shown.set_index("norm"))
-st.caption(f"Means over {sweep_config.seeds} seed(s); “train − eval” is test accuracy with batch statistics (batches of {small}) minus with running averages; "
+st.caption(f"Means over {sweep_config.seeds} seed(s). Accuracy: test accuracy of the models trained with that batch size. "
+           f"“train − eval” is test accuracy with batch statistics (batches of {small}) minus with running averages. "
+           "“alone, train mode”: one example through the network in training mode, compared with eval mode. "
            "ms per step is measured on this machine, shared with other users, so it is noisy.")
 
 # -------------------------------------------------------------------- 5. sequences

@@ -11,8 +11,8 @@ from ..experiments.sequence_norms import PLACES, SequenceNormsResult
 from ..models import model_label
 from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
 
-CELL = 18  # largest cell, in pixels: readable on a projector
-GRID_WIDTH = 860  # pixels for one row of example panels, so a grid fits the page
+CELL = 22  # largest cell, in pixels: readable on a projector
+GRID_WIDTH = 900  # pixels for one row of example panels, so a grid fits the page's ~940 px column
 PANELS_PER_ROW = 4
 OTHER_SET_SHADES = ("#d9d9d9", "#f2f2f2")  # neighbouring sets alternate, so the cut is visible
 
@@ -64,8 +64,9 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
         alt.Chart(frame)
         .mark_rect(stroke="white", strokeWidth=1)
         .encode(
-            x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, labelFontSize=11, values=_ticks(frame[x_field].max()))),
-            y=alt.Y(f"{y_field}:O", title=y_field, axis=alt.Axis(labelFontSize=11)),
+            # Axis and header fonts: the shared projector theme's (bnviz.charts.PROJECTOR_TEXT).
+            x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, values=_ticks(frame[x_field].max()))),
+            y=alt.Y(f"{y_field}:O", title=y_field, axis=alt.Axis(values=_ticks(frame[y_field].max(), dense=cell >= 16))),
             color=color,
             tooltip=[alt.Tooltip(f"{name}:O") for name in ([facet_field] if facet_field else []) + [y_field, x_field]]
             + [alt.Tooltip("set:Q", title="set id"), alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("normalized:Q", format=".3f")],
@@ -73,13 +74,14 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
         .properties(width=width, height=height)
     )
     if facet_field:
-        header = alt.Header(labelExpr="'example ' + datum.value", labelFontSize=13)
-        return chart.facet(facet=alt.Facet(f"{facet_field}:O", title=None, header=header), columns=PANELS_PER_ROW, title=title).configure_title(fontSize=15, anchor="start")
-    return chart.properties(title=title).configure_title(fontSize=15, anchor="start")
+        header = alt.Header(labelExpr="'example ' + datum.value")
+        return chart.facet(facet=alt.Facet(f"{facet_field}:O", title=None, header=header), columns=PANELS_PER_ROW, title=title).configure_title(anchor="start")
+    return chart.properties(title=title).configure_title(anchor="start")
 
 
-def _ticks(last: int) -> list[int]:
-    step = 1 if last < 10 else 4
+def _ticks(last: int, dense: bool = True) -> list[int]:
+    """Tick values of a grid axis: every index while cells are wide enough for a 14 px label."""
+    step = (1 if dense else 2) if last < 10 else 4
     return list(range(0, int(last) + 1, step))
 
 
