@@ -97,7 +97,7 @@ st.markdown(
     f"The grey dots are what BN really normalised with at each step: one batch of {config.batch_size}, noisy. "
     f"The wide black line is the neuron's true mean over all 60,000 training images **with the weights of that step**: it moves, "
     f"because the weights feeding the neuron move. The EMA (momentum {momentum:g}, about the last {1 / momentum:.0f} batches) "
-    f"trails it; the cumulative average weights every batch since step 1 equally, stale ones included. "
+    f"trails it; the **cumulative** average (PyTorch's `momentum=None`) weights every batch since step 1 equally, stale ones included. "
     f"Over the second half of training, neuron {unit}'s running mean was off by **{errors['running (EMA)']:.3f}** true standard "
     f"deviations on average, the cumulative average by **{errors['cumulative average']:.3f}** ({worse} than the EMA). "
     f"At the last step: true mean {records['bn_population_mean'][final, unit_position]:.3f}, EMA "

@@ -5,15 +5,14 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from . import CHART_HEIGHT, color_scale, finite_or_none
+from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, series_scale
 
-# The estimates of one neuron's statistics, each with one colour on this page.
-ESTIMATE_COLORS = {
-    "this batch": "#BAB0AC",
-    "true population": "#000000",
-    "running (EMA)": "#4C78A8",
-    "cumulative (momentum=None)": "#F58518",
-}
+# The estimates of one neuron's statistics, each with one colour on this page. Short labels,
+# so a half-width chart's legend never cuts one off (the page's caption says that the
+# cumulative average is PyTorch's momentum=None). The estimates are not models: series
+# colours, not the BN blue / LayerNorm orange of the model palette.
+# (Cyan and brown: the series' olive is too pale a thin line next to the grey dots.)
+ESTIMATE_COLORS = {"this batch": "#BAB0AC", "true population": "#000000", "running (EMA)": SERIES_COLORS[0], "cumulative": SERIES_COLORS[2]}
 
 
 def statistics_records(result, unit_position: int, statistic: str = "mean") -> pd.DataFrame:
@@ -29,7 +28,7 @@ def statistics_records(result, unit_position: int, statistic: str = "mean") -> p
         "this batch": records[f"bn_batch_{statistic}"],
         "true population": records[f"bn_population_{statistic}"],
         "running (EMA)": records[f"bn_running_{statistic}"],
-        "cumulative (momentum=None)": records[f"bn_cumulative_{statistic}"],
+        "cumulative": records[f"bn_cumulative_{statistic}"],
     }
     frames = [pd.DataFrame({"step": steps, "estimate": name, "value": finite_or_none(np.asarray(values)[: len(steps), unit_position])}) for name, values in series.items()]
     return pd.concat(frames, ignore_index=True)
@@ -39,11 +38,13 @@ def statistics_chart(result, unit_position: int, statistic: str = "mean", title:
     """Batch values as faint dots, the running estimates and the truth as lines, over training steps."""
     data = statistics_records(result, unit_position, statistic)
     names = list(ESTIMATE_COLORS)
-    color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=names, range=[ESTIMATE_COLORS[n] for n in names]), legend=alt.Legend(orient="top", columns=2, labelLimit=400))
+    color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=names, range=[ESTIMATE_COLORS[n] for n in names]), legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
     y_title = "mean of the neuron's BN input" if statistic == "mean" else "variance of the neuron's BN input"
+    # the axis says only "mean"/"variance" (the title says of what): an axis title longer than
+    # a half-width chart's plot is tall pushed the chart's own title out of its frame
     base = alt.Chart(data, title=title or y_title).encode(
         x=alt.X("step:Q", title="training step"),
-        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        y=alt.Y("value:Q", title="mean" if statistic == "mean" else "variance", scale=alt.Scale(zero=False)),
         color=color,
         tooltip=[alt.Tooltip("estimate:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4f")],
     )
@@ -69,7 +70,7 @@ def batch_mates_chart(result) -> alt.Chart:
     """Per batch size, the spread of the image's true-class probability over random batch-mates."""
     data = batch_mates_records(result)
     modes = ["train mode (batch statistics)", "eval mode (running estimates)"]
-    color = alt.Color("mode:N", title=None, scale=alt.Scale(domain=modes, range=["#4C78A8", "#000000"]), legend=alt.Legend(orient="top", labelLimit=400))
+    color = alt.Color("mode:N", title=None, scale=alt.Scale(domain=modes, range=[MODE_COLORS["train mode"], MODE_COLORS["eval mode"]]), legend=alt.Legend(orient="top", labelLimit=400))
     sizes = [int(s) for s in result.probe_batch_sizes]
     return (
         alt.Chart(data, title=f"Probability of the true class ({result.image_label}) for one test image, over {result.train_mode_probs.shape[1]} random batches")
@@ -84,7 +85,8 @@ def batch_mates_chart(result) -> alt.Chart:
     )
 
 
-WAY_COLORS = {"eval mode": "#4C78A8", "train mode": "#BAB0AC", "recalibrated": "#54A24B"}
+# the app-wide train/eval mode colours; recalibration (eval mode with re-estimated statistics) a series colour
+WAY_COLORS = {"eval mode": MODE_COLORS["eval mode"], "train mode": MODE_COLORS["train mode"], "recalibrated": series_scale(["recalibrated"]).range[0]}
 
 
 def _short_way(way: str) -> str:
@@ -102,14 +104,13 @@ def accuracy_records(rows: list[tuple[str, float]]) -> pd.DataFrame:
 def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
     """Bars: test accuracy of one model under each way of normalising (short labels, full ones in the tooltip)."""
     data = accuracy_records(rows)
-    low = max(0.0, float(np.nanmin([r[1] for r in rows] + [1.0])) - 0.05)
     kinds = alt.Color("kind:N", scale=alt.Scale(domain=list(WAY_COLORS), range=list(WAY_COLORS.values())), legend=None)
     bars = (
         alt.Chart(data, title="Test accuracy of the same trained model, three ways")
-        .mark_bar(size=48, clip=True)  # the axis starts near the lowest accuracy, not at 0
+        .mark_bar(size=48)
         .encode(
             x=alt.X("short:N", title=None, sort=None, axis=alt.Axis(labelAngle=0, labelFontSize=13)),
-            y=alt.Y("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[low, 1.0]), axis=alt.Axis(format="%")),
+            y=alt.Y("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[0.0, 1.0]), axis=alt.Axis(format="%", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
             color=kinds,
             tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=".2%")],
         )
