@@ -61,7 +61,7 @@ def log_axis(values, title: str | None = None, max_ticks: int = 6) -> alt.Axis:
         stride = -(-(high - low + 1) // max_ticks)
         ticks = [float(f"1e{k}") for k in range(low, high + 1, stride)]
     # Plain numbers while they stay short; powers of ten as 1e-7 throughout once any would not.
-    number_format = "~g" if ticks[0] >= 1e-3 and ticks[-1] <= 1e4 else "~e"
+    number_format = "~g" if ticks[0] >= 1e-4 and ticks[-1] <= 1e6 else "~e"
     return alt.Axis(title=title, values=ticks, format=number_format, grid=True)
 
 METRIC_TITLES = {

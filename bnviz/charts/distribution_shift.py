@@ -4,9 +4,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from . import CHART_HEIGHT, PALETTE, finite_or_none
+from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, log_axis, series_scale
 
-MODE_COLORS = alt.Scale(domain=["train mode", "eval mode"], range=[PALETTE["BN"], PALETTE["no BN"]])
+# Train/eval mode, layers and finite/NaN are not models: the shared series colours, never a model's
+# (BN's blue, no BN's red). A fix's bar is the colour of the model it runs: BN's, or the retrained
+# LayerNorm's / GroupNorm's.
+MODES = ["train mode", "eval mode"]
+FLOAT16_STATES = ["finite", "NaN/inf outputs"]
+NONFINITE_TEXT_COLOR = "#C00000"  # warning text for NaN/inf counts; no model uses it
+FLOAT16_MAX = 65504.0
 LOG_FLOOR = 1e-3  # a log axis cannot show 0
 
 
@@ -24,19 +30,20 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
     data = layer_records(result)
     base = alt.Chart(data).encode(
         x=alt.X("layer:O", title="BN layer", axis=alt.Axis(labelAngle=0)),
-        xOffset=alt.XOffset("mode:N", sort=list(MODE_COLORS.domain)),
-        color=alt.Color("mode:N", scale=MODE_COLORS, title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+        xOffset=alt.XOffset("mode:N", sort=MODES),
+        color=alt.Color("mode:N", scale=series_scale(MODES), title=None, legend=alt.Legend(orient="top", labelLimit=400)),
         tooltip=["layer:O", "mode:N", alt.Tooltip("median_abs:Q", format=".3g", title="median |output|"), alt.Tooltip("p99_abs:Q", format=".3g", title="99th percentile"),
                  alt.Tooltip("max_abs:Q", format=".4g", title="largest |output|"), alt.Tooltip("nonfinite:Q", title="NaN/inf values")],
     )
-    y = alt.Y("median_abs:Q", title="|BN output| (log scale)", scale=alt.Scale(type="log"))
+    shown = [*data["median_abs"], *data["max_abs"], *([FLOAT16_MAX] if float16_line else [])]
+    y = alt.Y("median_abs:Q", scale=alt.Scale(type="log"), axis=log_axis(shown, "|BN output| (log scale)"))
     bars = base.mark_bar(size=22, opacity=0.85).encode(y=y, y2="max_abs:Q")
-    ticks = base.mark_tick(color="black", thickness=2, size=22).encode(y="p99_abs:Q")
+    ticks = base.mark_tick(thickness=2, size=22).encode(y="p99_abs:Q", color=alt.value("white"))  # visible on both modes' bars
     broken = (base.transform_filter(alt.datum.nonfinite > 0).transform_calculate(label="format(datum.nonfinite, ',') + ' NaN/inf'")
-              .mark_text(color=PALETTE["no BN"], fontSize=13, fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
+              .mark_text(color=NONFINITE_TEXT_COLOR, fontSize=13, fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
     layers = [bars, ticks, broken]
     if float16_line:
-        limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
+        limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
         layers.append(limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q"))
         layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0)))
     return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer, log scale")
@@ -53,9 +60,9 @@ def units_chart(result) -> alt.Chart:
         alt.Chart(frame, title="Every BN unit, eval mode")
         .mark_circle(size=70, opacity=0.75)
         .encode(
-            x=alt.X("running_var:Q", title="running variance (log scale)", scale=alt.Scale(type="log")),
-            y=alt.Y("max_abs_eval:Q", title="largest |output| in eval mode (log)", scale=alt.Scale(type="log")),
-            color=alt.Color("layer:N", title="BN layer", legend=alt.Legend(orient="top")),
+            x=alt.X("running_var:Q", scale=alt.Scale(type="log"), axis=log_axis(frame["running_var"], "running variance (log scale)")),
+            y=alt.Y("max_abs_eval:Q", scale=alt.Scale(type="log"), axis=log_axis(frame["max_abs_eval"], "largest |output| in eval mode (log)")),
+            color=alt.Color("layer:N", title="BN layer", scale=series_scale(frame["layer"]), legend=alt.Legend(orient="top")),
             tooltip=["layer:N", "unit:Q", alt.Tooltip("running_var:Q", format=".3g"), alt.Tooltip("amplification:Q", format=".1f"),
                      alt.Tooltip("max_abs_eval:Q", format=".4g", title="largest |output|, eval"), alt.Tooltip("max_abs_train:Q", format=".3g", title="largest |output|, train")],
         )
@@ -67,15 +74,17 @@ def fixes_chart(result) -> alt.Chart:
     """Each fix's accuracy on the shifted images (or its NaN count when accuracy is undefined)."""
     frame = pd.DataFrame(result.fixes)
     frame["label"] = [f"{n:,} NaN/inf" if n else "finite" for n in frame["nonfinite_outputs"]]
+    replaced_by = [fix.split(" instead of BN")[0] for fix in frame["fix"]]
+    frame["model"] = [label if label in PALETTE else "BN" for label in replaced_by]
     measure = "accuracy" if result.accuracy_defined else "max_abs"
     frame[measure] = finite_or_none(frame[measure])
     title = "accuracy on the shifted images" if result.accuracy_defined else "largest |BN output| (log)"
     x = alt.X(f"{measure}:Q", title=title, scale=alt.Scale(domain=[0, 1]) if result.accuracy_defined else alt.Scale(type="log"),
-              axis=alt.Axis(format="%") if result.accuracy_defined else alt.Axis())
+              axis=alt.Axis(format="%") if result.accuracy_defined else log_axis(frame[measure]))
     base = alt.Chart(frame).encode(y=alt.Y("fix:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)))
-    bars = base.mark_bar(color=PALETTE["BN"]).encode(x=x, tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=".1%"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
+    bars = base.mark_bar().encode(x=x, color=alt.Color("model:N", scale=color_scale(frame["model"]), legend=None), tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=".1%"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
     text = base.mark_text(align="left", dx=6, fontSize=14).encode(x=alt.X(f"{measure}:Q"), text="label:N",
-                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value("#C00000"), alt.value("#333")))
+                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value(NONFINITE_TEXT_COLOR), alt.value("#333")))
     return alt.layer(bars, text).properties(height=44 * len(frame), title="The fixes, on the same model and the same shifted images")
 
 
@@ -88,15 +97,18 @@ def eps_sweep_chart(result) -> alt.Chart:
     data = float32.merge(float16, on="eps")
     data["largest_value"] = [None if v is None else max(v, LOG_FLOOR) for v in finite_or_none(data["largest_value"])]
     data["float16"] = ["NaN/inf outputs" if n else "finite" for n in data["nonfinite_outputs"]]
-    x = alt.X("eps:Q", title="eps at evaluation (log scale)", scale=alt.Scale(type="log", reverse=True), axis=alt.Axis(format=".0e"))
-    y = alt.Y("largest_value:Q", title="largest |value| in the forward, float32", scale=alt.Scale(type="log"))
+    eps_axis = log_axis(data["eps"], "eps at evaluation (log scale)")
+    eps_axis.format = ".0e"
+    x = alt.X("eps:Q", scale=alt.Scale(type="log", reverse=True), axis=eps_axis)
+    y = alt.Y("largest_value:Q", scale=alt.Scale(type="log"), axis=log_axis([*data["largest_value"], FLOAT16_MAX], "largest |value| in the forward, float32"))
     line = alt.Chart(data).mark_line(color="#888", strokeWidth=2).encode(x=x, y=y)
     points = alt.Chart(data).mark_point(size=140, filled=True).encode(
         x=x, y=y,
-        color=alt.Color("float16:N", title="float16 forward", scale=alt.Scale(domain=["finite", "NaN/inf outputs"], range=[PALETTE["GroupNorm"], PALETTE["no BN"]]), legend=alt.Legend(orient="top")),
+        color=alt.Color("float16:N", title="float16 forward", scale=series_scale(FLOAT16_STATES), legend=alt.Legend(orient="top")),
+        shape=alt.Shape("float16:N", title="float16 forward", scale=alt.Scale(domain=FLOAT16_STATES, range=["circle", "cross"]), legend=alt.Legend(orient="top")),
         tooltip=[alt.Tooltip("eps:Q", format=".0e"), alt.Tooltip("largest_value:Q", format=".4g", title="largest |value| (float32)"), alt.Tooltip("largest_value_layer:N", title="in layer"), alt.Tooltip("nonfinite_outputs:Q", title="float16: images with NaN/inf")],
     )
-    limit = alt.Chart(pd.DataFrame({"limit": [65504.0], "text": ["float16 max 65,504"]}))
+    limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
     rule = limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q")
     label = limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0))
     return alt.layer(line, points, rule, label).properties(height=CHART_HEIGHT, title="Route (b): smaller eps, larger outputs, float16 overflow")
