@@ -12,7 +12,7 @@ from ..models import model_label
 from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
 
 CELL = 22  # largest cell, in pixels: readable on a projector
-GRID_WIDTH = 900  # pixels for one row of example panels, so a grid fits the page's ~940 px column
+GRID_WIDTH = 860  # pixels of cells in one row of example panels: with the axis, it fits the ~940 px page column
 PANELS_PER_ROW = 4
 OTHER_SET_SHADES = ("#d9d9d9", "#f2f2f2")  # neighbouring sets alternate, so the cut is visible
 
