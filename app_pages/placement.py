@@ -127,7 +127,7 @@ layer_options = list(range(1, depth + 1))
 if st.session_state.get("placement.layer") not in layer_options:
     st.session_state["placement.layer"] = depth
 layer = controls.select("Hidden layer to look into", "layer", layer_options, depth, format_func=lambda v: f"layer {v}")
-st.altair_chart(histogram_chart(result, view_lr, layer - 1), width="stretch")
+st.altair_chart(histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
 edges = result.histogram_edges
 st.caption(
     f"Faded bins: where the {act_name}'s slope is under {FLAT_SLOPE_FRACTION:.0%} of its steepest. Share of (image, unit) pairs "

@@ -85,16 +85,18 @@ def sweep_chart(result: PlacementResult) -> alt.LayerChart:
     """Final test accuracy against the learning rate (log axis), one line per model, bars from lowest to highest seed."""
     data = sweep_records(result)
     data["any_diverged"] = np.where(data["diverged"] > 0, "some seeds diverged", "no seed diverged")
-    color = alt.Color("model:N", title="model", scale=color_scale(LABELS), legend=alt.Legend(orient="top", symbolOpacity=1))
+    # full width: both legends on the right, so the plot keeps the chart's height (a legend above and
+    # one below left a plot ~130 px tall, shorter than its own axis title)
+    color = alt.Color("model:N", title="model", scale=color_scale(LABELS), legend=alt.Legend(orient="right", symbolOpacity=1))
     x = alt.X("lr:Q", title="learning rate (log scale)", scale=alt.Scale(type="log"), axis=alt.Axis(values=sorted(result.config.lrs), format="~g"))
     base = alt.Chart(data, title="Final test accuracy vs learning rate")
-    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy (10,000 images)", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")), y2="high:Q", color=color)
+    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")), y2="high:Q", color=color)
     line = base.mark_line(strokeWidth=2.5).encode(x=x, y="mean:Q", color=color)
     points = base.mark_point(size=90, filled=True).encode(
         x=x,
         y="mean:Q",
         color=color,
-        shape=alt.Shape("any_diverged:N", title=None, scale=alt.Scale(domain=["no seed diverged", "some seeds diverged"], range=["circle", "cross"]), legend=alt.Legend(orient="bottom")),
+        shape=alt.Shape("any_diverged:N", title=None, scale=alt.Scale(domain=["no seed diverged", "some seeds diverged"], range=["circle", "cross"]), legend=alt.Legend(orient="right")),
         tooltip=[
             alt.Tooltip("model:N"),
             alt.Tooltip("lr:Q", title="learning rate", format="~g"),
@@ -124,23 +126,24 @@ def histogram_records(result: PlacementResult, lr: float, layer: int) -> pd.Data
     return pd.concat(rows, ignore_index=True)
 
 
-def histogram_chart(result: PlacementResult, lr: float, layer: int) -> alt.FacetChart:
-    """Distribution of one layer's nonlinearity input, one panel per model; flat-slope bins faded."""
+def histogram_chart(result: PlacementResult, lr: float, layer: int, activation_name: str | None = None) -> alt.FacetChart:
+    """Distribution of one layer's nonlinearity input, one panel per model (named by its header, so
+    no colour legend); flat-slope bins faded."""
     data = histogram_records(result, lr, layer)
     edges = result.histogram_edges
     return (
         alt.Chart(data)
         .mark_rect()
         .encode(
-            x=alt.X("low:Q", title=f"input of the nonlinearity ({result.config.activation})", scale=alt.Scale(domain=[float(edges[0]), float(edges[-1])])),
+            x=alt.X("low:Q", title=f"input of the {activation_name or result.config.activation}", scale=alt.Scale(domain=[float(edges[0]), float(edges[-1])])),
             x2="high:Q",
             y=alt.Y("share:Q", title="share of inputs", axis=alt.Axis(format="%")),
             y2=alt.datum(0),
-            color=model_color("model", list(LABELS)),
-            opacity=alt.Opacity("region:N", title=None, scale=alt.Scale(domain=["working", "flat (saturated or inactive)"], range=[1.0, 0.3]), legend=alt.Legend(orient="bottom")),
+            color=alt.Color("model:N", scale=color_scale(LABELS), legend=None),
+            opacity=alt.Opacity("region:N", title=None, scale=alt.Scale(domain=["working", "flat (saturated or inactive)"], range=[1.0, 0.3]), legend=alt.Legend(orient="top")),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("low:Q", title="from", format=".2f"), alt.Tooltip("high:Q", title="to", format=".2f"), alt.Tooltip("share:Q", format=".2%"), alt.Tooltip("region:N")],
         )
-        .properties(height=200, width=260)
+        .properties(height=220, width=260)
         .facet(column=alt.Column("model:N", title=None, sort=list(LABELS), header=alt.Header(labelFontSize=16)))
     )
 
