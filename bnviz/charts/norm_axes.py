@@ -65,8 +65,8 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
         .mark_rect(stroke="white", strokeWidth=1)
         .encode(
             # Axis and header fonts: the shared projector theme's (bnviz.charts.PROJECTOR_TEXT).
-            x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, values=_ticks(frame[x_field].max()))),
-            y=alt.Y(f"{y_field}:O", title=y_field, axis=alt.Axis(values=_ticks(frame[y_field].max(), dense=cell >= 16))),
+            x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, labelOverlap=False, values=_ticks(frame[x_field].max()))),
+            y=alt.Y(f"{y_field}:O", title=y_field, axis=alt.Axis(labelOverlap=False, values=_ticks(frame[y_field].max(), dense=cell >= 16))),
             color=color,
             tooltip=[alt.Tooltip(f"{name}:O") for name in ([facet_field] if facet_field else []) + [y_field, x_field]]
             + [alt.Tooltip("set:Q", title="set id"), alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("normalized:Q", format=".3f")],
@@ -76,7 +76,9 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
     if facet_field:
         header = alt.Header(labelExpr="'example ' + datum.value")
         return chart.facet(facet=alt.Facet(f"{facet_field}:O", title=None, header=header), columns=PANELS_PER_ROW, title=title).configure_title(anchor="start")
-    return chart.properties(title=title).configure_title(anchor="start")
+    # A single (unfaceted) grid: Streamlit's default "fit" autosizing squeezed it to a sliver with
+    # width="content"; "pad" keeps the cell sizes set above.
+    return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad")).configure_title(anchor="start")
 
 
 def _ticks(last: int, dense: bool = True) -> list[int]:
