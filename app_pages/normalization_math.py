@@ -203,8 +203,11 @@ else:
 # ------------------------------------------------------------------ eps
 st.header("ε: what guards the division")
 # as text, so NaN (0/0) and ∞ read as themselves rather than as empty cells
-eps_table = readable(pd.DataFrame(result.eps_cases))
+# short headers, so the seven columns fit a laptop screen (long ones pushed the last out of view)
+EPS_HEADERS = {"batch size": "m", "batch variance": "σ²", "amplification (ε)": "1/√(σ²+ε)", "amplification (ε = 0)": "1/√σ²", "max |x̂| (ε)": "max |x̂|", "max |x̂| (ε = 0)": "max |x̂|, ε = 0"}
+eps_table = readable(pd.DataFrame(result.eps_cases)).rename(columns=EPS_HEADERS)
 st.dataframe(eps_table, hide_index=True, width="stretch")
+st.caption(f"m: values per neuron; σ²: their batch variance; 1/√(σ²+ε) with this page's ε = {config.eps:g}, 1/√σ² without ε; the largest |x̂| with and without ε.")
 constant, almost, pair = result.eps_cases[3], result.eps_cases[2], result.eps_cases[1]
 st.markdown(
     f"The amplification 1/√(σ²+ε) multiplies every deviation from the mean. A **constant neuron** has batch variance "
@@ -270,7 +273,8 @@ else:
 
 # ------------------------------------------------------------------ conventions
 st.header("Framework conventions")
-st.dataframe(pd.DataFrame(result.conventions), hide_index=True, width="stretch")
+# a static table: its text wraps, where a dataframe's last column ran out of a laptop's screen
+st.table(pd.DataFrame(result.conventions), hide_index=True)
 st.caption("PyTorch's column is read from the installed torch: its defaults from `torch.nn.BatchNorm1d`'s signature, the rest measured by running it. Keras is not installed; its column is its documented behaviour. Keras 0.99 = PyTorch 0.01.")
 
 source_expander(norms.batch_norm_steps, norms.update_running_stats, norms.batch_norm_backward, analyse)

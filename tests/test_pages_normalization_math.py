@@ -29,10 +29,10 @@ def test_page_shows_every_step_and_bnviz_equals_torch():
     assert "equal within 1e-6" in [m.delta for m in at.metric if m.label.startswith("bnviz vs torch")][0]
     assert chart_count(at) == 9  # four steps, two three-neuron views, all neurons, nonlinearity, gradients
     assert len(at.latex) >= 9
-    checks = at.dataframe[-2].value
+    checks = at.dataframe[-1].value
     assert list(checks["quantity"]) == ["forward y", "running mean", "running variance", "dL/dx", "dL/dγ", "dL/dβ"]
     assert (checks["largest |bnviz − torch|"] <= 1e-6).all()
-    conventions = at.dataframe[-1].value
+    conventions = at.table[-1].value
     assert "momentum" in list(conventions["setting"])
 
 
