@@ -61,7 +61,8 @@ with controls_display[1]:
 controls.show_notes()
 config = defaults.replace(bn_momentum=momentum, batch_size=batch_size, lr=lr, steps=steps, image_index=image_index)
 
-st.latex(r"\text{PyTorch: } \hat\mu \leftarrow (1-m)\,\hat\mu + m\,\mu_B \qquad \text{Keras/TF: } \hat\mu \leftarrow m_K\,\hat\mu + (1-m_K)\,\mu_B, \quad m_K = 1 - m")
+# two lines: on one, the Keras half ran out of a laptop-width page
+st.latex(r"\begin{aligned} \text{PyTorch: } & \hat\mu \leftarrow (1-m)\,\hat\mu + m\,\mu_B \\ \text{Keras/TF: } & \hat\mu \leftarrow m_K\,\hat\mu + (1-m_K)\,\mu_B, \quad m_K = 1 - m \end{aligned}")
 st.caption(
     f"The same update, two ways of writing it: PyTorch momentum {momentum:g} is Keras momentum "
     f"{1 - momentum:g} (Keras's default 0.99 is PyTorch's {keras_to_pytorch_momentum(0.99):g}). The running variance is "
