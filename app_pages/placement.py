@@ -20,7 +20,8 @@ st.markdown(
     "so this page measures instead: three networks per seed, identical except for BN, trained side by side "
     "on MNIST over several seeds and learning rates, and a verdict computed from the runs."
 )
-st.latex(r"\textbf{BN before (Ioffe \& Szegedy 2015):}\quad h = g\big(\mathrm{BN}_{\gamma,\beta}(W u + b)\big)\qquad\qquad \textbf{BN after:}\quad h = \mathrm{BN}_{\gamma,\beta}\big(g(W u + b)\big)")
+# two aligned lines: on one, "BN after" ran out of a laptop-width page
+st.latex(r"\begin{aligned} \textbf{BN before (Ioffe \& Szegedy 2015):}\quad & h = g\big(\mathrm{BN}_{\gamma,\beta}(W u + b)\big) \\ \textbf{BN after:}\quad & h = \mathrm{BN}_{\gamma,\beta}\big(g(W u + b)\big) \end{aligned}")
 
 defaults = PlacementConfig()
 controls = Controls("placement")
