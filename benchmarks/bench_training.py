@@ -1,0 +1,203 @@
+"""Training speed: a straightforward PyTorch loop against bnviz's trainer, on the same work.
+
+Times, in one run on this machine (issue 11):
+
+1. one model (the paper's 784-100-100-100-10 sigmoid MLP, batch 60, SGD lr 0.1), no BN and BN;
+2. the paper's experiment shape: the BN and no-BN models trained together, extrapolated
+   to 50,000 steps each;
+3. a 5-seed x 3-placement sweep (no BN, BN before, BN after; ReLU) at a few hundred steps,
+   extrapolated to 2,000 steps.
+
+The straightforward loop is ``nn.Sequential`` + ``torch.optim.SGD``, a batch drawn by
+indexing a tensor, ``loss.item()`` every step, no evaluation. bnviz's trainer
+(:class:`bnviz.train.Run` / :func:`bnviz.train.train_together`) also records every step's
+accuracy, evaluates the first 2,000 test images every ``--eval-every`` steps (default
+1,000) and the full test set at the end; its times include all of that.
+
+The compute floor: FLOPs per step from the layer shapes (matmuls only), divided by the
+sustained GFLOP/s of a (60x784)@(784x100) matmul loop on one thread. Forward + backward is
+counted two ways: "~3x forward" and the exact count (the first layer needs no input
+gradient). Timing belongs here, not in the tests; ``tests/test_training_equivalence.py``
+holds the loop and the trainer to the same losses.
+
+    .venv/bin/python benchmarks/bench_training.py [--steps 2000] [--sweep-steps 300]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("BNVIZ_DEVICE", "cpu")
+
+from bnviz.data import BatchSampler, load_mnist  # noqa: E402
+from bnviz.models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig, build_model  # noqa: E402
+from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS, Run, TrainConfig, train_together  # noqa: E402
+
+IN_FEATURES = 28 * 28
+CLASSES = 10
+LR = 0.1
+SWEEP_SEEDS = 5
+SWEEP_MODELS = (("no BN", "none", "before"), ("BN before", "batch", "before"), ("BN after", "batch", "after"))
+
+
+# ------------------------------------------------------------------ the straightforward loop
+def sequential_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
+    """``nn.Sequential`` with the same layers and the same initial weights as bnviz's
+    ``build_model(cfg, seed)`` (MLP, norm "none" or "batch"): its parameters and buffers
+    are copied over in order."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width_in = IN_FEATURES
+    for width in cfg.hidden:
+        layers.append(nn.Linear(width_in, width))
+        act = ACTIVATIONS[cfg.activation]()
+        norm = [nn.BatchNorm1d(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)] if cfg.norm == "batch" else []
+        layers += norm + [act] if cfg.placement == "before" else [act] + norm
+        width_in = width
+    layers.append(nn.Linear(width_in, CLASSES))
+    model = nn.Sequential(*layers)
+    reference = build_model(cfg, seed, "cpu")
+    with torch.no_grad():
+        ours, theirs = list(model.parameters()), list(reference.parameters())
+        assert [p.shape for p in ours] == [p.shape for p in theirs]
+        for mine, source in zip(ours, theirs):
+            mine.copy_(source)
+        for mine, source in zip(model.buffers(), reference.buffers()):
+            mine.copy_(source)
+    return model
+
+
+def straight_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sampler: BatchSampler, steps: int, lr: float = LR) -> list[float]:
+    """The loop everyone writes first; returns every step's loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        indices = sampler.next_indices()
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x[indices]), y[indices])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def loop_seconds(cfg: ModelConfig, seed: int, steps: int, data) -> float:
+    """Wall time of the straightforward loop (model construction included, as bnviz's is)."""
+    started = time.perf_counter()
+    model = sequential_model(cfg, seed)
+    straight_loop(model, data.train_x, data.train_y, BatchSampler(len(data.train_y), PAPER_BATCH_SIZE, seed=seed + 1), steps)
+    return time.perf_counter() - started
+
+
+def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int) -> float:
+    """Wall time of bnviz's trainer on ``models`` (config, seed) trained together, from
+    building the runs to the final full-test-set evaluation."""
+    started = time.perf_counter()
+    runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=LR, seed=seed, eval_every=eval_every), data) for cfg, seed in models]
+    train_together(runs)
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ compute floor
+def matmul_flops(hidden=PAPER_HIDDEN, batch: int = PAPER_BATCH_SIZE) -> tuple[float, float]:
+    """(forward, exact forward + backward) matmul FLOPs of one step. Backward = a weight
+    gradient for every layer (same FLOPs as its forward) + an input gradient for every layer
+    but the first."""
+    widths = (IN_FEATURES, *hidden, CLASSES)
+    layer = [2 * batch * a * b for a, b in zip(widths[:-1], widths[1:])]
+    forward = sum(layer)
+    return float(forward), float(forward + forward + sum(layer[1:]))
+
+
+def sustained_gflops(seconds: float = 1.0) -> float:
+    a, b = torch.randn(PAPER_BATCH_SIZE, IN_FEATURES), torch.randn(IN_FEATURES, PAPER_HIDDEN[0])
+    out = torch.empty(PAPER_BATCH_SIZE, PAPER_HIDDEN[0])
+    for _ in range(200):
+        torch.mm(a, b, out=out)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(500):
+            torch.mm(a, b, out=out)
+        count += 500
+    elapsed = time.perf_counter() - started
+    return 2 * PAPER_BATCH_SIZE * IN_FEATURES * PAPER_HIDDEN[0] * count / elapsed / 1e9
+
+
+# ------------------------------------------------------------------ report
+def line(name: str, loop_s: float, engine_s: float, steps: int) -> None:
+    loop_ms, engine_ms = 1000 * loop_s / steps, 1000 * engine_s / steps
+    print(f"  {name:<34} loop {loop_ms:6.3f} ms/step ({steps / loop_s:6.0f} steps/s)   "
+          f"bnviz {engine_ms:6.3f} ms/step ({steps / engine_s:6.0f} steps/s)   loop/bnviz {loop_s / engine_s:4.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="steps per model for parts 1 and 2")
+    parser.add_argument("--sweep-steps", type=int, default=300, help="steps per run for the sweep")
+    parser.add_argument("--eval-every", type=int, default=1000, help="bnviz's evaluation interval")
+    args = parser.parse_args()
+    steps, sweep_steps = args.steps, args.sweep_steps
+
+    torch.set_num_threads(1)
+    data = load_mnist("cpu")
+    load1, load5, load15 = os.getloadavg()
+    print(f"bnviz training benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {load1:.2f} {load5:.2f} {load15:.2f}")
+    print(f"MLP 784-{'-'.join(map(str, PAPER_HIDDEN))}-10, batch {PAPER_BATCH_SIZE}, SGD lr {LR}; 1 torch thread; "
+          f"bnviz evaluates 2,000 test images every {args.eval_every:,} steps and all 10,000 at the end\n")
+    # warm up both paths (first-call allocations, lazy imports)
+    loop_seconds(ModelConfig(norm="batch"), 0, 50, data)
+    bnviz_seconds([(ModelConfig(norm="batch"), 0)], 50, data, args.eval_every)
+
+    plain, bn = ModelConfig(), ModelConfig(norm="batch")
+    print(f"1. One model, {steps:,} steps")
+    singles = {}
+    for name, cfg in (("no BN", plain), ("BN", bn)):
+        singles[name] = (loop_seconds(cfg, 0, steps, data), bnviz_seconds([(cfg, 0)], steps, data, args.eval_every))
+        line(name, *singles[name], steps)
+    torch.set_num_threads(2)
+    two = loop_seconds(plain, 0, steps, data)
+    torch.set_num_threads(1)
+    print(f"  {'no BN, loop on 2 threads (ref.)':<34} loop {1000 * two / steps:6.3f} ms/step ({steps / two:6.0f} steps/s)   "
+          f"1 thread / 2 threads {singles['no BN'][0] / two:4.2f}")
+
+    print(f"\n2. The paper's experiment (no BN and BN trained together), {steps:,} steps each")
+    loop_s = loop_seconds(plain, 0, steps, data) + loop_seconds(bn, 0, steps, data)
+    engine_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every)
+    line("two models (ms per step of both)", loop_s, engine_s, steps)
+    scale = PAPER_STEPS / steps
+    print(f"  per {PAPER_STEPS:,} steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_s * scale:5.1f} s "
+          f"(issue 11 target: <= 15 s)")
+
+    print(f"\n3. Sweep: {SWEEP_SEEDS} seeds x {len(SWEEP_MODELS)} placements (ReLU), {sweep_steps:,} steps each")
+    sweep = [(ModelConfig(activation="relu", norm=norm, placement=placement), seed) for seed in range(SWEEP_SEEDS) for _, norm, placement in SWEEP_MODELS]
+    loop_s = sum(loop_seconds(cfg, seed, sweep_steps, data) for cfg, seed in sweep)
+    engine_s = bnviz_seconds(sweep, sweep_steps, data, args.eval_every)
+    line(f"{len(sweep)} runs (ms per step of all)", loop_s, engine_s, sweep_steps)
+    scale = 2000 / sweep_steps
+    print(f"  per 2,000 steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_s * scale:5.1f} s (issue 11 target: <= 10 s)")
+
+    forward, exact = matmul_flops()
+    gflops = sustained_gflops()
+    print("\n4. Compute floor (matmuls only, 1 thread)")
+    print(f"  FLOPs per step: forward {forward / 1e6:.1f} M; forward + backward ~3x forward {3 * forward / 1e6:.1f} M, "
+          f"exact {exact / 1e6:.1f} M (no input gradient for layer 1)")
+    print(f"  sustained (60x784)@(784x100) matmul: {gflops:.1f} GFLOP/s")
+    floor_3x, floor_exact = 1000 * 3 * forward / (gflops * 1e9), 1000 * exact / (gflops * 1e9)
+    print(f"  floor: {floor_3x:.3f} ms/step (3x), {floor_exact:.3f} ms/step (exact); "
+          f"no BN loop is {singles['no BN'][0] * 1000 / steps / floor_exact:.1f}x the exact floor, "
+          f"bnviz {singles['no BN'][1] * 1000 / steps / floor_exact:.1f}x")
+    print(f"  paper's experiment at the floor: {2 * PAPER_STEPS * floor_exact / 1000:.1f} s for 2 x {PAPER_STEPS:,} steps")
+
+
+if __name__ == "__main__":
+    main()

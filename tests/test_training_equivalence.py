@@ -1,0 +1,33 @@
+"""The straightforward PyTorch loop of ``benchmarks/bench_training.py`` and bnviz's trainer,
+given the same initial weights and the same batches, produce the same losses (issue 11):
+what the benchmark compares is the same work."""
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.bench_training import sequential_model, straight_loop
+from bnviz.data import BatchSampler
+from bnviz.models import ModelConfig
+from bnviz.train import Run, TrainConfig, train_together
+
+STEPS = 200
+
+
+@pytest.mark.parametrize("model_cfg", [ModelConfig(), ModelConfig(norm="batch"), ModelConfig(activation="relu", norm="batch", placement="after")], ids=["no BN", "BN", "BN after relu"])
+def test_loop_and_trainer_give_the_same_losses(mnist, model_cfg):
+    seed = 3
+    train_cfg = TrainConfig(steps=STEPS, batch_size=60, lr=0.1, seed=seed, eval_every=100, eval_examples=500)
+    run = Run(model_cfg, train_cfg, mnist)
+    engine = train_together([run])[0].step_loss
+
+    model = sequential_model(model_cfg, seed)
+    sampler = BatchSampler(len(mnist.train_y), 60, seed=seed + 1)  # the trainer's batch order
+    loop = np.asarray(straight_loop(model, mnist.train_x, mnist.train_y, sampler, STEPS, lr=0.1), dtype=np.float32)
+
+    assert engine.shape == loop.shape == (STEPS,)
+    np.testing.assert_allclose(loop, engine, rtol=1e-5, atol=1e-6)
+    assert loop[-20:].mean() < loop[:20].mean()  # it trained
+    # and the weights after 200 steps agree too
+    trained = [p.detach() for p in run.model.parameters()]
+    for mine, theirs in zip(model.parameters(), trained):
+        torch.testing.assert_close(mine.detach(), theirs, rtol=1e-4, atol=1e-5)
