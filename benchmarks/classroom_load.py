@@ -1,0 +1,242 @@
+"""A class on one cold page, in real browsers; and the server's memory after every page.
+
+Starts the app as users run it (``streamlit run``, headless, a free port, an
+empty result store of its own), then:
+
+* default: opens N (30) browser sessions (one headless Chromium, one context
+  each: separate Streamlit sessions over their own websockets) on the same cold
+  page at once, and prints how many times the store computed that config (read
+  from the store itself), whether every session shows the same metric values,
+  the seconds until the first and the last session shows its charts, and the
+  server's peak resident memory (``VmHWM`` in ``/proc/<pid>/status``).
+* ``--visit-all``: opens every page once, in the light views the browser suite
+  uses (``E2E_FAST_QUERY`` in tests/e2e/test_app_in_browser.py), one after
+  another in one session, and prints the server's resident memory after each
+  page and its peak. ``--defaults`` visits each page's default view instead
+  (minutes: every default computed).
+
+    .venv/bin/python benchmarks/classroom_load.py [--sessions 30] [--query "steps=600"]
+    .venv/bin/python benchmarks/classroom_load.py --visit-all [--defaults]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from screenshot import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+
+def _browser_suite():
+    """The browser suite's page list, fast queries and page-state scripts: one source of truth."""
+    spec = importlib.util.spec_from_file_location("bnviz_e2e_suite", ROOT / "tests" / "e2e" / "test_app_in_browser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SUITE = _browser_suite()
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory now (VmRSS: RssAnon, the process's own data, + RssFile, mapped
+    libraries' pages) and its peak (VmHWM) of one process, in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            values[key] = int(rest.split()[0]) / 1024  # kB
+    return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def describe(mem: dict[str, float]) -> str:
+    return (f"now {mem['VmRSS']:.0f} MiB ({mem['RssAnon']:.0f} MiB own data + {mem['RssFile']:.0f} MiB of mapped "
+            f"libraries), peak (VmHWM) {mem['VmHWM']:.0f} MiB")
+
+
+def start_server(results_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = os.environ | {"BNVIZ_RESULTS_DIR": results_dir}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                raise SystemExit("the app exited at start")
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("the app did not start in 120 s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def load() -> str:
+    return "load average %.1f %.1f %.1f (1, 5, 15 min), %d CPUs" % (*os.getloadavg(), os.cpu_count())
+
+
+def home_config(query: str):
+    """The HomeConfig a home-page URL query selects (the page's URL keys)."""
+    from bnviz.experiments.home import HomeConfig
+
+    kinds = {"steps": ("steps", int), "seed": ("seed", int), "lr": ("lr", float), "act": ("activation", str)}
+    values = {kinds[k][0]: kinds[k][1](v) for k, v in parse_qsl(query) if k in kinds}
+    return HomeConfig().replace(**values)
+
+
+def session_state(page) -> dict:
+    charts = page.evaluate(SUITE.CHARTS_JS)
+    return {
+        "idle": page.evaluate(SUITE.IDLE_JS),
+        "charts": len(charts),
+        "painted": bool(charts) and all(chart["painted"] > 0 for chart in charts),
+    }
+
+
+def classroom(sessions: int, query: str, timeout_s: float) -> int:
+    from bnviz.cache import ResultStore
+
+    results_dir = tempfile.mkdtemp(prefix="bnviz-classroom-")
+    print(f"before: {load()}")
+    server, url = start_server(results_dir)
+    config = home_config(query)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            pages = [browser.new_context(viewport=VIEWPORT).new_page() for _ in range(sessions)]
+            errors: list[str] = []
+            for page in pages:
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            start = time.monotonic()
+            for page in pages:  # all sessions connect at once: no waiting on any page's load
+                page.goto(f"{url}/?{query}", wait_until="commit")
+            done_at: dict[int, float] = {}
+            deadline = start + timeout_s
+            while len(done_at) < sessions and time.monotonic() < deadline:
+                for i, page in enumerate(pages):
+                    if i in done_at:
+                        continue
+                    try:
+                        state = session_state(page)
+                    except Exception:  # the page is still loading its frontend
+                        continue
+                    if state["idle"] and state["charts"] >= 2 and state["painted"]:
+                        done_at[i] = time.monotonic() - start
+                time.sleep(0.2)
+            metrics = []
+            for i in sorted(done_at):
+                values = tuple((m["label"], m["value"]) for m in pages[i].evaluate(SUITE.METRICS_JS))
+                metrics.append(values)
+            browser.close()
+        mem, cpu = memory_mib(server.pid), cpu_seconds(server.pid)
+    finally:
+        stop_server(server)
+    computations = ResultStore(results_dir).computations("home", config)
+    same = len(set(metrics)) == 1 and len(metrics) == sessions
+    print(f"page: home /?{query}  ({config.to_json()})")
+    print(f"sessions: {sessions}, showing their charts: {len(done_at)}, page errors: {len(errors)}")
+    print(f"computations in the store for that config: {computations}")
+    print(f"every session shows the same metric values: {'yes' if same else 'NO'}")
+    if metrics:
+        print("  values: " + "; ".join(f"{label} = {value}" for label, value in metrics[0]))
+    if done_at:
+        print(f"seconds until the first session shows its charts: {min(done_at.values()):.1f}")
+        print(f"seconds until the last session shows its charts: {max(done_at.values()):.1f}")
+    print(f"server resident memory: {describe(mem)}")
+    print(f"server CPU time (user + system, start included): {cpu:.1f} s; the browsers share the same CPUs")
+    print(f"after: {load()}")
+    return 0 if (computations == 1 and same and not errors) else 1
+
+
+def visit_all(defaults: bool, timeout_s: float) -> int:
+    results_dir = tempfile.mkdtemp(prefix="bnviz-visit-all-")
+    print(f"before: {load()}")
+    server, url = start_server(results_dir)
+    failures = 0
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.goto(url)
+            SUITE.wait_idle(page, timeout_s)
+            paths = [path for path, _title in SUITE.nav_links(page)] or [""]
+            print(f"server after start and the first home view: {memory_mib(server.pid)['VmRSS']:.0f} MiB resident")
+            for path in paths:
+                query = "" if defaults else SUITE.E2E_FAST_QUERY.get(path, "")
+                start = time.monotonic()
+                page.goto(f"{url}/{path}" + (f"?{query}" if query else ""))
+                try:
+                    SUITE.wait_idle(page, timeout_s)
+                    status = "ok"
+                except Exception as exc:  # noqa: BLE001 - report and go on to the next page
+                    status = f"NOT FINISHED ({type(exc).__name__})"
+                    failures += 1
+                mem = memory_mib(server.pid)
+                print(f"  /{path or ''}{'?' + query if query else ''}: {status} in {time.monotonic() - start:.1f} s; "
+                      f"server {mem['VmRSS']:.0f} MiB resident")
+            browser.close()
+        mem = memory_mib(server.pid)
+    finally:
+        stop_server(server)
+    view = "default views" if defaults else "light views (E2E_FAST_QUERY)"
+    print(f"every page visited once ({len(paths)} pages, {view}): server resident memory {describe(mem)}")
+    print(f"after: {load()}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=30)
+    parser.add_argument("--query", default="steps=600&seed=0", help="home-page URL query all sessions open (default: its default view)")
+    parser.add_argument("--visit-all", action="store_true", help="visit every page once and report the server's memory")
+    parser.add_argument("--defaults", action="store_true", help="with --visit-all: each page's default view, not the light one")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sessions (or one page)")
+    args = parser.parse_args()
+    if args.visit_all:
+        return visit_all(args.defaults, args.timeout)
+    return classroom(args.sessions, args.query, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
