@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
-from bnviz.charts import curve_records, curves_chart
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
 from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
@@ -218,13 +218,7 @@ with q3:
 seq_config = defaults_seq.replace(steps=rnn_steps, hidden=rnn_hidden, seed=rnn_seed, eval_every=max(rnn_steps // 10, 5))
 seq_metrics = st.container()
 left, right = st.columns(2)
-acc_slot, loss_slot = left.empty(), right.empty()
-
-
-def draw(runs):
-    acc_slot.altair_chart(curves_chart(runs, "test_acc", f"Test accuracy ({EVAL_EXAMPLES:,} test digits)", total_steps=seq_config.steps), width="stretch")
-    loss_slot.altair_chart(curves_chart(runs, "train_loss", "Training loss", total_steps=seq_config.steps), width="stretch")
-
+draw = curve_panels([(left, "test_acc", f"Test accuracy ({EVAL_EXAMPLES:,} test digits)"), (right, "train_loss", "Training loss")], total_steps=seq_config.steps)
 
 seq_result = run_experiment("sequence_norms", seq_config, live=draw, label="Training the RNNs")
 draw(seq_result.runs)

@@ -5,10 +5,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
-from bnviz.charts import curves_chart
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
 from bnviz.experiments.distribution_shift import EPS_SWEEP, EXPERIMENT, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig
 
@@ -85,13 +84,11 @@ config = defaults.replace(shift=shift, strength=strength, train_examples=train_e
 
 st.subheader("1. Training: the model trains fine")
 train_col, test_col = st.columns(2)
-train_slot, test_slot = train_col.empty(), test_col.empty()
-
-
-def draw(runs):
-    train_slot.altair_chart(curves_chart(runs, "train_acc", "Training accuracy, train mode (batch statistics)", y_domain=[0, 1], total_steps=config.steps), width="stretch")
-    test_slot.altair_chart(curves_chart(runs, "test_acc", "Clean test accuracy, eval mode (population statistics)", y_domain=[0, 1], total_steps=config.steps), width="stretch")
-
+draw = curve_panels(
+    [(train_col, "train_acc", "Training accuracy, train mode (batch statistics)"), (test_col, "test_acc", "Clean test accuracy, eval mode (population statistics)")],
+    total_steps=config.steps,
+    y_domain=[0, 1],
+)
 
 result = run_experiment("distribution_shift", config, live=draw)
 draw(result.runs)

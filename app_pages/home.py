@@ -1,8 +1,8 @@
 """Home: Batch Normalization in 30 seconds."""
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment
-from bnviz.charts import curve_records, curves_chart
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment
+from bnviz.charts import curve_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.home import HomeConfig
 
@@ -38,13 +38,7 @@ st.graphviz_chart(mlp_dot(config.hidden, with_bn=True, activation=activation))
 
 metrics = st.container()
 acc_col, loss_col = st.columns(2)
-acc_slot, loss_slot = acc_col.empty(), loss_col.empty()
-
-
-def draw(runs):
-    acc_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy (2,000 test images)", total_steps=config.steps), width="stretch")
-    loss_slot.altair_chart(curves_chart(runs, "train_loss", "Training loss", total_steps=config.steps), width="stretch")
-
+draw = curve_panels([(acc_col, "test_acc", "Test accuracy (2,000 test images)"), (loss_col, "train_loss", "Training loss")], total_steps=config.steps)
 
 result = run_experiment("home", config, live=draw)
 draw(result.runs)

@@ -4,8 +4,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
-from bnviz.charts import curve_records, curves_chart
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.charts import curve_records
 from bnviz.charts.why import (
     beta_chart,
     drift_chart,
@@ -86,12 +86,7 @@ noisy_config = noisy_defaults.replace(activation=n_activation, lr=n_lr, steps=n_
 st.caption(f"The paper's MLP: 784 → {' → '.join(map(str, noisy_config.hidden))} → 10, {n_activation}, SGD lr {n_lr}, batches of 60; the four models see the same batches.")
 
 noisy_metrics = st.container()
-noisy_slot = st.empty()
-
-
-def draw_noisy(runs):
-    noisy_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy (2,000 test images)", total_steps=noisy_config.steps), width="stretch")
-
+draw_noisy = curve_panels([(st, "test_acc", "Test accuracy (2,000 test images)")], total_steps=noisy_config.steps)
 
 noisy = run_experiment("why_noisy_bn", noisy_config, live=draw_noisy, label="Training no BN, BN, noisy BN, no BN + noise")
 draw_noisy(noisy.runs)
@@ -149,12 +144,7 @@ with st.expander("Settings of the probe experiment", expanded=False):
 controls.show_notes()
 probe_config = probe_defaults.replace(activation=p_activation, lr=p_lr, steps=p_steps, probe_every=every, max_multiplier=max_multiplier, with_noisy=with_noisy, seed=p_seed)
 st.caption(f"784 → {' → '.join(map(str, probe_config.hidden))} → 10, {p_activation}, SGD lr {p_lr}, batches of 60; probes every {every} steps.")
-probe_slot = st.empty()
-
-
-def draw_probes(runs):
-    probe_slot.altair_chart(curves_chart(runs, "test_acc", "Test accuracy of the probed runs", total_steps=probe_config.steps), width="stretch")
-
+draw_probes = curve_panels([(st, "test_acc", "Test accuracy of the probed runs")], total_steps=probe_config.steps)
 
 probes = run_experiment("why_probes", probe_config, live=draw_probes, label="Training and probing")
 draw_probes(probes.runs)

@@ -64,6 +64,21 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
         st.stop()
 
 
+def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:
+    """Empty chart slots and the ``draw(runs)`` that fills them: one training-curve chart
+    per ``(container, metric, title)``. Pass ``draw`` as :func:`run_experiment`'s ``live``
+    to watch the curves grow, then call it once more with the final runs."""
+    from .charts import curves_chart
+
+    slots = [(container.empty(), metric, title) for container, metric, title in panels]
+
+    def draw(runs) -> None:
+        for slot, metric, title in slots:
+            slot.altair_chart(curves_chart(runs, metric, title, y_domain=y_domain, total_steps=total_steps), width="stretch")
+
+    return draw
+
+
 def device_caption() -> None:
     st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are cached: a second visit is instant.")
 

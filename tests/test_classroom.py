@@ -121,8 +121,13 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 60) -> N
 
 
 def _problems(store) -> list[str]:
-    """diskcache's own consistency check (it also repairs), less the note on our lock folder."""
-    return [str(w.message) for w in store.disk.check() if f"{os.sep}locks" not in str(w.message)]
+    """diskcache's own consistency check (it also repairs), less the note on our lock folder
+    and empty value sub-folders (left when an orphan file is removed; harmless, reused later)."""
+    return [
+        str(w.message)
+        for w in store.disk.check()
+        if f"{os.sep}locks" not in str(w.message) and not str(w.message).startswith("empty directory:")
+    ]
 
 
 def _shared_config():
