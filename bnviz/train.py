@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,6 +35,7 @@ from torch import nn
 
 from .config import Config, check
 from .data import MNIST, BatchSampler, class_subset, first_examples
+from .engine import engine_for
 from .models import ModelConfig, Net, build_model
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -169,7 +172,7 @@ def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 200
 class Run:
     """One model being trained: advance it with :meth:`advance`, read it with :meth:`result`."""
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: MNIST, recorders: Sequence = (), label: str | None = None):
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: MNIST, recorders: Sequence = (), label: str | None = None, use_engine: bool = True):
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.label = label or model_cfg.label
         self.recorders = list(recorders)
@@ -186,9 +189,12 @@ class Run:
         for recorder in self.recorders:
             if hasattr(recorder, "attach"):
                 recorder.attach(self.model)
+        # the hand-written step where it covers the model exactly (after attach: hooks opt out)
+        self.engine = engine_for(self.model, self.sampler.batch_size) if use_engine else None
         self.step = 0
         self.step_loss: list[float] = []
         self.step_correct: list[float] = []
+        self._pending_correct: list[torch.Tensor] = []  # read in one go at evaluations: no sync per step
         self.eval_step: list[int] = []
         self.train_loss: list[float] = []
         self.train_acc: list[float] = []
@@ -203,7 +209,13 @@ class Run:
     def done(self) -> bool:
         return self.step >= self.train_cfg.steps or self.diverged_step is not None
 
+    def _flush_correct(self) -> None:
+        if self._pending_correct:
+            self.step_correct.extend(torch.stack(self._pending_correct).tolist())
+            self._pending_correct.clear()
+
     def _evaluate(self) -> None:
+        self._flush_correct()
         loss, accuracy, activations = evaluate(self.model, self.eval_x, self.eval_y, capture=self.needs_activations)
         since = max(0, len(self.step_loss) - self.train_cfg.eval_every) if self.eval_step else 0
         recent_loss = self.step_loss[since:]
@@ -220,7 +232,7 @@ class Run:
 
     def advance(self, num_steps: int) -> None:
         """Train up to ``num_steps`` more steps (fewer if the run ends or diverges)."""
-        model, optimizer = self.model, self.optimizer
+        model, optimizer, engine = self.model, self.optimizer, self.engine
         model.train()
         started = time.perf_counter()
         end = min(self.train_cfg.steps, self.step + num_steps)
@@ -230,11 +242,14 @@ class Run:
             for recorder in self.recorders:
                 if hasattr(recorder, "on_batch"):  # probes re-run this batch between steps
                     recorder.on_batch(self.step + 1, x, y)
-            optimizer.zero_grad(set_to_none=True)
             policy = self.train_cfg.on_nonfinite_loss
             saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            if engine is not None:
+                loss, logits = engine.forward(x, y)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, y)
             loss_value = loss.item()
             self.step += 1
             if not math.isfinite(loss_value) and policy != "stop":
@@ -244,6 +259,7 @@ class Run:
                         for buffer, saved in zip(model.buffers(), saved_buffers):
                             buffer.copy_(saved)
                 self.step_loss.append(loss_value)
+                self._flush_correct()
                 self.step_correct.append(float("nan"))
                 if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
                     self._evaluate()
@@ -252,18 +268,22 @@ class Run:
                 # A diverged run is a result: keep what was recorded, mark the step.
                 self.diverged_step = self.step
                 self.step_loss.append(loss_value)
+                self._flush_correct()
                 self.step_correct.append(float("nan"))
                 break
-            loss.backward()
+            engine.backward() if engine is not None else loss.backward()
             for recorder in self.recorders:
                 if hasattr(recorder, "after_backward"):
                     recorder.after_backward(self.step, model)
-            optimizer.step()
+            if engine is not None and self.train_cfg.optimizer == "sgd":
+                engine.sgd_step(self.train_cfg.lr)
+            else:
+                optimizer.step()
             for recorder in self.recorders:
                 if hasattr(recorder, "after_step"):
                     recorder.after_step(self.step, model)
             self.step_loss.append(loss_value)
-            self.step_correct.append((logits.detach().argmax(dim=1) == y).float().mean().item())
+            self._pending_correct.append((logits.detach().argmax(dim=1) == y).float().mean())
             if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
                 self._evaluate()
         self.seconds += time.perf_counter() - started
@@ -304,21 +324,71 @@ class Run:
 ProgressFn = Callable[[float, str, list[TrainResult]], None]
 
 
-def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None) -> list[TrainResult]:
-    """Advance every run in turn, a chunk of steps each, reporting progress between chunks.
+def training_threads(num_runs: int) -> int:
+    """How many runs train at once: one per usable core (``BNVIZ_TRAIN_THREADS`` overrides).
+
+    Each run's ops use one intra-op thread (:func:`configure_torch_threads`) and
+    release the GIL, so independent runs on separate Python threads use separate
+    cores (measured in ``benchmarks/bench_training.py``). Usable cores are the CPU
+    affinity, capped by a cgroup CPU quota (containers, hosted tiers).
+    """
+    override = os.environ.get("BNVIZ_TRAIN_THREADS")
+    if override:
+        return max(1, min(num_runs, int(override)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(num_runs, cores))
+
+
+def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None, threads: int | None = None) -> list[TrainResult]:
+    """Advance every run a chunk of steps at a time, reporting progress after each chunk.
 
     Interleaving lets a page draw all curves growing side by side; results are
-    the same as training each run alone, since runs share no state.
+    the same as training each run alone, since runs share no state. With more
+    than one thread (default: :func:`training_threads`), runs advance on worker
+    threads, one chunk per task, round robin; progress is still reported from the
+    calling thread (Streamlit draws only from the script's thread), from snapshots
+    taken between a run's chunks.
     """
+    runs = list(runs)
     total = sum(run.train_cfg.steps for run in runs)
-    while not all(run.done for run in runs):
-        for run in runs:
-            if not run.done:
-                run.advance(chunk or run.train_cfg.eval_every)
+    threads = training_threads(len(runs)) if threads is None else max(1, min(threads, len(runs)))
+
+    def report(snapshots: list[TrainResult]) -> None:
         if progress is not None:
-            done = sum(run.train_cfg.steps if run.done else run.step for run in runs)
-            progress(done / total, f"step {max(r.step for r in runs):,} of {max(r.train_cfg.steps for r in runs):,}", [r.result(final=False) for r in runs])
-    return [run.result() for run in runs]
+            steps = [len(snap.step_loss) for snap in snapshots]
+            done = sum(run.train_cfg.steps if snap.diverged else step for run, snap, step in zip(runs, snapshots, steps))
+            progress(done / total, f"step {max(steps):,} of {max(r.train_cfg.steps for r in runs):,}", snapshots)
+
+    if threads == 1:
+        while not all(run.done for run in runs):
+            for run in runs:
+                if not run.done:
+                    run.advance(chunk or run.train_cfg.eval_every)
+            if progress is not None:
+                report([r.result(final=False) for r in runs])
+        return [run.result() for run in runs]
+
+    snapshots = [run.result(final=False) for run in runs]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bnviz-train") as pool:
+        in_flight = {pool.submit(run.advance, chunk or run.train_cfg.eval_every): index for index, run in enumerate(runs) if not run.done}
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = in_flight.pop(future)
+                future.result()  # a worker's exception surfaces here
+                run = runs[index]
+                snapshots[index] = run.result(final=False)  # the run is idle now: a consistent copy
+                if not run.done:
+                    in_flight[pool.submit(run.advance, chunk or run.train_cfg.eval_every)] = index
+            report(snapshots)
+        # final evaluations on the full test set, in parallel too
+        return list(pool.map(lambda run: run.result(), runs))
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: MNIST, recorders: Sequence = (), progress: ProgressFn | None = None, label: str | None = None) -> TrainResult:

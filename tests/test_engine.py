@@ -1,0 +1,110 @@
+"""The hand-written MLP step (bnviz.engine) gives autograd's numbers: losses, gradients,
+weights and BN's running statistics, for every configuration it accepts (issue 11)."""
+import numpy as np
+import pytest
+import torch
+
+from bnviz.engine import MLPStep, engine_for
+from bnviz.models import ModelConfig, build_model
+from bnviz.recorders import BatchNormStats
+from bnviz.train import Run, TrainConfig, train_together
+
+CASES = {
+    "no BN sigmoid": ModelConfig(),
+    "BN sigmoid": ModelConfig(norm="batch"),
+    "BN after relu": ModelConfig(norm="batch", activation="relu", placement="after"),
+    "BN tanh, momentum None": ModelConfig(norm="batch", activation="tanh", bn_momentum=None, hidden=(32, 16)),
+    "identity, N(0,1) init": ModelConfig(norm="batch", activation="identity", init="normal", hidden=(20,)),
+    "relu no BN": ModelConfig(activation="relu", hidden=(64, 64)),
+}
+
+
+def in_float64(run: Run) -> Run:
+    """The same run in float64 (model, data, engine), for comparisons that float32's
+    rounding would blur: a ReLU net with BN after the activation is chaotic at lr 0.1 (a
+    unit with one active example in the batch has a tiny variance, so a 1e-7 difference
+    can flip it), and float32 runs that agree to 1e-7 at step 1 differ by 1e-2 at step 35."""
+    run.model.double()
+    for name in ("train_x", "eval_x", "test_x"):
+        setattr(run, name, getattr(run, name).double())
+    if run.engine is not None:
+        run.engine = engine_for(run.model, run.sampler.batch_size)
+    return run
+
+
+@pytest.mark.parametrize("model_cfg", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
+    train_cfg = TrainConfig(steps=60, batch_size=60, lr=0.1, optimizer=optimizer, seed=2, eval_every=30, eval_examples=200)
+    fast, slow = in_float64(Run(model_cfg, train_cfg, mnist)), in_float64(Run(model_cfg, train_cfg, mnist, use_engine=False))
+    assert isinstance(fast.engine, MLPStep) and slow.engine is None
+    fast_result, slow_result = train_together([fast, slow])
+    assert not slow_result.diverged
+    np.testing.assert_allclose(fast_result.step_loss, slow_result.step_loss, rtol=1e-6, atol=1e-7)  # step_loss is stored as float32
+    np.testing.assert_allclose(fast_result.test_acc, slow_result.test_acc, atol=1e-9)
+    for (name, mine), (_, theirs) in zip(fast.model.named_parameters(), slow.model.named_parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=name)
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
+    for (name, mine), (_, theirs) in zip(fast.model.named_buffers(), slow.model.named_buffers()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("model_cfg", [CASES["no BN sigmoid"], CASES["BN sigmoid"]], ids=["no BN", "BN"])
+def test_engine_matches_autograd_in_float32(mnist, model_cfg):
+    """In float32 (what pages run), the paper's sigmoid nets agree to float tolerance over 200 steps."""
+    train_cfg = TrainConfig(steps=200, batch_size=60, lr=0.1, seed=2, eval_every=100, eval_examples=200)
+    fast, slow = train_together([Run(model_cfg, train_cfg, mnist), Run(model_cfg, train_cfg, mnist, use_engine=False)])
+    np.testing.assert_allclose(fast.step_loss, slow.step_loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_cfg", CASES.values(), ids=CASES.keys())
+def test_one_step_gradients_equal_autograd(model_cfg):
+    torch.manual_seed(0)
+    model, reference = build_model(model_cfg, seed=1), build_model(model_cfg, seed=1)
+    x, y = torch.randn(9, 1, 28, 28), torch.randint(0, 10, (9,))
+    engine = engine_for(model, 9)
+    loss, _ = engine.forward(x, y)
+    engine.backward()
+    expected = torch.nn.functional.cross_entropy(reference(x), y)
+    expected.backward()
+    assert abs(loss.item() - expected.item()) < 1e-6
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-7)
+    for mine, theirs in zip(model.buffers(), reference.buffers()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "model_cfg, batch_size",
+    [
+        (ModelConfig(arch="cnn", hidden=(4,)), 8),
+        (ModelConfig(norm="layer"), 8),
+        (ModelConfig(activation="gelu"), 8),
+        (ModelConfig(norm="batch"), 1),  # BatchNorm1d's own error message for a batch of one
+        (ModelConfig(norm="noisy_batch"), 8),
+    ],
+    ids=["cnn", "layernorm", "gelu", "BN batch of 1", "noisy BN"],
+)
+def test_engine_declines_what_it_does_not_cover(model_cfg, batch_size):
+    assert engine_for(build_model(model_cfg, seed=0), batch_size) is None
+
+
+def test_a_recorder_with_forward_hooks_keeps_autograd(mnist):
+    run = Run(ModelConfig(norm="batch"), TrainConfig(steps=5, eval_every=5, eval_examples=100), mnist, recorders=[BatchNormStats()])
+    assert run.engine is None
+
+
+def test_runs_on_parallel_threads_give_the_same_results_as_in_sequence(mnist):
+    """train_together's worker threads change the wall time, not one number."""
+    train_cfg = TrainConfig(steps=40, batch_size=30, seed=5, eval_every=10, eval_examples=200)
+    configs = [ModelConfig(), ModelConfig(norm="batch"), ModelConfig(norm="batch", placement="after", activation="relu"), ModelConfig(norm="layer")]
+    seen = []
+    parallel = train_together([Run(c, train_cfg, mnist) for c in configs], progress=lambda f, m, partial: seen.append((f, [len(p.step_loss) for p in partial])), threads=3)
+    sequential = train_together([Run(c, train_cfg, mnist) for c in configs], threads=1)
+    for a, b in zip(parallel, sequential):
+        np.testing.assert_array_equal(a.step_loss, b.step_loss)
+        np.testing.assert_array_equal(a.test_acc, b.test_acc)
+        assert a.final_test_acc == b.final_test_acc
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(len(steps) == len(configs) for _, steps in seen)
