@@ -19,6 +19,7 @@ from torch import nn
 from .config import Config, check
 from .data import IMAGE_SHAPE, NUM_CLASSES
 from .norms import PYTORCH_DEFAULT_EPS, PYTORCH_DEFAULT_MOMENTUM
+from .renorm import PAPER_D_MAX, PAPER_R_MAX, PAPER_WARMUP_STEPS, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d
 
 ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
@@ -31,6 +32,8 @@ ACTIVATIONS = {
 NORMS = ("none", "batch", "layer", "group", "instance")
 # Santurkar et al. 2018's noisy BN, and the same noise with no normalisation (for contrast)
 NORMS += ("noisy_batch", "noise")
+# Batch Renorm (Ioffe 2017) and ghost BN (Hoffer et al. 2017): bnviz.renorm
+NORMS += ("batch_renorm", "ghost_batch")
 PLACEMENTS = ("before", "after")
 INITS = ("default", "normal")
 ARCHS = ("mlp", "cnn", "rnn")
@@ -62,6 +65,11 @@ class ModelConfig(Config):
     bn_eps: float = PYTORCH_DEFAULT_EPS
     groups: int = 4
     noise_strength: float = 1.0  # noisy_batch / noise: multiplies Algorithm 1's ranges (1 = the paper's)
+    # batch_renorm only (Ioffe 2017): final clipping limits and the warm-up (plain BN) steps
+    renorm_r_max: float = PAPER_R_MAX
+    renorm_d_max: float = PAPER_D_MAX
+    renorm_warmup_steps: int = PAPER_WARMUP_STEPS
+    ghost_batch_size: int = 16  # ghost_batch only: examples per virtual batch
 
     def __post_init__(self):
         check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
@@ -74,6 +82,12 @@ class ModelConfig(Config):
         check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "BN momentum must be in [0, 1] or None.")
         check(self.bn_eps >= 0.0, "eps must be non-negative.")
         check(0.0 <= self.noise_strength <= 10.0, "noise strength must be between 0 and 10.")
+        check(1.0 <= self.renorm_r_max <= 10.0, "Batch Renorm's r_max must be between 1 and 10.")
+        check(0.0 <= self.renorm_d_max <= 10.0, "Batch Renorm's d_max must be between 0 and 10.")
+        check(0 <= self.renorm_warmup_steps <= 200_000, "Batch Renorm's warm-up must be between 0 and 200,000 steps.")
+        check(2 <= self.ghost_batch_size <= 4096, "The ghost (virtual) batch size must be between 2 and 4096.")
+        if self.norm in ("batch_renorm", "ghost_batch"):
+            check(self.arch != "rnn", "Batch Renorm and ghost BN are built for the MLP and the CNN.")
         if self.norm == "group":
             check(all(w % self.groups == 0 for w in self.hidden), f"Every width must divide into {self.groups} groups.")
         if self.arch == "rnn":
@@ -89,6 +103,7 @@ class ModelConfig(Config):
 def model_label(norm: str, placement: str = "before") -> str:
     """The name a chart legend uses for a model; colours are keyed on it."""
     names = {"none": "no BN", "batch": "BN", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm", "noisy_batch": "noisy BN", "noise": "no BN + noise"}
+    names |= {"batch_renorm": "Batch Renorm", "ghost_batch": "ghost BN"}
     return names[norm]
 
 
@@ -172,6 +187,12 @@ def make_norm(cfg: ModelConfig, width: int, spatial: bool) -> nn.Module:
         return layer
     if cfg.norm == "noise":
         return CovariateNoise(width, cfg.noise_strength)
+    if cfg.norm == "batch_renorm":
+        layer = BatchRenorm2d if spatial else BatchRenorm1d
+        return layer(width, r_max=cfg.renorm_r_max, d_max=cfg.renorm_d_max, warmup_steps=cfg.renorm_warmup_steps, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+    if cfg.norm == "ghost_batch":
+        layer = GhostBatchNorm2d if spatial else GhostBatchNorm1d
+        return layer(width, virtual_batch_size=cfg.ghost_batch_size, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
     if cfg.norm == "batch":
         layer = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return layer(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)

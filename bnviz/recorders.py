@@ -385,3 +385,105 @@ class SingleInputConsistency:
 
     def finish(self):
         return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
+
+
+def _freeze_running_statistics(model) -> None:
+    """Momentum 0 on every BN-like layer: train-mode passes leave its running averages as they are."""
+    for module in model.modules():
+        if hasattr(module, "running_mean") and hasattr(module, "momentum"):
+            module.momentum = 0.0
+
+
+class TrainEvalMismatch:
+    """Test digits through the trained model in train mode (batch statistics) and in eval mode.
+
+    At the evaluation of step ``at_step``, on a copy of the model whose
+    running averages are frozen (momentum 0, so the probe's train-mode passes
+    do not move them), ``check_x`` goes through in batches of ``batch_size``
+    (the training batch size; a last partial batch is dropped) in train mode,
+    and whole in eval mode. Records ``mismatch`` = [eval accuracy, train-mode
+    accuracy, share of digits whose predicted class differs between the modes,
+    mean |logit difference|]. Norms without batch statistics give 0 difference.
+    """
+
+    NAMES = ("eval accuracy", "train-mode accuracy", "prediction changes", "mean |logit change|")
+
+    def __init__(self, check_x: torch.Tensor, check_y: torch.Tensor, batch_size: int, at_step: int):
+        self.check_x, self.check_y, self.batch_size, self.at_step = check_x, check_y, batch_size, at_step
+        self.values = np.full(len(self.NAMES), np.nan)
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model)
+        _freeze_running_statistics(probe_model)
+        count = (len(self.check_y) // self.batch_size) * self.batch_size
+        x, y = self.check_x[:count], self.check_y[:count]
+        probe_model.eval()
+        eval_logits = probe_model(x)
+        probe_model.train()
+        train_logits = torch.cat([probe_model(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)])
+        eval_pred, train_pred = eval_logits.argmax(dim=1), train_logits.argmax(dim=1)
+        self.values = np.array([
+            (eval_pred == y).float().mean().item(),
+            (train_pred == y).float().mean().item(),
+            (eval_pred != train_pred).float().mean().item(),
+            (eval_logits - train_logits).abs().mean().item(),
+        ])
+
+    def finish(self):
+        return {"mismatch": self.values}
+
+
+class BesselProbe:
+    """How eval mode rescales a deep BN chain when the running statistics are one batch's own.
+
+    At the evaluation of step ``at_step``, on a copy of the model, for each
+    batch of ``m`` examples in ``batches``: every BN layer gets momentum 1,
+    one train-mode pass stores that batch's mean and *unbiased* variance
+    (torch's convention) as the running statistics, then the same batch goes
+    through in eval mode. Per BN layer l (in forward order) records
+    ``bessel_ratio`` (batches, layers) = ||y_eval - mean|| / ||y_train - mean||,
+    each output centred over the batch, and ``bessel_mean_gap`` (batches,
+    layers) = max |batch mean of y_eval - batch mean of y_train|.
+    """
+
+    def __init__(self, batches: list[torch.Tensor], at_step: int):
+        self.batches, self.at_step = batches, at_step
+        self.ratio = self.mean_gap = np.empty((0, 0))
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model).double()  # float64: eval mode at m = 2 amplifies rounding errors layer by layer
+        layers = [m for m in probe_model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for layer in layers:
+            layer.momentum = 1.0
+        outputs: list[torch.Tensor] = []
+        handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().double())) for layer in layers]
+        ratios, gaps = [], []
+        try:
+            for x in self.batches:
+                outputs.clear()
+                probe_model.train()
+                probe_model(x.double())
+                train_out = list(outputs)
+                outputs.clear()
+                probe_model.eval()
+                probe_model(x.double())
+                ratio_row, gap_row = [], []
+                for train_y, eval_y in zip(train_out, outputs):
+                    train_mean, eval_mean = train_y.mean(dim=0), eval_y.mean(dim=0)
+                    ratio_row.append(((eval_y - eval_mean).norm() / (train_y - train_mean).norm()).item())
+                    gap_row.append((eval_mean - train_mean).abs().max().item())
+                ratios.append(ratio_row)
+                gaps.append(gap_row)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.ratio, self.mean_gap = np.asarray(ratios), np.asarray(gaps)
+
+    def finish(self):
+        return {"bessel_ratio": self.ratio, "bessel_mean_gap": self.mean_gap}

@@ -37,6 +37,7 @@ E2E_FAST_QUERY: dict[str, str] = {
     "why-bn-works": "n_steps=100&p_steps=100&every=50",
     "distribution-shift": "steps=100&n=1000&depth=2&width=32",
     "bn-vs-layernorm": "steps=10&rnn_steps=10&rnn_hidden=16",
+    "small-batches": "sizes=light&seeds=1&steps=10&b_steps=10&depth=8&width=16",
     "placement": "steps=50&seeds=2&lr=0.3,1.0&width=32&depth=1",
 }
 # url_path -> label of the control to change (default: a "seed" control, else

@@ -1,0 +1,164 @@
+"""Small batches: BN, Batch Renorm, ghost BN, GroupNorm and LayerNorm across batch sizes.
+
+The same ReLU MLP with each norm (and with none, as a reference) is trained
+for the same number of Adam steps at each batch size, for ``seeds`` seeds, and
+scored on the full test set in eval mode. A :class:`TrainEvalMismatch`
+recorder then feeds test digits through each trained model in train mode (in
+batches of the training batch size, batch statistics) and in eval mode
+(running averages), and counts the predictions that change.
+
+Batch Renorm's warm-up follows the paper's schedule (Ioffe 2017, Sec. 4.1:
+plain BN for 5k of 160k steps, d_max reached at 25k, r_max at 40k), scaled to
+this run's length: the warm-up is ``steps * 5,000 / 160,000`` steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config, check
+from ..data import load_mnist
+from ..models import ModelConfig, model_label
+from ..recorders import TrainEvalMismatch
+from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
+from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
+from . import Experiment
+
+SWEEP_NORMS = ("none", "batch", "batch_renorm", "ghost_batch", "group", "layer")
+DEFAULT_BATCH_SIZES = (2, 4, 8, 32, 128)
+LIGHT_BATCH_SIZES = (2, 8, 128)
+FULL_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
+CHECK_EXAMPLES = 512  # test digits the mismatch probe sends through in both modes
+
+
+@dataclass(frozen=True)
+class SmallBatchesConfig(Config):
+    """A batch-size sweep. ``seeds``: seeds 0 .. seeds-1 per (norm, batch size).
+
+    Adam at lr 1e-3 (one learning rate for every batch size), ReLU, hidden
+    widths ``(width, width)``, GroupNorm with ``groups`` groups.
+    ``r_max``/``d_max``: Batch Renorm's final limits; ``ghost_batch_size``: v.
+    """
+
+    norms: tuple[str, ...] = SWEEP_NORMS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    seeds: int = 2
+    steps: int = 100
+    lr: float = 0.001
+    width: int = 64
+    groups: int = 4
+    r_max: float = 3.0
+    d_max: float = 5.0
+    ghost_batch_size: int = 16
+
+    def __post_init__(self):
+        check(1 <= len(self.norms) <= len(SWEEP_NORMS) and all(n in SWEEP_NORMS for n in self.norms), f"norms are some of {', '.join(SWEEP_NORMS)}.")
+        check(1 <= len(self.batch_sizes) <= 8 and all(2 <= b <= 512 for b in self.batch_sizes), "Choose 1 to 8 batch sizes between 2 and 512 (BN cannot train on 1).")
+        check(1 <= self.seeds <= 5, "Choose 1 to 5 seeds.")
+        check(10 <= self.steps <= 5000, "steps must be between 10 and 5,000.")
+        check(0.0 < self.lr <= 1.0, "learning rate must be in (0, 1].")
+        check(8 <= self.width <= 512 and self.width % self.groups == 0, "width must be 8 to 512 and divide into the groups.")
+        # r_max, d_max, ghost_batch_size are checked by ModelConfig
+        self.model("batch_renorm")
+        self.model("ghost_batch")
+
+    @property
+    def warmup_steps(self) -> int:
+        """The paper's 5,000 of 160,000 steps, scaled to ``steps`` (at least 1)."""
+        return max(1, round(self.steps * PAPER_WARMUP_STEPS / PAPER_TRAINING_STEPS))
+
+    def model(self, norm: str) -> ModelConfig:
+        return ModelConfig(
+            hidden=(self.width, self.width), activation="relu", norm=norm, groups=self.groups,
+            renorm_r_max=self.r_max, renorm_d_max=self.d_max, renorm_warmup_steps=self.warmup_steps, ghost_batch_size=self.ghost_batch_size,
+        )
+
+    def train_config(self, batch_size: int, seed: int) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=batch_size, lr=self.lr, optimizer="adam", seed=seed, eval_every=self.steps, eval_examples=500)
+
+
+@dataclass
+class SmallBatchesResult:
+    """``runs[(norm, batch_size, seed)]``; each run's ``records["mismatch"]`` is the probe's
+    [eval accuracy, train-mode accuracy, prediction changes, mean |logit change|]."""
+
+    config: SmallBatchesConfig
+    runs: dict[tuple[str, int, int], TrainResult]
+
+    def accuracy(self, norm: str) -> np.ndarray:
+        """(batch sizes, seeds) final test accuracy, NaN where the run diverged."""
+        c = self.config
+        return np.array([[float("nan") if self.runs[(norm, b, s)].diverged else self.runs[(norm, b, s)].final_test_acc for s in range(c.seeds)] for b in c.batch_sizes])
+
+    def mismatch(self, norm: str) -> np.ndarray:
+        """(batch sizes, seeds, 4) probe values (NaN for a diverged run)."""
+        c = self.config
+        rows = []
+        for b in c.batch_sizes:
+            row = []
+            for s in range(c.seeds):
+                run = self.runs[(norm, b, s)]
+                row.append(np.full(len(TrainEvalMismatch.NAMES), np.nan) if run.diverged else np.asarray(run.records["mismatch"], dtype=float))
+            rows.append(row)
+        return np.array(rows)
+
+    def mean_accuracy(self, norm: str, batch_size: int) -> float:
+        values = self.accuracy(norm)[self.config.batch_sizes.index(batch_size)]
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    def summary_rows(self) -> list[dict]:
+        """One row per (norm, batch size): means over seeds, every cell from the runs."""
+        rows = []
+        for norm in self.config.norms:
+            accuracy, mismatch = self.accuracy(norm), self.mismatch(norm)
+            for i, b in enumerate(self.config.batch_sizes):
+                finite = np.isfinite(accuracy[i])
+                mean = lambda v: float(np.mean(v[finite])) if finite.any() else float("nan")  # noqa: E731
+                rows.append({
+                    "model": model_label(norm), "batch size": b,
+                    "test accuracy": mean(accuracy[i]),
+                    "lowest seed": float(np.min(accuracy[i][finite])) if finite.any() else float("nan"),
+                    "highest seed": float(np.max(accuracy[i][finite])) if finite.any() else float("nan"),
+                    **{name: mean(mismatch[i, :, k]) for k, name in enumerate(TrainEvalMismatch.NAMES)},
+                })
+        return rows
+
+
+def run(config: SmallBatchesConfig, progress: ProgressFn | None = None) -> SmallBatchesResult:
+    data = load_mnist(str(pick_device()))
+    check_x, check_y = data.test_x[:CHECK_EXAMPLES], data.test_y[:CHECK_EXAMPLES]
+    keys = [(norm, b, s) for b in config.batch_sizes for norm in config.norms for s in range(config.seeds)]
+    total, results = len(keys), {}
+    for index, (norm, batch_size, seed) in enumerate(keys):
+        label = f"{model_label(norm)}, batch {batch_size}, seed {seed}"
+        if progress is not None:
+            progress(index / total, f"run {index + 1} of {total}: {label}", None)
+        recorder = TrainEvalMismatch(check_x, check_y, batch_size, at_step=config.steps)
+        run_ = Run(config.model(norm), config.train_config(batch_size, seed), data, recorders=[recorder])
+        within = None
+        if progress is not None:
+            def within(fraction, message, partial, index=index, label=label):
+                progress((index + fraction) / total, f"run {index + 1} of {total} ({label}): {message}", None)
+        results[(norm, batch_size, seed)] = train_together([run_], within, chunk=max(config.steps // 4, 1))[0]
+    if progress is not None:
+        progress(1.0, "done", None)
+    return SmallBatchesResult(config, results)
+
+
+def summarize(result: SmallBatchesResult) -> dict:
+    return {f"{row['model']}, batch {row['batch size']}": {k: v for k, v in row.items() if k not in ("model", "batch size")} for row in result.summary_rows()}
+
+
+EXPERIMENT = Experiment(
+    name="small_batches",
+    title="Small batches: BN, Batch Renorm, ghost BN, GroupNorm, LayerNorm",
+    summary="The same MLP with each norm trained at batch sizes 2 to 128 over seeds; test accuracy, and how much train-mode and eval-mode predictions differ.",
+    config_type=SmallBatchesConfig,
+    run=run,
+    order=63,
+    presets={
+        "All batch sizes 2-256, 3 seeds, 500 steps": SmallBatchesConfig(batch_sizes=FULL_BATCH_SIZES, seeds=3, steps=500),
+    },
+    summarize=summarize,
+)
