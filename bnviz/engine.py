@@ -5,7 +5,7 @@ For the paper's 784-100-100-100-10 network at batch 60, one training step is abo
 step, the rest is per-op overhead of modules, autograd's graph and the optimiser
 (measured in ``benchmarks/bench_training.py``). :class:`MLPStep` computes the forward
 pass, the loss and the backward pass with explicit tensor operations on the model's own
-parameters, writes the gradients into ``param.grad`` (so recorders that read gradients,
+parameters, writes the gradients into ``param.grad`` (none for frozen parameters) (so recorders that read gradients,
 and every torch optimiser, work unchanged) and leaves BN's running statistics exactly as
 ``nn.BatchNorm1d`` would: the same ``torch.native_batch_norm`` kernel with the same
 momentum, the unbiased variance, ``num_batches_tracked``, and the cumulative average
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import Net
+from .models import ACTIVATIONS, Net
 
 # activation, in place -> its backward from the activation's *output*: autograd's own kernels
 _ACTIVATION = {
@@ -39,8 +39,40 @@ _BACKWARD_FROM_OUTPUT = {
 }
 
 
-def _has_hooks(model: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+def _unsupported_hooks(model: nn.Module) -> bool:
+    """Hooks the step cannot honour: backward hooks, keyword hooks, global module hooks.
+    (Plain forward hooks and pre-hooks, the kind recorders use, are called as
+    ``nn.Module.__call__`` would call them.)"""
+    from torch.nn.modules import module as module_globals
+
+    if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks or module_globals._global_backward_hooks:
+        return True
+    return any(
+        m._backward_hooks or m._backward_pre_hooks or m._forward_hooks_with_kwargs or m._forward_pre_hooks_with_kwargs or m._forward_hooks_always_called
+        for m in model.modules()
+    )
+
+
+def _call(module: nn.Module, compute, x: torch.Tensor) -> torch.Tensor:
+    """``compute(x)`` as ``module(x)`` would run it: forward pre-hooks first (they may replace
+    the input), then forward hooks (observers: one that replaces the output would need
+    autograd to differentiate through it, so it is an error here)."""
+    if not (module._forward_pre_hooks or module._forward_hooks):
+        return compute(x)
+    for hook in list(module._forward_pre_hooks.values()):
+        replaced = hook(module, (x,))
+        if replaced is not None:
+            x = replaced[0] if isinstance(replaced, tuple) else replaced
+    out = compute(x)
+    for hook in list(module._forward_hooks.values()):
+        if hook(module, (x,), out) is not None:
+            raise RuntimeError(f"a forward hook on {type(module).__name__} replaced its output: train this run with Run(..., use_engine=False)")
+    return out
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Any forward hook or pre-hook on these modules."""
+    return any(m._forward_pre_hooks or m._forward_hooks for m in modules)
 
 
 def engine_for(model: Net, batch_size: int) -> "MLPStep | None":
@@ -50,9 +82,15 @@ def engine_for(model: Net, batch_size: int) -> "MLPStep | None":
         return None
     if cfg.norm == "batch" and (batch_size < 2 or cfg.bn_eps <= 0):
         return None  # nn.BatchNorm1d raises for these; autograd shows its message
-    if _has_hooks(model) or len({p.dtype for p in model.parameters()}) != 1:
+    if _unsupported_hooks(model) or len({p.dtype for p in model.parameters()}) != 1:
         return None
     return MLPStep(model)
+
+
+def _set_grad(param: nn.Parameter, grad: torch.Tensor) -> None:
+    """A fresh gradient tensor each step, as ``zero_grad(set_to_none=True)`` + autograd give;
+    none for a frozen parameter (``requires_grad=False``), which optimisers then skip."""
+    param.grad = grad if param.requires_grad else None
 
 
 class MLPStep:
@@ -67,14 +105,12 @@ class MLPStep:
         self.norm_first = model.cfg.placement == "before"
         self.activation_backward = _BACKWARD_FROM_OUTPUT[model.cfg.activation]
         self.activation = _ACTIVATION[model.cfg.activation]  # in place: its input is not needed again
+        self.activation_copy = ACTIVATIONS[model.cfg.activation]()
         self.linears = [block.linear for block in model.blocks] + [model.head]
         self.norms = [block.norm if isinstance(block.norm, nn.BatchNorm1d) else None for block in model.blocks]
-        for module in self.linears + [n for n in self.norms if n is not None]:
-            for param in module.parameters():
-                if param.grad is None:
-                    param.grad = torch.zeros_like(param)
         self._saved: tuple = ()
         self.parameters = list(model.parameters())
+        self.modules = list(model.modules())
         self._rows = torch.empty(0, dtype=torch.long)
 
     def _batch_norm(self, norm: nn.BatchNorm1d, x: torch.Tensor):
@@ -85,40 +121,83 @@ class MLPStep:
         return out, (x, mean, invstd)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        h = x.flatten(1)
-        saved = []  # per block: (block input, bn saved or None, activation output, block output)
-        for linear, norm in zip(self.linears[:-1], self.norms):
-            z = torch.addmm(linear.bias, h, linear.weight.t())
-            bn = None
-            if norm is None:
-                a = self.activation(z)
-                out = a
-            elif self.norm_first:
-                n, bn = self._batch_norm(norm, z)
-                a = self.activation(n)
-                out = a
-            else:
-                a = self.activation(z)
-                out, bn = self._batch_norm(norm, a)
-            saved.append((h, bn, a))
-            h = out
-        head = self.linears[-1]
-        logits = torch.addmm(head.bias, h, head.weight.t())
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._saved_blocks, self._head_input = [], None
+        if _hooked(*self.modules):  # recorders watching: call their hooks as the modules would
+            logits = _call(self.model, self._logits, x)
+        else:
+            logits = self._plain_logits(x)
         log_probs = torch.log_softmax(logits, dim=1)
         if len(self._rows) != len(y) or self._rows.device != y.device:
             self._rows = torch.arange(len(y), device=y.device)
-        rows = self._rows
-        loss = -log_probs[rows, y].mean()
-        self._saved = (saved, h, log_probs, rows, y)
+        loss = -log_probs[self._rows, y].mean()
+        self._saved = (self._saved_blocks, self._head_input, log_probs, self._rows, y)
         return loss, logits
+
+    def _plain_logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for linear, norm in zip(self.linears[:-1], self.norms):
+            block_input = h
+            z = torch.addmm(linear.bias, h, linear.weight.t())
+            bn = None
+            if norm is None:
+                h = a = self.activation(z)
+            elif self.norm_first:
+                n, bn = self._batch_norm(norm, z)
+                h = a = self.activation(n)
+            else:
+                a = self.activation(z)
+                h, bn = self._batch_norm(norm, a)
+            self._saved_blocks.append((block_input, bn, a))
+        return self._head(h)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for index, block in enumerate(self.model.blocks):
+            h = _call(block, lambda v, i=index: self._block(i, v), h)
+        head = self.linears[-1]
+        return _call(head, self._head, h)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        self._head_input = h
+        head = self.linears[-1]
+        return torch.addmm(head.bias, h, head.weight.t())
+
+    def _block(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        block, linear, norm = self.model.blocks[index], self.linears[index], self.norms[index]
+        # in place only when no hook could be holding on to the activation's input
+        activation = self.activation_copy if _hooked(block, block.linear, block.norm, block.act) else self.activation
+        kept = {"input": h, "bn": None}
+
+        def linear_forward(v: torch.Tensor) -> torch.Tensor:
+            kept["input"] = v
+            return torch.addmm(linear.bias, v, linear.weight.t())
+
+        def batch_norm(v: torch.Tensor) -> torch.Tensor:
+            out, kept["bn"] = self._batch_norm(norm, v)
+            return out
+
+        def act(v: torch.Tensor) -> torch.Tensor:
+            kept["a"] = activation(v)
+            return kept["a"]
+
+        z = _call(linear, linear_forward, h)
+        if norm is None:
+            out = _call(block.act, act, _call(block.norm, lambda v: v, z))  # block.norm is nn.Identity
+        elif self.norm_first:
+            out = _call(block.act, act, _call(norm, batch_norm, z))
+        else:
+            out = _call(norm, batch_norm, _call(block.act, act, z))
+        self._saved_blocks.append((kept["input"], kept["bn"], kept["a"]))
+        return out
 
     def _batch_norm_backward(self, norm: nn.BatchNorm1d, grad: torch.Tensor, bn_saved) -> torch.Tensor:
         x, mean, invstd = bn_saved
         grad_in, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
             grad, x, norm.weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps, [True, True, True]
         )
-        norm.weight.grad, norm.bias.grad = grad_weight, grad_bias
+        _set_grad(norm.weight, grad_weight)
+        _set_grad(norm.bias, grad_bias)
         return grad_in
 
     @torch.no_grad()
@@ -129,8 +208,8 @@ class MLPStep:
         grad[rows, y] -= 1
         grad.div_(len(y))
         head = self.linears[-1]
-        torch.mm(grad.t(), h, out=head.weight.grad)
-        torch.sum(grad, 0, out=head.bias.grad)
+        _set_grad(head.weight, grad.t().mm(h))
+        _set_grad(head.bias, grad.sum(0))
         grad = grad.mm(head.weight)
         for index in range(len(saved) - 1, -1, -1):
             block_input, bn, a = saved[index]
@@ -141,8 +220,8 @@ class MLPStep:
                 grad = self._batch_norm_backward(norm, self.activation_backward(grad, a), bn)
             else:
                 grad = self.activation_backward(self._batch_norm_backward(norm, grad, bn), a)
-            torch.mm(grad.t(), block_input, out=linear.weight.grad)
-            torch.sum(grad, 0, out=linear.bias.grad)
+            _set_grad(linear.weight, grad.t().mm(block_input))
+            _set_grad(linear.bias, grad.sum(0))
             if index > 0:  # the first layer needs no gradient for the images
                 grad = grad.mm(linear.weight)
         self._saved = ()
@@ -151,4 +230,5 @@ class MLPStep:
     def sgd_step(self, lr: float) -> None:
         """Plain SGD, ``p -= lr * p.grad``: what ``torch.optim.SGD(momentum=0).step()`` computes,
         in one call instead of its per-step bookkeeping."""
-        torch._foreach_add_(self.parameters, [p.grad for p in self.parameters], alpha=-lr)
+        trained = [p for p in self.parameters if p.grad is not None]  # frozen ones have none, as with autograd
+        torch._foreach_add_(trained, [p.grad for p in trained], alpha=-lr)

@@ -89,9 +89,11 @@ def test_engine_declines_what_it_does_not_cover(model_cfg, batch_size):
     assert engine_for(build_model(model_cfg, seed=0), batch_size) is None
 
 
-def test_a_recorder_with_forward_hooks_keeps_autograd(mnist):
-    run = Run(ModelConfig(norm="batch"), TrainConfig(steps=5, eval_every=5, eval_examples=100), mnist, recorders=[BatchNormStats()])
-    assert run.engine is None
+def test_a_hook_that_replaces_an_output_is_refused(mnist):
+    run = Run(ModelConfig(norm="batch"), TrainConfig(steps=5, eval_every=5, eval_examples=100), mnist)
+    run.model.blocks[0].act.register_forward_hook(lambda module, inputs, output: output * 2)
+    with pytest.raises(RuntimeError, match="replaced its output"):
+        run.advance(1)
 
 
 def test_runs_on_parallel_threads_give_the_same_results_as_in_sequence(mnist):
@@ -108,3 +110,23 @@ def test_runs_on_parallel_threads_give_the_same_results_as_in_sequence(mnist):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert all(len(steps) == len(configs) for _, steps in seen)
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_recorders_with_forward_hooks_see_what_autograd_shows_them(mnist, placement):
+    """Recorders that hook a forward pass (BN's batch statistics, the nonlinearity inputs,
+    running averages of their own) record the same numbers through the engine."""
+    from bnviz.recorders import ActivationDrift, NonlinearityInputs, ShadowRunningStats
+
+    def recorders():
+        return [BatchNormStats(block=1), ShadowRunningStats(block=0, momentum=None), ActivationDrift(block=1), NonlinearityInputs()]
+
+    model_cfg = ModelConfig(norm="batch", placement=placement, activation="relu", hidden=(32, 32))
+    train_cfg = TrainConfig(steps=30, batch_size=20, seed=4, eval_every=10, eval_examples=100)
+    fast, slow = in_float64(Run(model_cfg, train_cfg, mnist, recorders())), in_float64(Run(model_cfg, train_cfg, mnist, recorders(), use_engine=False))
+    assert fast.engine is not None and slow.engine is None
+    fast_result, slow_result = train_together([fast, slow], threads=1)
+    np.testing.assert_allclose(fast_result.step_loss, slow_result.step_loss, rtol=1e-6)
+    assert fast_result.records.keys() == slow_result.records.keys() and fast_result.records
+    for key in fast_result.records:
+        np.testing.assert_allclose(np.asarray(fast_result.records[key], dtype=float), np.asarray(slow_result.records[key], dtype=float), rtol=1e-6, atol=1e-9, err_msg=key)
