@@ -10,6 +10,8 @@ machines without an emoji font.
 """
 import streamlit as st
 
+from bnviz.app import presenter_view
+
 st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon=":material/insights:", layout="wide")
 
 PAGES = {
@@ -31,4 +33,5 @@ PAGES = {
 }
 
 navigation = st.navigation(PAGES)
+presenter_view()  # the sidebar's presenter toggle, before the page draws its charts
 navigation.run()

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
@@ -32,6 +32,7 @@ def clamp_state(key: str, high: int) -> None:
 
 
 st.title("BN vs LayerNorm (and Group, Instance)")
+preset_links("bn_vs_layernorm")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "All four layers compute the same thing, $\\hat x = (x - \\mu_S)/\\sqrt{\\sigma_S^2 + \\epsilon}$, "
     "then scale and shift by learned γ, β. They differ only in the **set S** of values that share one mean and variance. "

@@ -5,19 +5,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
-from bnviz.experiments.distribution_shift import EPS_SWEEP, EXPERIMENT, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig
+from bnviz.experiments.distribution_shift import EPS_SWEEP, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig
 
 SHIFT_NAMES = {
     "translate": "translated digits", "rotate": "rotated digits", "invert": "inverted digits", "noise": "noisy digits",
     "contrast": "lower contrast (grey background)", "digits": "held-out digits (train on 0-4, test on 5-9)",
 }
-# control key in the URL -> config field
-FIELDS = {"shift": "shift", "strength": "strength", "n": "train_examples", "depth": "depth", "width": "width", "bn": "placement",
-          "eps": "eps", "precision": "precision", "corrupt": "corrupted_examples", "steps": "steps", "seed": "seed"}
 SCOPE = "shift"
 NEAR_ZERO_VAR = 1e-4  # amplification >= ~100x at any eps below 1e-4
 
@@ -28,14 +25,8 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def load_scenario(config: ShiftConfig) -> None:
-    """Set the controls a scenario is about; the size of the run (steps, depth, width, seed) stays as chosen."""
-    for key, name in FIELDS.items():
-        if any(getattr(preset, name) != getattr(ShiftConfig(), name) for preset in EXPERIMENT.presets.values()):
-            st.session_state[f"{SCOPE}.{key}"] = getattr(config, name)
-
-
 st.title("Distribution shift and the NaN failure")
+preset_links("distribution_shift")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "In evaluation mode a BN layer no longer looks at the batch: it normalises every input with the **population statistics** "
     "(running mean and variance) it estimated during training. Train on one distribution (the article's sneakers), evaluate "
@@ -47,11 +38,6 @@ st.latex(r"\text{eval mode: } y = \gamma\,\frac{x - \text{running\_mean}}{\sqrt{
          r"\qquad\text{amplification} = \frac{1}{\sqrt{\text{running\_var} + \epsilon}} \le \frac{1}{\sqrt{\epsilon}}")
 
 defaults = ShiftConfig()
-st.caption("Scenarios (each one sets the controls below):")
-scenarios = {"Default: contrast shift": defaults, **EXPERIMENT.presets}
-for column, (name, scenario) in zip(st.columns(len(scenarios)), scenarios.items()):
-    column.button(name, on_click=load_scenario, args=(scenario,), width="stretch", key=f"{SCOPE}.scenario.{name}")
-
 controls = Controls(SCOPE)
 with st.expander("Settings of the experiment", expanded=False):
     c1, c2, c3, c4 = st.columns(4)

@@ -1,12 +1,13 @@
 """Home: Batch Normalization in 30 seconds."""
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment
 from bnviz.charts import curve_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.home import HomeConfig
 
 st.title("Batch Normalization in 30 seconds")
+preset_links("home")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "**Batch Normalization (BN)** standardises each neuron's input over the mini-batch "
     "(subtract the batch mean, divide by the batch standard deviation), then lets the network "

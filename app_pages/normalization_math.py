@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from bnviz import norms
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.normalization_math import (
     STEPS,
     all_neurons_chart,
@@ -59,6 +59,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 
 
 st.title("Normalization math")
+preset_links("normalization_math")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "Batch Normalization, for each neuron, computes the batch **mean** (1) and **variance** (2), "
     "**normalises** (3) with a small ε, then **scales and shifts** with two trained numbers γ and β (4). "

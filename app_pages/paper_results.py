@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.paper import accuracy_chart, lr_curve_records, lr_curves_chart, percentile_chart, percentile_records, steps_to_target_chart
 from bnviz.experiments.paper_figure1 import ARTICLE_LR, PaperFigure1Config, bn_ahead_fraction, median_drift, steps_to_match
@@ -11,6 +11,7 @@ from bnviz.experiments.paper_lr_claims import PaperLrClaimsConfig, baseline_acti
 from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS
 
 st.title("The original paper's results")
+preset_links("paper_results")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "Ioffe & Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate "
     "Shift* (2015, arXiv 1502.03167), Sec. 4.1: a 784-100-100-100-10 network with **sigmoid** units, trained on "

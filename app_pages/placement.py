@@ -1,7 +1,7 @@
 """Before or after the nonlinearity: where to put BN, measured instead of argued."""
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.placement import band_chart, band_records, histogram_chart, layer_chart, layer_records, sweep_chart, sweep_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.placement import LABELS, LR_LADDER, PLACEMENT_ACTIVATIONS, PlacementConfig, paired_difference, verdict
@@ -14,6 +14,7 @@ ACTIVATION_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "ReLU", "gelu"
 FLAT_WORDS = {"sigmoid": "saturated", "tanh": "saturated", "relu": "inactive", "gelu": "inactive", "elu": "inactive"}
 
 st.title("Before or after the nonlinearity?")
+preset_links("placement")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "The original paper puts BN **before** the activation: it normalises the layer's summed input "
     "and feeds that to the nonlinearity. Many practitioners put it **after**. The arguments go both ways, "

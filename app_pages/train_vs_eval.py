@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_stats import precise_batch_norm_statistics
 from bnviz.charts.train_vs_eval import (
     accuracy_chart,
@@ -18,6 +18,7 @@ from bnviz.experiments.train_vs_eval import TrainVsEvalConfig, accuracy_three_wa
 from bnviz.norms import keras_to_pytorch_momentum, update_running_stats
 
 st.title("Train vs eval: which statistics does BN use?")
+preset_links("train_vs_eval")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "In **training**, BN normalises each neuron with the mean and variance of the current mini-batch. "
     "In **evaluation** it cannot: at deployment there may be a single input (a robot's camera frame), and a "

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.why import (
     beta_chart,
@@ -24,6 +24,7 @@ from bnviz.models import CovariateNoise
 from bnviz.probes import InternalCovariateShift, LossLandscape, LowerLayerChange
 
 st.title("Why does BN work?")
+preset_links("why_bn_works")  # classroom presets: buttons and links (bnviz/page_presets.py)
 st.markdown(
     "BN clearly helps; *why* is still argued about. Three explanations are on the table: "
     "**(1)** the original paper's: BN reduces *internal covariate shift* (ICS), the drift of each layer's input "

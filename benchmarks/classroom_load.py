@@ -17,6 +17,10 @@ empty result store of its own), then:
 
     .venv/bin/python benchmarks/classroom_load.py [--sessions 30] [--query "steps=600"]
     .venv/bin/python benchmarks/classroom_load.py --visit-all [--defaults]
+
+``--server-python`` runs the app with another environment's interpreter, e.g. one
+installed from ``hosted/requirements.txt`` (CPU-only torch, as on Streamlit
+Community Cloud), whose memory is the one a hosted tier's 1 GB limit sees.
 """
 from __future__ import annotations
 
@@ -80,11 +84,14 @@ def describe(mem: dict[str, float]) -> str:
             f"libraries), peak (VmHWM) {mem['VmHWM']:.0f} MiB")
 
 
+SERVER_PYTHON = sys.executable  # --server-python replaces it
+
+
 def start_server(results_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = os.environ | {"BNVIZ_RESULTS_DIR": results_dir}
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+        [SERVER_PYTHON, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -232,7 +239,11 @@ def main() -> int:
     parser.add_argument("--visit-all", action="store_true", help="visit every page once and report the server's memory")
     parser.add_argument("--defaults", action="store_true", help="with --visit-all: each page's default view, not the light one")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sessions (or one page)")
+    parser.add_argument("--server-python", default=sys.executable, help="interpreter that runs the app (default: this one)")
     args = parser.parse_args()
+    global SERVER_PYTHON
+    SERVER_PYTHON = args.server_python
+    print(f"server: {SERVER_PYTHON} -m streamlit run streamlit_app.py")
     if args.visit_all:
         return visit_all(args.defaults, args.timeout)
     return classroom(args.sessions, args.query, args.timeout)

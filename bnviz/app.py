@@ -229,6 +229,82 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         st.caption("Charts: use the ⋯ menu at a chart's top right to save it as PNG or SVG.")
 
 
+def _apply_preset(scope: str, query: dict) -> None:
+    """Button callback: put a preset's values into the page's controls (before they are drawn)."""
+    for key, value in query.items():
+        session_key = f"{scope}.{key}"
+        if isinstance(value, tuple):  # a range (Controls.select_range) starts from its ".initial" value
+            st.session_state[f"{session_key}.initial"] = value
+            st.session_state.pop(session_key, None)
+        else:
+            st.session_state[session_key] = value
+
+
+def preset_links(page: str) -> None:
+    """The page's classroom presets one click away: a button each that sets the page's
+    controls (and so the URL), and each preset's own link to share (``bnviz.page_presets``)."""
+    from .page_presets import PAGE_PRESETS
+
+    presets = PAGE_PRESETS[page]
+    queries = presets.queries()
+    if not queries:
+        return
+    row = st.container(horizontal=True, gap="small", vertical_alignment="center")
+    row.caption("Classroom presets:")
+    for name, (_experiment, query) in queries.items():
+        row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query))
+    page_url = st.context.url or ""
+    with row.popover("Links", icon=":material/link:", help="Each preset as a link: it opens this page with the preset's settings."):
+        st.caption("Send a link: it opens this page with that preset's settings (copy button at the right of each).")
+        for name, (_experiment, query) in queries.items():
+            st.markdown(f"**{name}**")
+            st.code(presets.link(page_url, query), language=None)
+
+
+# ------------------------------------------------------------------ presenter view
+PRESENTER_KEY = "presenter"  # in the URL, so a teacher's link keeps it
+PRESENTER_SCALE = 1.35  # text and chart fonts; browser zoom (Ctrl +) enlarges everything on top
+
+
+def presenter_view() -> float:
+    """The sidebar's "Presenter view" toggle (mirrored in the URL as ``?presenter=true``).
+
+    On: page text and every chart's fonts grow by ``PRESENTER_SCALE``. Called once by the
+    entry point, before the page runs, so every page gets it. Returns the scale in force.
+    """
+    from . import charts
+
+    session_key = "app.presenter"
+    if session_key not in st.session_state:
+        st.session_state[session_key] = st.query_params.get(PRESENTER_KEY, "").lower() in ("true", "1")
+    on = st.sidebar.toggle("Presenter view", key=session_key, help="Larger text and chart labels for a projector; the page's link keeps it.")
+    if on:
+        st.query_params[PRESENTER_KEY] = "true"
+    elif PRESENTER_KEY in st.query_params:
+        del st.query_params[PRESENTER_KEY]  # the normal view needs no URL key
+    scale = PRESENTER_SCALE if on else 1.0
+    st.session_state["bnviz.chart_scale"] = scale
+    charts.set_scale_source(_session_chart_scale)
+    if on:
+        # text only: scaling the root font would also scale Streamlit's rem-based paddings and sidebar
+        st.html(
+            "<style>"
+            f"[data-testid='stMain'] [data-testid='stMarkdownContainer'] :is(p, li, td, th) {{ font-size: {scale:.2f}rem; }}"
+            f"[data-testid='stMain'] [data-testid='stMetricValue'] [data-testid='stMarkdownContainer'] p {{ font-size: {2.25 * scale:.2f}rem; }}"
+            f"[data-testid='stMain'] [data-testid='stCaptionContainer'] p {{ font-size: {0.875 * scale:.2f}rem; }}"
+            "</style>"
+        )
+    return scale
+
+
+def _session_chart_scale() -> float:
+    """The chart-font scale of the session whose script is running (1 outside a session)."""
+    try:
+        return float(st.session_state.get("bnviz.chart_scale", 1.0))
+    except Exception:  # noqa: BLE001 - no Streamlit session (CLI, tests): the normal size
+        return 1.0
+
+
 def source_expander(*objects, title: str = "Read the code") -> None:
     """The source of the bnviz functions that computed what is on screen."""
     import inspect

@@ -141,16 +141,26 @@ class DataMoments:
     count: int
 
 
-def data_moments(x: torch.Tensor) -> DataMoments:
+def data_moments(x: torch.Tensor, chunk: int = 10_000) -> DataMoments:
     """Moments of ``x`` (N, ...) flattened to (N, D): ``mean = 1/N sum x``, ``cov = 1/N sum (x-mean)(x-mean)^T``.
 
-    The product runs in float32 on centred data (accurate to ~1e-6 relative for MNIST) and is stored in float64.
+    The products run in float32 on centred data (accurate to ~1e-6 relative for MNIST), summed
+    and stored in float64. ``x`` is read ``chunk`` rows at a time (any indexable of tensors, e.g.
+    MNIST's uint8-backed training images), so the whole set never exists in float64 at once.
     """
-    flat = x.flatten(1)
-    mean = flat.double().mean(dim=0)
-    centred = flat - mean.to(flat.dtype)
-    covariance = (centred.T @ centred).double() / len(flat)
-    return DataMoments(mean=mean, covariance=covariance, count=len(flat))
+    count = len(x)
+    total = None
+    for start in range(0, count, chunk):
+        part = x[start : start + chunk].flatten(1).double().sum(dim=0)
+        total = part if total is None else total + part
+    mean = total / count
+    covariance = None
+    for start in range(0, count, chunk):
+        centred = x[start : start + chunk].flatten(1)
+        centred = centred - mean.to(centred.dtype)
+        product = (centred.T @ centred).double()
+        covariance = product if covariance is None else covariance + product
+    return DataMoments(mean=mean, covariance=covariance / count, count=count)
 
 
 @lru_cache(maxsize=2)

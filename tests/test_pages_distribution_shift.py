@@ -29,6 +29,6 @@ def test_corrupted_images_give_a_real_nan_and_the_shift_control_moves_the_result
 
 def test_float16_scenario_button_overflows():
     at = open_page("app_pages/distribution_shift.py", **FAST).run()
-    at.button(key="shift.scenario.NaN: float16, small eps").click().run()
+    at.button(key="shift.preset.NaN: float16, small eps").click().run()
     assert not at.exception
     assert at.radio(key="shift.precision").value == "float16"

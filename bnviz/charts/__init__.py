@@ -6,7 +6,7 @@ Topic-specific charts live in sibling modules; the shared pieces are here.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import altair as alt
 import numpy as np
@@ -79,16 +79,27 @@ CHART_HEIGHT = 400
 # concatenated ones too, without a page configuring anything; Streamlit keeps a
 # non-default Altair theme's config and lays its own theme under it.
 PROJECTOR_TEXT = {"labelFontSize": 14, "titleFontSize": 15, "labelColor": "#31333F", "titleColor": "#31333F"}
+# The app's "Presenter view" scales the fonts below for one session. The theme is applied
+# when a chart is serialised, in that session's script thread, so the app installs a
+# function that reads the running session's scale (the core never imports streamlit).
+_scale_source: Callable[[], float] = lambda: 1.0
+
+
+def set_scale_source(source: Callable[[], float]) -> None:
+    global _scale_source
+    _scale_source = source
 
 
 @alt.theme.register("bnviz", enable=True)
 def projector_theme() -> alt.theme.ThemeConfig:
+    scale = _scale_source()
+    text = {**PROJECTOR_TEXT, "labelFontSize": round(14 * scale), "titleFontSize": round(15 * scale)}
     return alt.theme.ThemeConfig(
         config={
-            "axis": PROJECTOR_TEXT,
-            "legend": {**PROJECTOR_TEXT, "symbolSize": 140, "labelLimit": 260},
-            "header": PROJECTOR_TEXT,
-            "title": {"fontSize": 17},
+            "axis": text,
+            "legend": {**text, "symbolSize": round(140 * scale), "labelLimit": round(260 * scale)},
+            "header": text,
+            "title": {"fontSize": round(17 * scale)},
         }
     )
 

@@ -56,5 +56,10 @@ EXPERIMENT = Experiment(
     config_type=HomeConfig,
     run=run,
     order=0,
+    presets={
+        "ReLU network": HomeConfig(activation="relu"),
+        "Large learning rate (1.0)": HomeConfig(lr=1.0),
+        "Small learning rate (0.01)": HomeConfig(lr=0.01),
+    },
     summarize=summarize,
 )

@@ -1,0 +1,121 @@
+"""Each page's classroom presets as URL queries: which control holds which config field.
+
+An experiment's presets (``Experiment.presets``) are configs; a page builds its
+config from controls whose values live in the URL (``bnviz.app.Controls``). This
+table says, for each page, which URL key holds which config field (or how a
+config becomes a control's value), so ``bnviz.app.preset_links`` can offer every
+preset as a button and as a link, and ``tests/test_page_presets.py`` can check
+that each preset's query makes the page build exactly that preset's config.
+
+A preset sets the controls that any preset of its experiment changes (so
+switching presets undoes the previous one); the others stay as the user set
+them after a click, and at their defaults when the preset's link is opened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from .experiments import get_experiment
+
+# A config field's name, or a function config -> the value its control holds.
+Field = str | Callable[[Any], Any]
+DEFAULT_VIEW = "Default view"
+
+
+def control_value(config, field: Field):
+    return field(config) if callable(field) else getattr(config, field)
+
+
+def url_text(value) -> str:
+    """A control value as ``Controls`` writes it into the URL."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+@dataclass(frozen=True)
+class PagePresets:
+    scope: str  # the page's Controls scope (session-state keys are "<scope>.<URL key>")
+    fields: dict[str, dict[str, Field]]  # experiment name -> {URL key: config field}
+
+    def preset_keys(self, experiment: str) -> list[str]:
+        """The URL keys some preset of ``experiment`` sets to a non-default value."""
+        spec = get_experiment(experiment)
+        default = spec.default_config()
+        return [
+            key for key, field in self.fields[experiment].items()
+            if any(control_value(preset, field) != control_value(default, field) for preset in spec.presets.values())
+        ]
+
+    def queries(self) -> dict[str, tuple[str | None, dict[str, Any]]]:
+        """``{preset name: (experiment, {URL key: control value})}``, the default view first
+        (experiment None: every preset key of the page back to its default)."""
+        default_view: dict[str, Any] = {}
+        presets: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        for experiment, fields in self.fields.items():
+            spec = get_experiment(experiment)
+            keys = self.preset_keys(experiment)
+            default_view.update({key: control_value(spec.default_config(), fields[key]) for key in keys})
+            for name, config in spec.presets.items():
+                presets[name] = (experiment, {key: control_value(config, fields[key]) for key in keys})
+        return {DEFAULT_VIEW: (None, default_view), **presets} if presets else {}
+
+    @staticmethod
+    def link(page_url: str, query: dict[str, Any]) -> str:
+        return f"{page_url}?{urlencode({key: url_text(value) for key, value in query.items()})}" if query else page_url
+
+
+def _lr_range(config) -> tuple:
+    return (min(config.lrs), max(config.lrs))
+
+
+def _sweep(config) -> str:
+    from .experiments.norm_comparison import FULL_BATCH_SIZES
+
+    return "full" if tuple(config.batch_sizes) == tuple(FULL_BATCH_SIZES) else "light"
+
+
+def _sizes(config) -> str:
+    from .experiments.small_batches import FULL_BATCH_SIZES, LIGHT_BATCH_SIZES
+
+    return {tuple(FULL_BATCH_SIZES): "full", tuple(LIGHT_BATCH_SIZES): "light"}.get(tuple(config.batch_sizes), "default")
+
+
+# page (its file stem in app_pages/) -> its presets' URL keys
+PAGE_PRESETS: dict[str, PagePresets] = {
+    "home": PagePresets("home", {"home": {"act": "activation", "lr": "lr", "steps": "steps", "seed": "seed"}}),
+    "normalization_math": PagePresets("math", {"normalization_math": {
+        "source": "source", "layer": "layer", "trained": "train_steps", "mean": "mean", "spread": "spread", "skew": "skew",
+        "outliers": "outliers", "constant": "constant_neuron", "batch": "batch_size", "draw": "batch_seed",
+        "neuron": "first_neuron", "eps": "eps", "gamma": "gamma", "beta": "beta", "momentum": "momentum",
+    }}),
+    "train_vs_eval": PagePresets("traineval", {
+        "train_vs_eval": {"mom": "bn_momentum", "bs": "batch_size", "lr": "lr", "steps": "steps", "img": "image_index"},
+        "batch_noise_regularization": {"regn": "train_examples", "regsteps": "steps", "seeds": "num_seeds"},
+    }),
+    "paper_results": PagePresets("paper", {
+        "paper_figure1": {"steps": "steps", "lr": "lr", "init": "init", "opt": "optimizer", "seed": "seed"},
+        "paper_lr_claims": {"base_lr": "base_lr", "lr_steps": "steps"},
+    }),
+    "distribution_shift": PagePresets("shift", {"distribution_shift": {
+        "shift": "shift", "strength": "strength", "n": "train_examples", "depth": "depth", "width": "width", "bn": "placement",
+        "eps": "eps", "precision": "precision", "corrupt": "corrupted_examples", "steps": "steps", "seed": "seed",
+    }}),
+    "bn_vs_layernorm": PagePresets("norms", {
+        "norm_comparison": {"arch": "arch", "sweep": _sweep, "seeds": "seeds", "steps": "steps"},
+        "sequence_norms": {"rnn_steps": "steps", "rnn_hidden": "hidden", "rnn_seed": "seed"},
+    }),
+    "small_batches": PagePresets("small", {
+        "small_batches": {"sizes": _sizes, "seeds": "seeds", "steps": "steps", "v": "ghost_batch_size", "r_max": "r_max", "d_max": "d_max"},
+        "bessel_mismatch": {"depth": "depth", "width": "width", "b_steps": "steps", "eps": "eps"},
+    }),
+    "placement": PagePresets("placement", {"placement": {
+        "act": "activation", "opt": "optimizer", "depth": "depth", "width": "width", "lr": _lr_range,
+        "batch": "batch_size", "seeds": "seeds", "steps": "steps",
+    }}),
+    "why_bn_works": PagePresets("why", {
+        "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed"},
+        "why_probes": {"p_act": "activation", "p_lr": "lr", "p_steps": "steps", "every": "probe_every", "eta": "max_multiplier",
+                       "noisy": "with_noisy", "p_seed": "seed"},
+    }),
+}

@@ -1,0 +1,49 @@
+"""The sidebar's "Presenter view": larger text and chart fonts, kept in the URL, per session."""
+import json
+
+import altair as alt
+
+from apptest_helpers import open_page
+from bnviz import charts
+from bnviz.app import PRESENTER_SCALE
+
+
+def _axis_font_sizes(at) -> set[int]:
+    sizes = set()
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        sizes.add(spec.get("config", {}).get("axis", {}).get("labelFontSize"))
+    return sizes
+
+
+def test_presenter_link_enlarges_chart_fonts_and_toggle_restores_them():
+    at = open_page("streamlit_app.py", presenter="true", steps="100").run()
+    assert not at.exception
+    toggle = at.sidebar.toggle(key="app.presenter")
+    assert toggle.value is True
+    assert _axis_font_sizes(at) == {round(14 * PRESENTER_SCALE)}
+    assert any("font-size" in html.proto.body for html in at.get("html"))
+    toggle.set_value(False).run()
+    assert not at.exception
+    assert _axis_font_sizes(at) == {14}
+    assert "presenter" not in at.query_params  # the normal view needs no URL key
+    at.sidebar.toggle(key="app.presenter").set_value(True).run()
+    assert at.query_params["presenter"] == "true"  # so the page's link keeps it
+
+
+def test_normal_view_by_default():
+    at = open_page("streamlit_app.py", steps="100").run()
+    assert not at.exception
+    assert at.sidebar.toggle(key="app.presenter").value is False
+    assert _axis_font_sizes(at) == {14}
+
+
+def test_chart_theme_reads_the_scale_when_a_chart_is_serialised():
+    chart = alt.Chart({"values": [{"x": 1, "y": 2}]}).mark_point().encode(x="x:Q", y="y:Q")
+    try:
+        charts.set_scale_source(lambda: 2.0)
+        assert chart.to_dict()["config"]["axis"]["labelFontSize"] == 28
+        assert chart.to_dict()["config"]["title"]["fontSize"] == 34
+    finally:
+        charts.set_scale_source(lambda: 1.0)
+    assert chart.to_dict()["config"]["axis"]["labelFontSize"] == 14
