@@ -34,6 +34,27 @@ class Experiment:
         return configs
 
 
+def train_one_at_a_time(make_runs: dict, progress=None, chunk_fraction: float = 0.25) -> dict:
+    """Train ``{key: (label, make_run)}`` one run after another (memory stays small), each
+    run built only when its turn comes; ``progress`` names the run and its step. Returns
+    ``{key: TrainResult}``. For sweeps of many short runs (seeds x batch sizes x models)."""
+    from ..train import train_together
+
+    total, results = len(make_runs), {}
+    for index, (key, (label, make_run)) in enumerate(make_runs.items()):
+        if progress is not None:
+            progress(index / total, f"run {index + 1} of {total}: {label}", None)
+        run = make_run()
+        within = None
+        if progress is not None:
+            def within(fraction, message, partial, index=index, label=label):
+                progress((index + fraction) / total, f"run {index + 1} of {total} ({label}): {message}", None)
+        results[key] = train_together([run], within, chunk=max(int(run.train_cfg.steps * chunk_fraction), 1))[0]
+    if progress is not None:
+        progress(1.0, "done", None)
+    return results
+
+
 def all_experiments() -> dict[str, Experiment]:
     found = []
     for module_info in pkgutil.iter_modules(__path__):

@@ -14,6 +14,7 @@ this run's length: the warm-up is ``steps * 5,000 / 160,000`` steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -22,8 +23,8 @@ from ..data import load_mnist
 from ..models import ModelConfig, model_label
 from ..recorders import TrainEvalMismatch
 from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
-from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
-from . import Experiment
+from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
+from . import Experiment, train_one_at_a_time
 
 SWEEP_NORMS = ("none", "batch", "batch_renorm", "ghost_batch", "group", "layer")
 DEFAULT_BATCH_SIZES = (2, 4, 8, 32, 128)
@@ -128,21 +129,13 @@ class SmallBatchesResult:
 def run(config: SmallBatchesConfig, progress: ProgressFn | None = None) -> SmallBatchesResult:
     data = load_mnist(str(pick_device()))
     check_x, check_y = data.test_x[:CHECK_EXAMPLES], data.test_y[:CHECK_EXAMPLES]
-    keys = [(norm, b, s) for b in config.batch_sizes for norm in config.norms for s in range(config.seeds)]
-    total, results = len(keys), {}
-    for index, (norm, batch_size, seed) in enumerate(keys):
-        label = f"{model_label(norm)}, batch {batch_size}, seed {seed}"
-        if progress is not None:
-            progress(index / total, f"run {index + 1} of {total}: {label}", None)
-        recorder = TrainEvalMismatch(check_x, check_y, batch_size, at_step=config.steps)
-        run_ = Run(config.model(norm), config.train_config(batch_size, seed), data, recorders=[recorder])
-        within = None
-        if progress is not None:
-            def within(fraction, message, partial, index=index, label=label):
-                progress((index + fraction) / total, f"run {index + 1} of {total} ({label}): {message}", None)
-        results[(norm, batch_size, seed)] = train_together([run_], within, chunk=max(config.steps // 4, 1))[0]
-    if progress is not None:
-        progress(1.0, "done", None)
+    jobs = {}
+    for b in config.batch_sizes:
+        for norm in config.norms:
+            for s in range(config.seeds):
+                recorder = TrainEvalMismatch(check_x, check_y, b, at_step=config.steps)
+                jobs[(norm, b, s)] = (f"{model_label(norm)}, batch {b}, seed {s}", partial(Run, config.model(norm), config.train_config(b, s), data, [recorder]))
+    results = train_one_at_a_time(jobs, progress)
     return SmallBatchesResult(config, results)
 
 
