@@ -68,7 +68,7 @@ with c_schedule:
     st.altair_chart(schedule_chart(config), width="stretch")
 with c_text:
     st.markdown(
-        f"**Warm-up, the paper's schedule scaled.** Ioffe trained {PAPER_TRAINING_STEPS:,} steps: plain BN (r_max = 1, d_max = 0) for the first "
+        f"**Warm-up, the paper's schedule scaled.** Ioffe's runs were {PAPER_TRAINING_STEPS:,} steps long (Sec. 4): plain BN (r_max = 1, d_max = 0) for the first "
         f"{PAPER_WARMUP_STEPS:,}, then the limits were \"gradually relaxed\" to reach d_max = 5 at {PAPER_D_MAX_REACHED:,} steps and r_max = 3 at {PAPER_R_MAX_REACHED:,}. "
         f"Scaled by {config.steps}/{PAPER_TRAINING_STEPS:,} (our runs are {config.steps} steps): plain BN for the first **{warmup}** step{'s' if warmup > 1 else ''}, "
         f"then linear (our reading of \"gradually\") to d_max = {d_max:g} at step {d_reached} and r_max = {r_max:g} at step {r_reached}."
@@ -218,9 +218,10 @@ if well:
     text += f"The batch means of the two modes differ by at most {np.max(bessel.mean_gap[[sizes_b.index(m) for m in well]]):.1e} where the closed form holds. "
 if broken:
     text += (
-        f"Where it departs ({', '.join(f'm = {m}' for m, _ in broken)}): with so few values a unit's batch spread can be as small as √ε = {np.sqrt(eps):.0e}, "
-        f"where ε is no longer negligible, and with m = {broken[0][0]} the eval-mode chain amplifies every small difference from one layer to the next "
-        f"(largest gap between the modes' batch means there: {np.max(bessel.mean_gap[[sizes_b.index(m) for m, _ in broken]]):.1e}). Try a smaller ε."
+        f"Where it departs ({', '.join(f'm = {m}' for m, _ in broken)}): with so few values some units' batch spread comes near √ε = {np.sqrt(eps):.0e}, "
+        f"where ε is not negligible, and float rounding is never zero; with m = {broken[0][0]} the eval-mode chain amplifies such small differences from one layer to the next "
+        f"(largest gap between the modes' batch means there: {np.max(bessel.mean_gap[[sizes_b.index(m) for m, _ in broken]]):.1e})."
+        + (" Try a smaller ε: the closed form then holds deeper." if eps > 1e-12 else "")
     )
 st.markdown(text)
 st.caption(f"The deep linear MLP reached {format_percent(bessel.run.final_test_acc)} test accuracy (eval mode); training it only makes the weights realistic, the factor does not depend on them.")
