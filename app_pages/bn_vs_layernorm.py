@@ -251,6 +251,76 @@ for run in seq_result.runs:
     st.markdown(f"- **{run.label}**: eval mode, one digit alone vs in a batch: {same_or_not(probe['alone_vs_batch'])}; {alone}.")
 st.caption("So BN cannot be *trained* with one sequence per batch (nor run in training mode on one), and at test time it needs the running averages; LayerNorm does the same computation for one example as for many.")
 
+# ------------------------------------------------------- 6. invariance table (issue 14)
+from bnviz.experiments.invariance_table import BA_ET_AL_TABLE_1, BA_ET_AL_WEIGHT_NORM, INVARIANCE_TOLERANCE, ROWS, TRANSFORMS, InvarianceConfig, layer_output, transformed  # noqa: E402
+
+st.header("6. What each norm ignores: Ba et al.'s invariance table")
+st.markdown(
+    "Ba et al. 2016 (*Layer Normalization*, Table 1) list which changes to a layer's weights or to the data leave the **normalized output** unchanged. "
+    "Here each cell is measured: the first hidden layer of the paper's MLP (784 → 100), its output y = norm(Wx + b) for 256 test digits, "
+    "before and after one change. A cell is **invariant** when no output of the batch moves by more than "
+    f"{INVARIANCE_TOLERANCE:g} of the largest output (float64)."
+)
+inv_defaults = InvarianceConfig()
+inv_controls = Controls("norms")  # its own notes, shown under this section
+i1, i2, i3, i4 = st.columns(4)
+with i1:
+    inv_delta = inv_controls.select("Re-scaling factor δ", "invdelta", [0.1, 0.5, 2.0, 10.0], inv_defaults.delta, slider=True)
+with i2:
+    inv_eps = inv_controls.select("eps in √(σ² + eps)", "inveps", [1e-8, 1e-5, 1e-3], inv_defaults.eps, slider=True, format_func=lambda e: f"{e:.0e}",
+                                  help="PyTorch's default is 1e-5. Torch's train-mode BN refuses eps = 0.")
+with i3:
+    inv_trained = inv_controls.select("Network", "invtrained", [0, 100, 300], inv_defaults.trained_steps,
+                                      format_func=lambda s: "freshly initialised" if s == 0 else f"trained {s} steps (SGD, lr 0.1)")
+with i4:
+    inv_bias = inv_controls.toggle("Bias b before the norm", "invbias", inv_defaults.linear_bias,
+                                   help="On: PyTorch's default nn.Linear bias. Off: as in Ba et al., whose only bias is the β after the normalization.")
+inv_controls.show_notes()
+inv_config = inv_defaults.replace(delta=inv_delta, eps=inv_eps, trained_steps=inv_trained, linear_bias=inv_bias)
+inv = run_experiment("invariance_table", inv_config, label="Transforming weights and data")
+SHORT = dict(zip(TRANSFORMS, ["W → δW", "W → W + 1gᵀ", "one unit: w_k → δw_k", "all data: x → δx", "all data: x → x + c", "one image: x₀ → δx₀"]))
+
+
+def cell_text(cell: dict) -> str:
+    verdict = "invariant" if cell["invariant"] else "changes"
+    mark = "" if cell["claimed"] is None else (" ✓" if cell["claimed"] == cell["invariant"] else " ✗ (Ba et al.: " + ("invariant" if cell["claimed"] else "changes") + ")")
+    return f"{verdict} ({cell['relative_diff']:.1e}){mark}"
+
+
+measured = pd.DataFrame([{"output of": row, **{SHORT[t]: cell_text(inv.cell(row, t)) for t in TRANSFORMS}} for row in ROWS]).set_index("output of")
+st.table(measured.style.map(lambda text: "background-color: #d8f0d2" if text.startswith("invariant") else "background-color: #fbe0dc"))
+claims = pd.DataFrame([{"Ba et al. 2016, Table 1": name, **{SHORT[t]: "invariant" if c else "—" for t, c in zip(TRANSFORMS, values)}}
+                       for name, values in (("Batch norm", BA_ET_AL_TABLE_1["BN, train mode"]), ("Weight norm", BA_ET_AL_WEIGHT_NORM), ("Layer norm", BA_ET_AL_TABLE_1["LayerNorm"]))])
+st.caption("Ba et al.'s claims, as printed (“—”: not invariant); weight normalization is not measured here:")
+st.table(claims.set_index("Ba et al. 2016, Table 1"))
+agree, claimed = inv.agreement()
+disagreements = [c for c in inv.cells if c["claimed"] is not None and c["claimed"] != c["invariant"]]
+invariant_cells = [c for c in inv.cells if c["invariant"]]
+largest_left = max((c["relative_diff"] for c in invariant_cells), default=float("nan"))
+text = f"Measured on this network, **{agree} of Ba et al.'s {claimed} claims hold**."
+if disagreements:
+    text += " They fail for " + "; ".join(f"{c['row']} under {SHORT[c['transform']]} (relative change {c['relative_diff']:.1e})" for c in disagreements) + "."
+    if inv_bias and any(c["row"] == "LayerNorm" for c in disagreements):
+        text += " The cause for LayerNorm is the bias b before it: LayerNorm subtracts one mean over the 100 units, but b differs from unit to unit and does not scale with W or x. Before BN, b cancels (one mean per unit), which is why BN layers are often built with `bias=False`."
+    if any(c["claimed"] and "re-scaling" in c["transform"] and not (inv_bias and c["row"] == "LayerNorm") for c in disagreements):
+        text += (f" With eps = {inv_eps:g} and δ = {inv_delta:g}, √(δ²σ² + eps) is no longer δ·√(σ² + eps): the re-scaling invariances hold only "
+                 "while eps is small next to the variances δ²σ².")
+if invariant_cells:
+    text += (f" What remains in the invariant cells (at most {largest_left:.1e} of the largest output) is eps inside √(σ² + eps), not rounding: "
+             "the re-centering cells, which do not touch σ, stay at ~1e-15.")
+st.markdown(text)
+bn_train_changes = [SHORT[t] for t in TRANSFORMS if not inv.cell("BN, train mode", t)["invariant"]]
+st.caption(
+    "“Output” is the norm layer's output for every one of the 256 images (γ, β included; the next layers see only this, so the network's prediction is then "
+    "unchanged too). BN's invariances are those of **train mode**: the batch statistics are recomputed on the changed batch. In **eval mode** BN uses fixed "
+    "running statistics (here set to this batch's own before the change, so both modes agree until something changes), a fixed affine map: every change shows. "
+    f"BN in train mode changes under {', '.join(bn_train_changes) or 'nothing'}. "
+    "g and c are random vectors (seeded); one unit = unit 0, one image = image 0. "
+    + ("The network is freshly initialised (PyTorch's default init)." if inv_trained == 0 else f"Each network (BN, LayerNorm, no norm) was trained {inv_trained} steps first.")
+)
+downloads("invariance_table", inv_config, {"Invariance table": pd.DataFrame(inv.cells)}, title="Download the invariance table and config")
+source_expander(transformed, layer_output, title="The code of the invariance table")
+
 st.caption("Batch-size sweep:")
 downloads("norm_comparison", sweep_config, {"Test accuracy by batch size": batch_size_frame(sweep_result), "Summary": summary})
 st.caption("Recurrent networks:")

@@ -213,6 +213,82 @@ st.markdown(
     f"or precise BN on clean training images) gives fixed statistics again, so eval mode stays deterministic."
 )
 
+# ---------------------------------------------------------------- 6. few-sample adaptation (issue 14)
+from bnviz.charts.few_sample_adaptation import adaptation_chart, adaptation_frame  # noqa: E402
+from bnviz.experiments.few_sample_adaptation import ADABN, FULL, MIXED, PLAIN, SAMPLE_SIZES, FewSampleConfig, adapt_statistics, crossing, mix_statistics  # noqa: E402
+
+st.subheader("6. Adapting with few target images: AdaBN and a prior")
+st.markdown(
+    "Re-estimating the statistics on the shifted data (AdaBN, Li et al. 2016) needs shifted images, but how many? With only a "
+    "handful, the estimate is noisy. Schneider et al. 2020 mix the source (training) statistics with the target estimate from *n* "
+    "images, weighting the source like *N* extra images: **N** is the prior strength (N = 0 is AdaBN, a huge N is plain evaluation)."
+)
+st.latex(r"\mu = \tfrac{N}{N+n}\,\mu_{\text{source}} + \tfrac{n}{N+n}\,\mu_{\text{target}}, \qquad "
+         r"\sigma^2 = \tfrac{N}{N+n}\,\sigma^2_{\text{source}} + \tfrac{n}{N+n}\,\sigma^2_{\text{target}}")
+few_defaults = FewSampleConfig()
+few_controls = Controls(SCOPE)  # its own notes, shown under this section
+f1, f2, f3 = st.columns([2, 2, 3])
+with f1:
+    prior = few_controls.select("Prior strength N", "prior", [0, 1, 4, 16, 64, 256, 1024], few_defaults.prior_strength, slider=True,
+                                help="Schneider et al.'s N: the source statistics weigh as much as N target images. 0 = AdaBN.")
+with f2:
+    draws = few_controls.slider("Random draws of the n images", "draws", 1, 10, few_defaults.draws, help="The band spans the worst and the best draw.")
+with f3:
+    run_few = few_controls.toggle("Run this experiment", "fewrun", False,
+                                  help="Retrains the BN model above (same seed, same weights), then adapts copies of it from each n and draw; a few seconds, then cached.")
+few_controls.show_notes()
+few_model = config.replace(corrupted_examples=0, precision="float32")
+if shift == "digits":
+    st.info("Held-out digits were never labels in training, so there is no accuracy to adapt: choose another shift above.")
+elif not run_few:
+    st.caption(f"Switch it on to measure accuracy after re-estimating the statistics from n = {SAMPLE_SIZES[0]} to {SAMPLE_SIZES[-1]:,} shifted images, "
+               f"{draws} draw{'s' if draws > 1 else ''} each, with AdaBN and with the prior N = {prior}.")
+else:
+    few_config = few_defaults.replace(model=few_model, prior_strength=prior, draws=draws)
+    few = run_experiment("few_sample_adaptation", few_config, label="Adapting with few target images")
+    mix_label = f"{MIXED}, N = {prior}"
+    adabn, mix = crossing(few, ADABN), crossing(few, MIXED)
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("Plain evaluation", format_percent(few.plain_accuracy), help="The source running statistics, unchanged (the same model as section 2, retrained with the same seed).")
+    k2.metric("AdaBN on all target images", format_percent(few.full_accuracy), help="Statistics of all 5,000 images of the adaptation pool.")
+    sizes = [int(n) for n in few.sample_sizes]
+    middle = sizes.index(16) if 16 in sizes else len(sizes) // 2
+    for column, method, name in ((k3, ADABN, "AdaBN"), (k4, MIXED, f"Mix N = {prior}")):
+        column.metric(f"{name}, n = {sizes[0]}", format_percent(few.mean(method)[0]), delta=f"n = {sizes[middle]}: {format_percent(few.mean(method)[middle])}",
+                      delta_color="off", delta_arrow="off")
+    st.altair_chart(adaptation_chart(few, mix_label), width="stretch")
+
+    def where(cross: dict, name: str) -> str:
+        if not cross["hurts"]:
+            return f"{name} beats plain evaluation at **every** n measured (from n = {SAMPLE_SIZES[0]})."
+        if not cross["beats"]:
+            return f"{name} is **below** plain evaluation at every n measured (worst at n = {cross['worst_n']:,}: {format_percent(cross['worst_accuracy'])})."
+        text = f"{name} **hurts** at n = {', '.join(f'{n:,}' for n in cross['hurts'])} (worst: {format_percent(cross['worst_accuracy'])} at n = {cross['worst_n']:,})"
+        return text + (f" and beats plain evaluation from n = **{cross['beats_from']:,}** on." if cross["beats_from"] else ", and never beats it for good.")
+
+    gain = few.full_accuracy - few.plain_accuracy
+    st.markdown(
+        f"On {SHIFT_NAMES[shift]} (strength {strength:g}), the source statistics give **{format_percent(few.plain_accuracy)}** "
+        f"(clean images: {format_percent(few.clean_accuracy)}); all 5,000 target images give **{format_percent(few.full_accuracy)}** "
+        f"({100 * gain:+.1f} points). Means over {draws} draw{'s' if draws > 1 else ''}: " + where(adabn, "AdaBN") + " " + where(mix, f"The mix with N = {prior}")
+    )
+    st.markdown(
+        f"**n = 1.** One image has one value per unit, so its variance is exactly 0 (here {format_percent(few.zero_var_fraction[0], 0)} of the first layer's units). "
+        f"AdaBN then normalises every other image with (x − x₁)/√(0 + eps): each deviation multiplied by 1/√eps = **{1 / math.sqrt(config.eps):,.0f}×**, "
+        f"and accuracy is {format_percent(few.mean(ADABN)[0])}. PyTorch refuses this case in train mode (“Expected more than 1 value per channel”); "
+        "an unbiased estimate would be 0/0. The prior keeps N/(N+1) of the source variance"
+        + (f" (N = {prior}: {prior / (prior + 1):.0%}), and gives {format_percent(few.mean(MIXED)[0])}." if prior else ": with N = 0 there is no prior, and the mix is AdaBN.")
+    )
+    st.caption(
+        "How it is measured: the model of sections 1–2 (trained on clean images, no corrupted ones, float32) is copied; n shifted images are drawn from test images "
+        "5,000–9,999 (never scored); one eval-mode forward pass over them replaces each BN layer's running mean and variance, layer by layer, by the mix above "
+        "(target variance: the biased variance of the n values, as train-mode BN uses; source variance: PyTorch's running_var). Accuracy is on the shifted test "
+        "images of section 2. Schneider et al. compute the target statistics on the test batch itself; here they are estimated once and kept fixed."
+    )
+    downloads("few_sample_adaptation", few_config, {"Accuracy by n (mean and range)": adaptation_frame(few), "Accuracy per draw": pd.DataFrame(few.records())},
+              title="Download the few-sample adaptation data and config")
+    source_expander(mix_statistics, adapt_statistics, title="The code of the adaptation")
+
 st.subheader("How to debug this in your own model")
 st.markdown("These are the checks the page just ran, as plain PyTorch you can copy. Run `debug_checks(model, x_new)` on a batch of the new data: "
             "NaN in `running_stats` means route (a); a tiny `min_running_var` and eval-mode maxima far above train mode mean the statistics do not fit; "

@@ -50,7 +50,7 @@ class PopulationEstimate:
 
 @torch.no_grad()
 def precise_batch_norm_statistics(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 60, num_batches: int = 100, seed: int = 0
+    model: nn.Module, x: torch.Tensor, batch_size: int = 60, num_batches: int = 100, seed: int = 0, pooled_variance: bool = False
 ) -> list[PopulationEstimate]:
     """Algorithm 2 (Ioffe & Szegedy 2015), step 10, for every BN layer of ``model``.
 
@@ -60,6 +60,11 @@ def precise_batch_norm_statistics(
     batch means and biased batch variances::
 
         mean = (1/K) sum_k mu_k,     var = m/(m-1) * (1/K) sum_k sigma_k^2
+
+    With ``pooled_variance`` (Wu & Johnson 2021, Sec. 3, PreciseBN), the variance
+    is instead the exact (biased) variance of all K*m values the layer saw::
+
+        var = (1/K) sum_k (sigma_k^2 + mu_k^2) - mean^2
 
     Each layer sees its input as the training network produces it: earlier
     BN layers normalise with their own batch statistics, as in training.
@@ -85,10 +90,11 @@ def precise_batch_norm_statistics(
             var = values.var(dim=dims, unbiased=False)
             counts[index] = values.numel() // values.shape[1]
             if sums[index] is None:
-                sums[index] = [mean, var]
+                sums[index] = [mean, var, mean**2]
             else:
                 sums[index][0] += mean
                 sums[index][1] += var
+                sums[index][2] += mean**2
 
         return record
 
@@ -113,19 +119,25 @@ def precise_batch_norm_statistics(
             layer.num_batches_tracked.copy_(tracked)
         model.train(was_training)
     estimates = []
-    for (sum_mean, sum_var), m in zip(sums, counts):
-        estimates.append(PopulationEstimate(mean=sum_mean / num_batches, var=sum_var / num_batches * m / (m - 1), num_batches=num_batches, values_per_channel=m))
+    for (sum_mean, sum_var, sum_mean_squared), m in zip(sums, counts):
+        mean = sum_mean / num_batches
+        if pooled_variance:
+            var = (sum_var + sum_mean_squared) / num_batches - mean**2
+        else:
+            var = sum_var / num_batches * m / (m - 1)
+        estimates.append(PopulationEstimate(mean=mean, var=var, num_batches=num_batches, values_per_channel=m))
     return estimates
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 60, num_batches: int = 100, seed: int = 0) -> list[PopulationEstimate]:
+def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 60, num_batches: int = 100, seed: int = 0,
+                           pooled_variance: bool = False) -> list[PopulationEstimate]:
     """Replace every BN layer's running statistics with :func:`precise_batch_norm_statistics`.
 
     In place: afterwards ``model.eval()`` normalises with the recalibrated
     statistics. Weights are not touched. Returns the estimates written.
     """
-    estimates = precise_batch_norm_statistics(model, x, batch_size, num_batches, seed)
+    estimates = precise_batch_norm_statistics(model, x, batch_size, num_batches, seed, pooled_variance)
     for layer, estimate in zip(batch_norm_layers(model), estimates):
         layer.running_mean.copy_(estimate.mean.to(layer.running_mean.dtype))
         layer.running_var.copy_(estimate.var.to(layer.running_var.dtype))

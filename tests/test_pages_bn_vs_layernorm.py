@@ -21,7 +21,7 @@ def test_page_shows_the_sets_the_sweep_and_the_rnn_and_its_controls_move_them():
     assert {"BN, batch 2", "LayerNorm, batch 2", "GroupNorm, batch 2", "RNN, BN: test accuracy"} <= set(metrics)
     text = page_text(at)
     assert "refused by torch" in text and "largest difference" in text
-    assert len(at.table) == 2  # pooled moments, summary
+    assert len(at.table) == 4  # pooled moments, summary, invariance table measured and as claimed
 
     # GroupNorm's number of groups changes its grid
     group_spec = chart_specs(at)[3]
@@ -51,3 +51,17 @@ def test_bad_link_values_are_clamped_with_a_note():
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "n=99" in notes and "cube" in notes
+
+
+def test_invariance_table_is_measured_and_its_controls_change_it():
+    at = open_page("app_pages/bn_vs_layernorm.py", **FAST).run()
+    assert not at.exception
+    assert "12 of Ba et al.'s 12 claims hold" in page_text(at)
+    measured = at.table[2].value
+    assert measured.shape == (4, 6) and measured.iloc[0, 0].startswith("invariant")  # BN in train mode, W -> δW
+    at.toggle(key="norms.invbias").set_value(True).run()  # PyTorch's bias before the norm breaks three LayerNorm cells
+    assert not at.exception
+    assert "9 of Ba et al.'s 12 claims hold" in page_text(at) and "bias" in page_text(at)
+    at.select_slider(key="norms.inveps").set_value(1e-3).run()  # a large eps breaks the re-scaling invariances
+    assert not at.exception
+    assert "√(δ²σ² + eps) is no longer" in page_text(at)

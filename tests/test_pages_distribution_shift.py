@@ -32,3 +32,23 @@ def test_float16_scenario_button_overflows():
     at.button(key="shift.preset.NaN: float16, small eps").click().run()
     assert not at.exception
     assert at.radio(key="shift.precision").value == "float16"
+
+
+def test_few_sample_adaptation_runs_when_switched_on_and_the_prior_changes_it():
+    at = open_page("app_pages/distribution_shift.py", **FAST, draws=1).run()
+    assert not at.exception
+    assert "Plain evaluation" not in metric_values(at)  # off by default: the page's cost is unchanged
+    charts_before = chart_count(at)
+    at.toggle(key="shift.fewrun").set_value(True).run()
+    assert not at.exception
+    metrics = metric_values(at)
+    assert {"Plain evaluation", "AdaBN on all target images", "AdaBN, n = 1", "Mix N = 16, n = 1"} <= set(metrics)
+    assert metrics["Plain evaluation"] == metrics["Accuracy, eval mode"]  # the same model as section 2
+    assert chart_count(at) == charts_before + 1
+    text = " ".join(m.value for m in at.markdown)
+    assert "**n = 1.**" in text and "plain evaluation" in text
+    at.select_slider(key="shift.prior").set_value(256).run()
+    assert not at.exception
+    after = metric_values(at)
+    assert after["Mix N = 256, n = 1"] != metrics["Mix N = 16, n = 1"]
+    assert after["AdaBN, n = 1"] == metrics["AdaBN, n = 1"]  # the prior does not touch AdaBN

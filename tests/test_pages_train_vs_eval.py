@@ -56,3 +56,20 @@ def test_bad_link_values_are_clamped_with_a_note():
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "img" in notes and "banana" in notes
+
+
+def test_precise_bn_section_runs_when_switched_on_and_the_learning_rate_changes_it():
+    at = open_page("app_pages/train_vs_eval.py", **FAST, pbsteps=100, pbdraws=1).run()
+    assert not at.exception
+    assert not any(k.startswith("PreciseBN − EMA") for k in metric_values(at))  # off by default
+    at.toggle(key="traineval.pbrun").set_value(True).run()
+    assert not at.exception
+    metrics = metric_values(at)
+    assert {"PreciseBN − EMA at lr 0.1", "PreciseBN − EMA at lr 10"} <= set(metrics)
+    assert chart_count(at) == 6  # the page's 4, one PreciseBN chart per learning rate
+    assert "PreciseBN matches the EMA" in _text(at) or "never reaches the EMA" in _text(at)
+    at.select_slider(key="traineval.pblr").set_value(2.0).run()
+    assert not at.exception
+    after = metric_values(at)
+    assert "PreciseBN − EMA at lr 2" in after and "PreciseBN − EMA at lr 10" not in after
+    assert after["PreciseBN − EMA at lr 0.1"] == metrics["PreciseBN − EMA at lr 0.1"]  # same low-lr model
