@@ -268,7 +268,7 @@ else:
 
     gain = few.full_accuracy - few.plain_accuracy
     st.markdown(
-        f"On {SHIFT_NAMES[shift]} (strength {strength:g}), the source statistics give **{format_percent(few.plain_accuracy)}** "
+        f"On {SHIFT_NAMES[shift]}, strength {strength:g}, the source statistics give **{format_percent(few.plain_accuracy)}** "
         f"(clean images: {format_percent(few.clean_accuracy)}); all 5,000 target images give **{format_percent(few.full_accuracy)}** "
         f"({100 * gain:+.1f} points). Means over {draws} draw{'s' if draws > 1 else ''}: " + where(adabn, "AdaBN") + " " + where(mix, f"The mix with N = {prior}")
     )
