@@ -232,3 +232,147 @@ class MLPStep:
         in one call instead of its per-step bookkeeping."""
         trained = [p for p in self.parameters if p.grad is not None]  # frozen ones have none, as with autograd
         torch._foreach_add_(trained, [p.grad for p in trained], alpha=-lr)
+
+
+class StackedMLPStep:
+    """K models of one configuration (different seeds, batches and weights) trained as one.
+
+    Every per-model matmul becomes one batched matmul over K, and BN runs once over the
+    (B, K x width) matrix of all models' units: per-unit statistics, so each model's
+    numbers are what it would compute alone (to float rounding: another matmul kernel).
+    Each model's parameters, gradients and BN buffers become views into the stacked
+    tensors, so each model still *is* its own ``nn.Module`` for evaluation and recorders.
+
+    For plain-SGD runs with no recorder hooks; :func:`stack_for` decides.
+    """
+
+    def __init__(self, models: list[Net]):
+        self.models = models
+        self.count = len(models)
+        first = models[0]
+        self.norm_first = first.cfg.placement == "before"
+        self.activation = _ACTIVATION[first.cfg.activation]
+        self.activation_backward = _BACKWARD_FROM_OUTPUT[first.cfg.activation]
+        with torch.no_grad():
+            # weights as (K, in, out) so that h (K, B, in) @ W -> (K, B, out); model k's weight is W[k].T
+            self.weights = [self._stack([m.blocks[i].linear.weight for m in models] if i < len(first.blocks) else [m.head.weight for m in models], transpose=True) for i in range(len(first.blocks) + 1)]
+            self.biases = [self._stack([m.blocks[i].linear.bias for m in models] if i < len(first.blocks) else [m.head.bias for m in models]) for i in range(len(first.blocks) + 1)]
+            self.has_norm = first.cfg.norm == "batch"
+            if self.has_norm:
+                norms = [[m.blocks[i].norm for m in models] for i in range(len(first.blocks))]
+                self.gammas = [self._stack([n.weight for n in layer]) for layer in norms]
+                self.betas = [self._stack([n.bias for n in layer]) for layer in norms]
+                self.running_means = [self._stack_buffers(layer, "running_mean") for layer in norms]
+                self.running_vars = [self._stack_buffers(layer, "running_var") for layer in norms]
+                self.counts = [self._stack_buffers(layer, "num_batches_tracked") for layer in norms]
+                self.momentum, self.eps = norms[0][0].momentum, norms[0][0].eps
+        self.parameters = self.weights + self.biases + (self.gammas + self.betas if self.has_norm else [])
+        self.grads: list[torch.Tensor] = []
+
+    @staticmethod
+    def _stack(params: list[nn.Parameter], transpose: bool = False) -> torch.Tensor:
+        """One (K, ...) tensor holding every model's copy of a parameter; each model's
+        parameter becomes a view into it (``param.data`` swap: same Parameter object)."""
+        stacked = torch.stack([p.detach().t() if transpose else p.detach() for p in params]).contiguous()
+        for index, param in enumerate(params):
+            param.data = stacked[index].t() if transpose else stacked[index]
+        return stacked
+
+    @staticmethod
+    def _stack_buffers(norms: list[nn.BatchNorm1d], name: str) -> torch.Tensor:
+        stacked = torch.stack([getattr(n, name) for n in norms]).contiguous()
+        for index, norm in enumerate(norms):
+            norm._buffers[name] = stacked[index]
+        return stacked
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (K, B, 1, 28, 28), y (K, B) -> (every model's loss (K,), logits (K, B, 10))."""
+        count, batch = self.count, x.shape[1]
+        h = x.reshape(count, batch, -1)
+        saved = []  # per block: (its input, BN's saved tensors or None, activation output)
+        for i in range(len(self.weights) - 1):
+            block_input = h
+            z = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights[i])
+            bn = None
+            if not self.has_norm:
+                h = a = self.activation(z)
+            elif self.norm_first:
+                n, bn = self._batch_norm(i, z)
+                h = a = self.activation(n)
+            else:
+                a = self.activation(z)
+                h, bn = self._batch_norm(i, a)
+            saved.append((block_input, bn, a))
+        logits = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
+        log_probs = torch.log_softmax(logits, dim=2)
+        losses = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
+        self._saved = (saved, h, log_probs, y)
+        return losses, logits
+
+    def _batch_norm(self, i: int, v: torch.Tensor):
+        # all K models' units side by side: (K, B, W) -> (B, K*W); BN's statistics are per unit
+        count, batch, width = v.shape
+        flat = v.transpose(0, 1).reshape(batch, count * width)
+        self.counts[i].add_(1)
+        momentum = 1.0 / float(self.counts[i][0]) if self.momentum is None else self.momentum
+        out, mean, invstd = torch.native_batch_norm(
+            flat, self.gammas[i].view(-1), self.betas[i].view(-1), self.running_means[i].view(-1), self.running_vars[i].view(-1), True, momentum, self.eps
+        )
+        return out.view(batch, count, width).transpose(0, 1), (flat, mean, invstd)
+
+    def _batch_norm_backward(self, i: int, grad: torch.Tensor, bn_saved) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat, mean, invstd = bn_saved
+        count, batch, width = grad.shape
+        grad_flat = grad.transpose(0, 1).reshape(batch, count * width)
+        grad_in, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            grad_flat, flat, self.gammas[i].view(-1), self.running_means[i].view(-1), self.running_vars[i].view(-1), mean, invstd, True, self.eps, [True, True, True]
+        )
+        return grad_in.view(batch, count, width).transpose(0, 1), grad_gamma.view(count, width), grad_beta.view(count, width)
+
+    @torch.no_grad()
+    def backward(self) -> None:
+        """Every model's gradients, stacked like the parameters (``self.grads``)."""
+        saved, h, log_probs, y = self._saved
+        count, batch = y.shape
+        layers = len(self.weights)
+        weight_grads, bias_grads = [None] * layers, [None] * layers
+        gamma_grads, beta_grads = [None] * (layers - 1), [None] * (layers - 1)
+        grad = log_probs.exp()
+        grad.scatter_add_(2, y.unsqueeze(2), torch.full((count, batch, 1), -1.0, dtype=grad.dtype, device=grad.device))
+        grad.div_(batch)
+        weight_grads[-1] = torch.bmm(h.transpose(1, 2), grad)
+        bias_grads[-1] = grad.sum(1)
+        grad = torch.bmm(grad, self.weights[-1].transpose(1, 2))
+        for i in range(layers - 2, -1, -1):
+            block_input, bn, a = saved[i]
+            if not self.has_norm:
+                grad = self.activation_backward(grad, a)
+            elif self.norm_first:
+                grad, gamma_grads[i], beta_grads[i] = self._batch_norm_backward(i, self.activation_backward(grad, a), bn)
+            else:
+                grad, gamma_grads[i], beta_grads[i] = self._batch_norm_backward(i, grad, bn)
+                grad = self.activation_backward(grad, a)
+            weight_grads[i] = torch.bmm(block_input.transpose(1, 2), grad)
+            bias_grads[i] = grad.sum(1)
+            if i > 0:
+                grad = torch.bmm(grad, self.weights[i].transpose(1, 2))
+        self.grads = weight_grads + bias_grads + (gamma_grads + beta_grads if self.has_norm else [])
+        self._saved = ()
+
+    @torch.no_grad()
+    def sgd_step(self, lr: float, frozen: list[int] = ()) -> None:
+        """``p -= lr * grad`` for every model but those in ``frozen`` (diverged runs keep
+        the weights they had when their loss became non-finite)."""
+        if frozen:
+            for grad in self.grads:
+                grad[list(frozen)] = 0
+        torch._foreach_add_(self.parameters, self.grads, alpha=-lr)
+
+
+def stack_key(model: Net, batch_size: int):
+    """Models with equal keys can train as one :class:`StackedMLPStep` (None: not stackable)."""
+    cfg = model.cfg
+    if engine_for(model, batch_size) is None or _hooked(*model.modules()):
+        return None
+    return (cfg, batch_size, next(model.parameters()).dtype, next(model.parameters()).device)

@@ -35,7 +35,7 @@ from torch import nn
 
 from .config import Config, check
 from .data import MNIST, BatchSampler, class_subset, first_examples
-from .engine import engine_for
+from .engine import StackedMLPStep, engine_for, stack_key
 from .models import ModelConfig, Net, build_model
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -320,6 +320,107 @@ class Run:
         )
 
 
+class RunGroup:
+    """Runs that differ only in their seed, trained in lockstep as one stacked model.
+
+    :class:`bnviz.engine.StackedMLPStep` does every run's step in one set of batched
+    matmuls; each run keeps its own batches, evaluations, records and divergence (a run
+    whose loss turns non-finite stops there, with the weights and BN statistics it had,
+    as it would alone). Built by :func:`train_together` for runs that :func:`stack_groups`
+    finds compatible.
+    """
+
+    def __init__(self, runs: Sequence[Run]):
+        self.runs = list(runs)
+        self.engine = StackedMLPStep([run.model for run in self.runs])
+        self.step = self.runs[0].step
+        self._diverged_buffers: dict[int, list[torch.Tensor]] = {}
+        self._shared_data = all(run.train_x is self.runs[0].train_x for run in self.runs)
+
+    @property
+    def done(self) -> bool:
+        return all(run.done for run in self.runs)
+
+    def _batches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = [run.sampler.next_indices() for run in self.runs]
+        count, batch = len(indices), len(indices[0])
+        if self._shared_data:  # one gather (and one uint8 -> float conversion) for all runs
+            rows = torch.cat(indices)
+            first = self.runs[0]
+            return first.train_x[rows].view(count, batch, *first.train_x.shape[1:]), first.train_y[rows].view(count, batch)
+        return torch.stack([run.train_x[i] for run, i in zip(self.runs, indices)]), torch.stack([run.train_y[i] for run, i in zip(self.runs, indices)])
+
+    def advance(self, num_steps: int) -> None:
+        started = time.perf_counter()
+        cfg = self.runs[0].train_cfg
+        for run in self.runs:
+            run.model.train()
+        end = min(cfg.steps, self.step + num_steps)
+        while self.step < end and not self.done:
+            x, y = self._batches()
+            losses, logits = self.engine.forward(x, y)
+            loss_values = losses.tolist()
+            self.step += 1
+            for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
+                if run.diverged_step is None and not math.isfinite(loss_value):
+                    run.step += 1
+                    run.diverged_step = run.step
+                    run.step_loss.append(loss_value)
+                    run._flush_correct()
+                    run.step_correct.append(float("nan"))
+                    self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
+            self.engine.backward()
+            self.engine.sgd_step(cfg.lr, frozen=list(self._diverged_buffers))
+            correct = (logits.argmax(dim=2) == y).float().mean(dim=1)
+            for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
+                if index in self._diverged_buffers:
+                    continue
+                run.step += 1
+                run.step_loss.append(loss_value)
+                run._pending_correct.append(correct[index])
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    run._evaluate()
+        with torch.no_grad():  # a diverged run's BN buffers as they were when it stopped
+            for index, saved in self._diverged_buffers.items():
+                for buffer, value in zip(self.runs[index].model.buffers(), saved):
+                    buffer.copy_(value)
+        share = (time.perf_counter() - started) / len(self.runs)
+        for run in self.runs:
+            run.seconds += share
+
+
+def _stackable(run: Run):
+    """The key under which ``run`` can share a :class:`RunGroup` (None: it trains alone)."""
+    cfg = run.train_cfg
+    if run.engine is None or cfg.optimizer != "sgd" or cfg.on_nonfinite_loss != "stop" or run.step != 0:
+        return None
+    if any(hasattr(r, name) for r in run.recorders for name in ("on_batch", "after_backward", "after_step")):
+        return None
+    model_key = stack_key(run.model, run.sampler.batch_size)
+    if model_key is None:
+        return None
+    return (model_key, cfg.replace(seed=0), run.train_x.dtype)  # each run still reads its own data
+
+
+def stack_groups(runs: Sequence[Run]) -> list[Run | RunGroup]:
+    """``runs`` as units of work: runs of one configuration but for the seed become one
+    :class:`RunGroup`; the rest stay single runs. Order follows ``runs``."""
+    by_key: dict = {}
+    for run in runs:
+        key = _stackable(run)
+        by_key.setdefault(key if key is not None else id(run), []).append(run)
+    units, seen = [], set()
+    for run in runs:
+        key = _stackable(run)
+        key = key if key is not None else id(run)
+        if key in seen:
+            continue
+        seen.add(key)
+        members = by_key[key]
+        units.append(RunGroup(members) if len(members) > 1 else members[0])
+    return units
+
+
 # progress(fraction_done, message, partial_results) -> None
 ProgressFn = Callable[[float, str, list[TrainResult]], None]
 
@@ -345,48 +446,60 @@ def training_threads(num_runs: int) -> int:
     return max(1, min(num_runs, cores))
 
 
-def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None, threads: int | None = None) -> list[TrainResult]:
+def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None, threads: int | None = None, stack: bool = True) -> list[TrainResult]:
     """Advance every run a chunk of steps at a time, reporting progress after each chunk.
 
     Interleaving lets a page draw all curves growing side by side; results are
-    the same as training each run alone, since runs share no state. With more
-    than one thread (default: :func:`training_threads`), runs advance on worker
-    threads, one chunk per task, round robin; progress is still reported from the
-    calling thread (Streamlit draws only from the script's thread), from snapshots
-    taken between a run's chunks.
+    the same as training each run alone, since runs share no state. Two speed-ups
+    change no result beyond float rounding (``tests/test_engine.py``): runs that
+    differ only in their seed train as one stacked model (``stack``, see
+    :class:`RunGroup`), and units of work advance on worker threads, one chunk
+    per task, round robin (``threads``, default :func:`training_threads`).
+    Progress is reported from the calling thread (Streamlit draws only from the
+    script's thread), from snapshots taken between a unit's chunks.
     """
     runs = list(runs)
+    units = stack_groups(runs) if stack else list(runs)
+    members = [unit.runs if isinstance(unit, RunGroup) else [unit] for unit in units]
     total = sum(run.train_cfg.steps for run in runs)
-    threads = training_threads(len(runs)) if threads is None else max(1, min(threads, len(runs)))
+    threads = training_threads(len(units)) if threads is None else max(1, min(threads, len(units)))
+    snapshots = {id(run): run.result(final=False) for run in runs} if progress is not None else {}
 
-    def report(snapshots: list[TrainResult]) -> None:
+    def unit_chunk(unit) -> int:
+        return chunk or (unit.runs[0] if isinstance(unit, RunGroup) else unit).train_cfg.eval_every
+
+    def snapshot(index: int) -> None:
         if progress is not None:
-            steps = [len(snap.step_loss) for snap in snapshots]
-            done = sum(run.train_cfg.steps if snap.diverged else step for run, snap, step in zip(runs, snapshots, steps))
-            progress(done / total, f"step {max(steps):,} of {max(r.train_cfg.steps for r in runs):,}", snapshots)
+            for run in members[index]:  # the unit is idle now: a consistent copy
+                snapshots[id(run)] = run.result(final=False)
+
+    def report() -> None:
+        if progress is not None:
+            current = [snapshots[id(run)] for run in runs]
+            steps = [len(snap.step_loss) for snap in current]
+            done = sum(run.train_cfg.steps if snap.diverged else step for run, snap, step in zip(runs, current, steps))
+            progress(done / total, f"step {max(steps):,} of {max(r.train_cfg.steps for r in runs):,}", current)
 
     if threads == 1:
-        while not all(run.done for run in runs):
-            for run in runs:
-                if not run.done:
-                    run.advance(chunk or run.train_cfg.eval_every)
-            if progress is not None:
-                report([r.result(final=False) for r in runs])
+        while not all(unit.done for unit in units):
+            for index, unit in enumerate(units):
+                if not unit.done:
+                    unit.advance(unit_chunk(unit))
+                    snapshot(index)
+            report()
         return [run.result() for run in runs]
 
-    snapshots = [run.result(final=False) for run in runs]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bnviz-train") as pool:
-        in_flight = {pool.submit(run.advance, chunk or run.train_cfg.eval_every): index for index, run in enumerate(runs) if not run.done}
+        in_flight = {pool.submit(unit.advance, unit_chunk(unit)): index for index, unit in enumerate(units) if not unit.done}
         while in_flight:
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
                 index = in_flight.pop(future)
                 future.result()  # a worker's exception surfaces here
-                run = runs[index]
-                snapshots[index] = run.result(final=False)  # the run is idle now: a consistent copy
-                if not run.done:
-                    in_flight[pool.submit(run.advance, chunk or run.train_cfg.eval_every)] = index
-            report(snapshots)
+                snapshot(index)
+                if not units[index].done:
+                    in_flight[pool.submit(units[index].advance, unit_chunk(units[index]))] = index
+            report()
         # final evaluations on the full test set, in parallel too
         return list(pool.map(lambda run: run.result(), runs))
 

@@ -130,3 +130,38 @@ def test_recorders_with_forward_hooks_see_what_autograd_shows_them(mnist, placem
     assert fast_result.records.keys() == slow_result.records.keys() and fast_result.records
     for key in fast_result.records:
         np.testing.assert_allclose(np.asarray(fast_result.records[key], dtype=float), np.asarray(slow_result.records[key], dtype=float), rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize("model_cfg", [CASES["no BN sigmoid"], CASES["BN sigmoid"], CASES["BN after relu"], CASES["BN tanh, momentum None"]], ids=["no BN", "BN", "BN after relu", "BN momentum None"])
+def test_runs_that_differ_only_in_seed_train_as_one_stack(mnist, model_cfg):
+    """Stacked (one batched model for all seeds) = each seed alone through autograd."""
+    from bnviz.train import RunGroup, stack_groups
+
+    seeds = (0, 1, 2)
+    def runs(**kwargs):
+        return [in_float64(Run(model_cfg, TrainConfig(steps=40, batch_size=30, seed=seed, eval_every=20, eval_examples=200), mnist, **kwargs)) for seed in seeds]
+
+    stacked_runs, alone = runs(), runs(use_engine=False)
+    units = stack_groups(stacked_runs)
+    assert len(units) == 1 and isinstance(units[0], RunGroup)
+    stacked = train_together(stacked_runs, threads=1)
+    reference = train_together(alone, threads=1, stack=False)
+    for mine, theirs, run_mine, run_theirs in zip(stacked, reference, stacked_runs, alone):
+        np.testing.assert_allclose(mine.step_loss, theirs.step_loss, rtol=1e-6)
+        np.testing.assert_allclose(mine.test_acc, theirs.test_acc, atol=1e-9)
+        assert mine.final_test_acc == theirs.final_test_acc
+        for (name, a), (_, b) in zip(run_mine.model.state_dict().items(), run_theirs.model.state_dict().items()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # BN after ReLU: a near-dead unit amplifies float64 rounding to ~1e-7
+
+
+def test_a_diverging_seed_stops_alone_inside_a_stack(mnist):
+    """N(0,1)-initialised ReLU nets at lr 5 blow up; in a stack each stops at the step, with
+    the weights, it would alone, and the others go on."""
+    model_cfg = ModelConfig(activation="relu", init="normal", hidden=(50, 50))
+    stacked = train_together([Run(model_cfg, TrainConfig(steps=30, batch_size=30, lr=5.0, seed=s, eval_every=10, eval_examples=200), mnist) for s in (0, 1, 2)], threads=1)
+    alone = train_together([Run(model_cfg, TrainConfig(steps=30, batch_size=30, lr=5.0, seed=s, eval_every=10, eval_examples=200), mnist, use_engine=False) for s in (0, 1, 2)], threads=1, stack=False)
+    assert any(r.diverged for r in alone), "the setting should make at least one seed diverge"
+    for mine, theirs in zip(stacked, alone):
+        assert mine.diverged == theirs.diverged and mine.diverged_step == theirs.diverged_step
+        assert len(mine.step_loss) == len(theirs.step_loss)
+        assert mine.final_test_acc == pytest.approx(theirs.final_test_acc, abs=0.01)
