@@ -7,6 +7,7 @@ reopens a page in the same state.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -23,7 +24,39 @@ from .train import configure_torch_threads, pick_device
 def result_store() -> ResultStore:
     """One store per process; the directory is shared by every process and replica."""
     configure_torch_threads()
+    _limit_malloc_arenas()
     return ResultStore()
+
+
+# glibc's malloc gives each new thread (training runs on worker threads) its own arena and
+# keeps what a computation freed for reuse: the server's resident memory then only grows.
+# Two arenas, and handing freed pages back after each computation, keep it near what is in
+# use (a hosted tier counts resident memory). No-ops where the C library is not glibc.
+M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def _limit_malloc_arenas() -> None:
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, 2)
+
+
+def _release_freed_memory() -> None:
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):
@@ -57,6 +90,7 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
             bar.progress(min(max(fraction, 0.0), 1.0), text=f"Another session is computing this right now ({message}); waiting for its result…")
 
         result = store.get_or_compute(name, config, compute, on_wait)
+        _release_freed_memory()
         bar.empty()
         return result
     except BnvizError as exc:
@@ -258,7 +292,7 @@ def preset_links(page: str) -> None:
         st.caption("Send a link: it opens this page with that preset's settings (copy button at the right of each).")
         for name, (_experiment, query) in queries.items():
             st.markdown(f"**{name}**")
-            st.code(presets.link(page_url, query), language=None)
+            st.code(presets.link(page_url, query), language=None, wrap_lines=True)
 
 
 # ------------------------------------------------------------------ presenter view

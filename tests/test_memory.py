@@ -25,3 +25,27 @@ def test_training_images_stay_uint8(mnist):
     pixels = mnist.train_x.pixels
     assert pixels.dtype == torch.uint8
     assert pixels.element_size() * pixels.nelement() == 60000 * 28 * 28  # 47 MB, not 188 MB
+
+
+def test_freed_memory_goes_back_to_the_system():
+    """After a computation the app trims glibc's heaps: resident memory falls back once
+    a large freed allocation that malloc would otherwise keep is released."""
+    from pathlib import Path
+
+    from bnviz.app import _glibc, _limit_malloc_arenas, _release_freed_memory
+
+    def resident_mib() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    _limit_malloc_arenas()
+    if _glibc() is None:  # not glibc: both calls are no-ops
+        _release_freed_memory()
+        return
+    blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB of small blocks (below mmap's threshold)
+    del blocks[:-1]  # the last one pins the heap's top: only a trim can hand the rest back
+    before = resident_mib()
+    _release_freed_memory()
+    assert resident_mib() < before - 100
