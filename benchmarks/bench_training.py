@@ -4,9 +4,11 @@ Times, in one run on this machine (issue 11):
 
 1. one model (the paper's 784-100-100-100-10 sigmoid MLP, batch 60, SGD lr 0.1), no BN and BN;
 2. the paper's experiment shape: the BN and no-BN models trained together, extrapolated
-   to 50,000 steps each;
+   to 50,000 steps each, on one core and as the app runs it (a worker thread per core);
+   and the time to the paper page's first curves;
 3. a 5-seed x 3-placement sweep (no BN, BN before, BN after; ReLU) at a few hundred steps,
-   extrapolated to 2,000 steps.
+   extrapolated to 2,000 steps: runs one by one, seeds stacked, stacked + all cores;
+5. on CUDA, when present: the paper's experiment on the GPU.
 
 The straightforward loop is ``nn.Sequential`` + ``torch.optim.SGD``, a batch drawn by
 indexing a tensor, ``loss.item()`` every step, no evaluation. bnviz's trainer
@@ -40,7 +42,7 @@ os.environ.setdefault("BNVIZ_DEVICE", "cpu")
 
 from bnviz.data import BatchSampler, load_mnist  # noqa: E402
 from bnviz.models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig, build_model  # noqa: E402
-from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS, Run, TrainConfig, evaluate, train_together  # noqa: E402
+from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS, Run, TrainConfig, evaluate, train_together, training_threads  # noqa: E402
 
 IN_FEATURES = 28 * 28
 CLASSES = 10
@@ -98,13 +100,30 @@ def loop_seconds(cfg: ModelConfig, seed: int, steps: int, data) -> float:
     return time.perf_counter() - started
 
 
-def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int) -> float:
+def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int, threads: int | None = None, stack: bool = True) -> float:
     """Wall time of bnviz's trainer on ``models`` (config, seed) trained together, from
-    building the runs to the final full-test-set evaluation."""
+    building the runs to the final full-test-set evaluation. ``threads=None``: as the
+    app runs it (one worker thread per usable core); ``stack``: seeds of one setting
+    trained as one stacked model."""
     started = time.perf_counter()
     runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=LR, seed=seed, eval_every=eval_every), data) for cfg, seed in models]
-    train_together(runs)
+    train_together(runs, threads=threads, stack=stack)
     return time.perf_counter() - started
+
+
+def first_curve_seconds(steps: int) -> float:
+    """Seconds from starting the paper page's experiment (``paper_figure1``, data loaded)
+    to its first progress report with curves to draw."""
+    from bnviz.experiments.paper_figure1 import PaperFigure1Config, run
+
+    started, first = time.perf_counter(), []
+
+    def progress(fraction, message, partial):
+        if partial and not first:
+            first.append(time.perf_counter() - started)
+
+    run(PaperFigure1Config(steps=steps), progress)
+    return first[0]
 
 
 def evaluation_seconds(data, steps: int, eval_every: int, runs: int) -> float:
@@ -182,7 +201,7 @@ def main() -> None:
     print(f"1. One model, {steps:,} steps")
     singles = {}
     for name, cfg in (("no BN", plain), ("BN", bn)):
-        singles[name] = (loop_seconds(cfg, 0, steps, data), bnviz_seconds([(cfg, 0)], steps, data, args.eval_every))
+        singles[name] = (loop_seconds(cfg, 0, steps, data), bnviz_seconds([(cfg, 0)], steps, data, args.eval_every, threads=1))
         line(name, *singles[name], steps, evaluation_seconds(data, steps, args.eval_every, 1))
     torch.set_num_threads(2)
     two = loop_seconds(plain, 0, steps, data)
@@ -192,20 +211,24 @@ def main() -> None:
 
     print(f"\n2. The paper's experiment (no BN and BN trained together), {steps:,} steps each")
     loop_s = loop_seconds(plain, 0, steps, data) + loop_seconds(bn, 0, steps, data)
-    engine_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every)
     eval_s = evaluation_seconds(data, steps, args.eval_every, 2)
-    line("two models (ms per step of both)", loop_s, engine_s, steps, eval_s)
+    line("bnviz on 1 core (ms per step of both)", loop_s, bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every, threads=1), steps, eval_s)
+    engine_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every)
+    line(f"bnviz on {training_threads(2)} cores, as the app runs", loop_s, engine_s, steps, eval_s)
     scale = PAPER_STEPS / steps
     engine_full = (engine_s - eval_s) * scale + evaluation_seconds(data, PAPER_STEPS, args.eval_every, 2)
     print(f"  per {PAPER_STEPS:,} steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_full:5.1f} s "
           f"(training scaled, evaluations counted for {PAPER_STEPS:,} steps; issue 11 target: <= 15 s)")
+    print(f"  the paper page's experiment (5,000 steps, its recorders): first curves after {first_curve_seconds(5000):.2f} s (target: within 1 s)")
 
     print(f"\n3. Sweep: {SWEEP_SEEDS} seeds x {len(SWEEP_MODELS)} placements (ReLU), {sweep_steps:,} steps each")
     sweep = [(ModelConfig(activation="relu", norm=norm, placement=placement), seed) for seed in range(SWEEP_SEEDS) for _, norm, placement in SWEEP_MODELS]
     loop_s = sum(loop_seconds(cfg, seed, sweep_steps, data) for cfg, seed in sweep)
-    engine_s = bnviz_seconds(sweep, sweep_steps, data, args.eval_every)
     eval_s = evaluation_seconds(data, sweep_steps, args.eval_every, len(sweep))
-    line(f"{len(sweep)} runs (ms per step of all)", loop_s, engine_s, sweep_steps, eval_s)
+    line("bnviz 1 core, runs one by one", loop_s, bnviz_seconds(sweep, sweep_steps, data, args.eval_every, threads=1, stack=False), sweep_steps, eval_s)
+    line("bnviz 1 core, seeds stacked", loop_s, bnviz_seconds(sweep, sweep_steps, data, args.eval_every, threads=1), sweep_steps, eval_s)
+    engine_s = bnviz_seconds(sweep, sweep_steps, data, args.eval_every)
+    line(f"bnviz {training_threads(len(SWEEP_MODELS))} cores + stacked, as the app", loop_s, engine_s, sweep_steps, eval_s)
     scale = 2000 / sweep_steps
     engine_full = (engine_s - eval_s) * scale + evaluation_seconds(data, 2000, args.eval_every, len(sweep))
     print(f"  per 2,000 steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_full:5.1f} s "
@@ -221,7 +244,14 @@ def main() -> None:
     print(f"  floor: {floor_3x:.3f} ms/step (3x), {floor_exact:.3f} ms/step (exact); "
           f"no BN loop is {singles['no BN'][0] * 1000 / steps / floor_exact:.1f}x the exact floor, "
           f"bnviz {singles['no BN'][1] * 1000 / steps / floor_exact:.1f}x")
-    print(f"  paper's experiment at the floor: {2 * PAPER_STEPS * floor_exact / 1000:.1f} s for 2 x {PAPER_STEPS:,} steps")
+    print(f"  paper's experiment at the floor: {2 * PAPER_STEPS * floor_exact / 1000:.1f} s for 2 x {PAPER_STEPS:,} steps on one core, "
+          f"{PAPER_STEPS * floor_exact / 1000:.1f} s on two")
+    if torch.cuda.is_available():
+        print("\n5. CUDA: the paper's experiment on", torch.cuda.get_device_name())
+        cuda_data = load_mnist("cuda")
+        bnviz_seconds([(plain, 0), (bn, 0)], 200, cuda_data, args.eval_every)  # warm-up
+        cuda_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, cuda_data, args.eval_every)
+        print(f"  {steps:,} steps each: {cuda_s:.2f} s; per {PAPER_STEPS:,} steps each: {cuda_s * PAPER_STEPS / steps:.1f} s (target: <= 3 s)")
 
 
 if __name__ == "__main__":

@@ -34,22 +34,27 @@ class Experiment:
         return configs
 
 
-def train_one_at_a_time(make_runs: dict, progress=None, chunk_fraction: float = 0.25) -> dict:
-    """Train ``{key: (label, make_run)}`` one run after another (memory stays small), each
-    run built only when its turn comes; ``progress`` names the run and its step. Returns
-    ``{key: TrainResult}``. For sweeps of many short runs (seeds x batch sizes x models)."""
+def train_in_waves(make_runs: dict, progress=None, chunk_fraction: float = 0.25, wave: int = 16) -> dict:
+    """Train ``{key: (label, make_run)}`` in waves of up to ``wave`` runs, each wave with
+    :func:`bnviz.train.train_together` (seeds of one setting stacked, the rest spread over
+    the cores); a run is built only when its wave comes, so memory stays bounded.
+    ``progress`` names the wave and its step. Returns ``{key: TrainResult}``. For sweeps
+    of many short runs (seeds x batch sizes x models)."""
     from ..train import train_together
 
-    total, results = len(make_runs), {}
-    for index, (key, (label, make_run)) in enumerate(make_runs.items()):
+    items = list(make_runs.items())
+    total, results = len(items), {}
+    for start in range(0, total, wave):
+        batch = items[start : start + wave]
         if progress is not None:
-            progress(index / total, f"run {index + 1} of {total}: {label}", None)
-        run = make_run()
+            progress(start / total, f"runs {start + 1}-{start + len(batch)} of {total}: {batch[0][1][0]} ...", None)
+        runs = [make_run() for _, (_, make_run) in batch]
         within = None
         if progress is not None:
-            def within(fraction, message, partial, index=index, label=label):
-                progress((index + fraction) / total, f"run {index + 1} of {total} ({label}): {message}", None)
-        results[key] = train_together([run], within, chunk=max(int(run.train_cfg.steps * chunk_fraction), 1))[0]
+            def within(fraction, message, partial, start=start, size=len(batch)):
+                progress((start + fraction * size) / total, f"runs {start + 1}-{start + size} of {total}: {message}", None)
+        chunk = max(int(max(run.train_cfg.steps for run in runs) * chunk_fraction), 1)
+        results.update(zip([key for key, _ in batch], train_together(runs, within, chunk=chunk)))
     if progress is not None:
         progress(1.0, "done", None)
     return results

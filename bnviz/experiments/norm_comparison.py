@@ -14,6 +14,7 @@ on ImageNet): BN's validation error rose from 23.6% at 32 examples per GPU to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -21,8 +22,8 @@ from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig, model_label
 from ..recorders import SingleInputConsistency
-from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
-from . import Experiment
+from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
+from . import Experiment, train_in_waves
 
 SWEEP_NORMS = ("none", "batch", "layer", "group", "instance")
 HIDDEN = {"mlp": (100, 100), "cnn": (8, 16)}
@@ -152,19 +153,11 @@ def probe_recorder(data, batch_size: int, at_step: int) -> SingleInputConsistenc
 def run(config: NormComparisonConfig, progress: ProgressFn | None = None) -> NormComparisonResult:
     data = load_mnist(str(pick_device()))
     keys = [(norm, b, s) for b in config.batch_sizes for norm in config.norms for s in range(config.seeds)]
-    total, results = len(keys), {}
-    # one run at a time, so memory stays small and progress names the run
-    for index, (norm, batch_size, seed) in enumerate(keys):
-        if progress is not None:
-            progress(index / total, f"run {index + 1} of {total}: {model_label(norm)}, batch {batch_size}, seed {seed}", None)
-        run_ = Run(config.model(norm), config.train_config(batch_size, seed), data, recorders=[probe_recorder(data, batch_size, config.steps)])
-        within = None
-        if progress is not None:
-            def within(fraction, message, partial, index=index, label=f"{model_label(norm)}, batch {batch_size}, seed {seed}"):
-                progress((index + fraction) / total, f"run {index + 1} of {total} ({label}): {message}", None)
-        results[(norm, batch_size, seed)] = train_together([run_], within, chunk=max(config.steps // 5, 1))[0]
-    if progress is not None:
-        progress(1.0, "done", None)
+    jobs = {
+        (norm, b, s): (f"{model_label(norm)}, batch {b}, seed {s}", partial(Run, config.model(norm), config.train_config(b, s), data, [probe_recorder(data, b, config.steps)]))
+        for norm, b, s in keys
+    }
+    results = train_in_waves(jobs, progress, chunk_fraction=0.2)
     return NormComparisonResult(config, results)
 
 

@@ -24,7 +24,7 @@ from ..models import ModelConfig, model_label
 from ..recorders import TrainEvalMismatch
 from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
-from . import Experiment, train_one_at_a_time
+from . import Experiment, train_in_waves
 
 SWEEP_NORMS = ("none", "batch", "batch_renorm", "ghost_batch", "group", "layer")
 DEFAULT_BATCH_SIZES = (2, 4, 8, 32, 128)
@@ -135,7 +135,7 @@ def run(config: SmallBatchesConfig, progress: ProgressFn | None = None) -> Small
             for s in range(config.seeds):
                 recorder = TrainEvalMismatch(check_x, check_y, b, at_step=config.steps)
                 jobs[(norm, b, s)] = (f"{model_label(norm)}, batch {b}, seed {s}", partial(Run, config.model(norm), config.train_config(b, s), data, [recorder]))
-    results = train_one_at_a_time(jobs, progress)
+    results = train_in_waves(jobs, progress)
     return SmallBatchesResult(config, results)
 
 
