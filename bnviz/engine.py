@@ -39,6 +39,9 @@ _BACKWARD_FROM_OUTPUT = {
 }
 
 
+_MEAN, _IGNORE_INDEX = 1, -100  # F.cross_entropy's defaults: reduction="mean", ignore_index=-100
+
+
 def _unsupported_hooks(model: nn.Module) -> bool:
     """Hooks the step cannot honour: backward hooks, keyword hooks, global module hooks.
     (Plain forward hooks and pre-hooks, the kind recorders use, are called as
@@ -111,7 +114,6 @@ class MLPStep:
         self._saved: tuple = ()
         self.parameters = list(model.parameters())
         self.modules = list(model.modules())
-        self._rows = torch.empty(0, dtype=torch.long)
 
     def _batch_norm(self, norm: nn.BatchNorm1d, x: torch.Tensor):
         # nn.BatchNorm1d.forward in training mode, step for step
@@ -127,11 +129,10 @@ class MLPStep:
             logits = _call(self.model, self._logits, x)
         else:
             logits = self._plain_logits(x)
+        # cross-entropy as F.cross_entropy computes it: log-softmax, then the mean NLL
         log_probs = torch.log_softmax(logits, dim=1)
-        if len(self._rows) != len(y) or self._rows.device != y.device:
-            self._rows = torch.arange(len(y), device=y.device)
-        loss = -log_probs[self._rows, y].mean()
-        self._saved = (self._saved_blocks, self._head_input, log_probs, self._rows, y)
+        loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, y, None, _MEAN, _IGNORE_INDEX)
+        self._saved = (self._saved_blocks, self._head_input, log_probs, total_weight, y)
         return loss, logits
 
     def _plain_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,10 +204,10 @@ class MLPStep:
     @torch.no_grad()
     def backward(self) -> None:
         """d loss / d every parameter, written into ``param.grad``."""
-        saved, h, log_probs, rows, y = self._saved
-        grad = log_probs.exp()  # d mean-cross-entropy / d logits = (softmax - one_hot) / B
-        grad[rows, y] -= 1
-        grad.div_(len(y))
+        saved, h, log_probs, total_weight, y = self._saved
+        # d loss / d logits = (softmax - one_hot) / B, through autograd's own two kernels
+        grad = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=log_probs.dtype, device=log_probs.device), log_probs, y, None, _MEAN, _IGNORE_INDEX, total_weight)
+        grad = torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
         head = self.linears[-1]
         _set_grad(head.weight, grad.t().mm(h))
         _set_grad(head.bias, grad.sum(0))
