@@ -19,6 +19,11 @@ weights and running statistics.
 """
 from __future__ import annotations
 
+import functools
+import os
+import warnings
+from typing import List, Tuple
+
 import torch
 from torch import nn
 
@@ -96,6 +101,123 @@ def _set_grad(param: nn.Parameter, grad: torch.Tensor) -> None:
     param.grad = grad if param.requires_grad else None
 
 
+# ------------------------------------------------------------------ the fused step
+# For the common case (plain SGD, no hooks, every parameter trained) the whole step, forward,
+# loss, backward and update, is one TorchScript function: one call from Python instead of
+# about forty, and TorchScript runs without holding Python's GIL, so runs on worker threads
+# really run side by side (measured in benchmarks/bench_training.py). The ops are the same
+# aten kernels as MLPStep's (CPU fusion is off by default), so the numbers are the same.
+# torch.jit.script is deprecated in favour of torch.compile, which costs ~15 s to compile
+# these models (issue 11); if scripting is unavailable, MLPStep's Python path runs instead.
+_ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3}
+_PLACEMENT_CODES = {"none": 0, "before": 1, "after": 2}
+
+
+def _activate(x: torch.Tensor, activation: int) -> torch.Tensor:
+    if activation == 0:
+        return torch.sigmoid_(x)
+    if activation == 1:
+        return torch.tanh_(x)
+    if activation == 2:
+        return torch.relu_(x)
+    return x
+
+
+def _activation_backward(grad: torch.Tensor, a: torch.Tensor, activation: int) -> torch.Tensor:
+    if activation == 0:
+        return torch.ops.aten.sigmoid_backward(grad, a)
+    if activation == 1:
+        return torch.ops.aten.tanh_backward(grad, a)
+    if activation == 2:
+        return torch.ops.aten.threshold_backward(grad, a, 0)
+    return grad
+
+
+def _fused_sgd_step(
+    x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
+    gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
+    counts: List[torch.Tensor], activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of an MLP, in place on its tensors: ``(loss, share of the batch classified
+    right)``. No update when the loss is not finite."""
+    h = x.flatten(1)
+    inputs: List[torch.Tensor] = []
+    acts: List[torch.Tensor] = []
+    bn_inputs: List[torch.Tensor] = []
+    means: List[torch.Tensor] = []
+    invstds: List[torch.Tensor] = []
+    layers = len(weights)
+    for i in range(layers - 1):
+        inputs.append(h)
+        z = torch.addmm(biases[i], h, weights[i].t())
+        if placement == 0:
+            a = _activate(z, activation)
+            h = a
+        else:
+            factor = momentum
+            counts[i].add_(1)
+            if cumulative:
+                factor = 1.0 / float(counts[i].item())
+            if placement == 1:
+                n, mean, invstd = torch.native_batch_norm(z, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+                bn_inputs.append(z)
+                a = _activate(n, activation)
+                h = a
+            else:
+                a = _activate(z, activation)
+                h, mean, invstd = torch.native_batch_norm(a, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+                bn_inputs.append(a)
+            means.append(mean)
+            invstds.append(invstd)
+        acts.append(a)
+    inputs.append(h)
+    logits = torch.addmm(biases[layers - 1], h, weights[layers - 1].t())
+    log_probs = torch.log_softmax(logits, 1)
+    loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, y, None, 1, -100)
+    correct = (logits.argmax(1) == y).float().mean()
+    if not bool(torch.isfinite(loss)):
+        return loss, correct
+    grad = torch.ops.aten.nll_loss_backward(torch.ones([], dtype=log_probs.dtype, device=log_probs.device), log_probs, y, None, 1, -100, total_weight)
+    grad = torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
+    for i in range(layers - 1, -1, -1):
+        weight_grad = grad.t().mm(inputs[i])
+        bias_grad = grad.sum(0)
+        if i > 0:
+            j = i - 1
+            grad = grad.mm(weights[i])
+            if placement == 0:
+                grad = _activation_backward(grad, acts[j], activation)
+            elif placement == 1:
+                grad = _activation_backward(grad, acts[j], activation)
+                grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
+                    grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
+                gammas[j].sub_(gamma_grad, alpha=lr)
+                betas[j].sub_(beta_grad, alpha=lr)
+            else:
+                grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
+                    grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
+                gammas[j].sub_(gamma_grad, alpha=lr)
+                betas[j].sub_(beta_grad, alpha=lr)
+                grad = _activation_backward(grad, acts[j], activation)
+        weights[i].sub_(weight_grad, alpha=lr)
+        biases[i].sub_(bias_grad, alpha=lr)
+    return loss, correct
+
+
+@functools.lru_cache(maxsize=1)
+def scripted_step():
+    """``_fused_sgd_step`` compiled by TorchScript (once per process), or None where that is
+    unavailable or switched off (``BNVIZ_TORCHSCRIPT=0``)."""
+    if os.environ.get("BNVIZ_TORCHSCRIPT", "1") == "0" or not hasattr(torch, "jit"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated": see above
+            return torch.jit.script(_fused_sgd_step)
+    except Exception:  # noqa: BLE001 - any scripting failure means: use the Python path
+        return None
+
+
 class MLPStep:
     """``forward(x, y) -> (loss, logits)`` then ``backward()``: one training step's gradients.
 
@@ -114,6 +236,7 @@ class MLPStep:
         self._saved: tuple = ()
         self.parameters = list(model.parameters())
         self.modules = list(model.modules())
+        self._fused_arguments = None
 
     def _batch_norm(self, norm: nn.BatchNorm1d, x: torch.Tensor):
         # nn.BatchNorm1d.forward in training mode, step for step
@@ -226,6 +349,25 @@ class MLPStep:
             if index > 0:  # the first layer needs no gradient for the images
                 grad = grad.mm(linear.weight)
         self._saved = ()
+
+    def fused_sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: float):
+        """Forward, backward and plain SGD in one TorchScript call: ``(loss, share classified
+        right)``, or None
+        when this step needs the Python path (a hook to call, a frozen parameter, no
+        TorchScript). Parameters are not updated when the loss is not finite."""
+        step = scripted_step()
+        if step is None or _hooked(*self.modules) or not all(p.requires_grad for p in self.parameters):
+            return None
+        if self._fused_arguments is None:  # the model's own tensors, updated in place
+            norms = [n for n in self.norms if n is not None]
+            momentum = norms[0].momentum if norms else 0.0
+            tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
+                       [n.running_mean for n in norms], [n.running_var for n in norms], [n.num_batches_tracked for n in norms])
+            settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2)
+            self._fused_arguments = (tensors, settings, 0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
+        tensors, settings, momentum, cumulative, eps = self._fused_arguments
+        with torch.no_grad():
+            return step(x, y, *tensors, *settings, float(lr), momentum, cumulative, eps)
 
     @torch.no_grad()
     def sgd_step(self, lr: float) -> None:

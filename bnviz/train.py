@@ -191,6 +191,8 @@ class Run:
                 recorder.attach(self.model)
         # the hand-written step where it covers the model exactly (after attach: hooks opt out)
         self.engine = engine_for(self.model, self.sampler.batch_size) if use_engine else None
+        # the fused step does the update itself: for plain SGD, with no recorder reading gradients
+        self._fusable = train_cfg.optimizer == "sgd" and not any(hasattr(r, "after_backward") for r in self.recorders)
         self.step = 0
         self.step_loss: list[float] = []
         self.step_correct: list[float] = []
@@ -244,7 +246,10 @@ class Run:
                     recorder.on_batch(self.step + 1, x, y)
             policy = self.train_cfg.on_nonfinite_loss
             saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
-            if engine is not None:
+            fused = engine.fused_sgd_step(x, y, self.train_cfg.lr) if engine is not None and self._fusable else None
+            if fused is not None:  # forward, backward and update in one call (none if the loss is not finite)
+                loss, correct = fused
+            elif engine is not None:
                 loss, logits = engine.forward(x, y)
             else:
                 optimizer.zero_grad(set_to_none=True)
@@ -271,19 +276,20 @@ class Run:
                 self._flush_correct()
                 self.step_correct.append(float("nan"))
                 break
-            engine.backward() if engine is not None else loss.backward()
-            for recorder in self.recorders:
-                if hasattr(recorder, "after_backward"):
-                    recorder.after_backward(self.step, model)
-            if engine is not None and self.train_cfg.optimizer == "sgd":
-                engine.sgd_step(self.train_cfg.lr)
-            else:
-                optimizer.step()
+            if fused is None:
+                engine.backward() if engine is not None else loss.backward()
+                for recorder in self.recorders:
+                    if hasattr(recorder, "after_backward"):
+                        recorder.after_backward(self.step, model)
+                if engine is not None and self.train_cfg.optimizer == "sgd":
+                    engine.sgd_step(self.train_cfg.lr)
+                else:
+                    optimizer.step()
             for recorder in self.recorders:
                 if hasattr(recorder, "after_step"):
                     recorder.after_step(self.step, model)
             self.step_loss.append(loss_value)
-            self._pending_correct.append((logits.detach().argmax(dim=1) == y).float().mean())
+            self._pending_correct.append(correct if fused is not None else (logits.detach().argmax(dim=1) == y).float().mean())
             if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
                 self._evaluate()
         self.seconds += time.perf_counter() - started

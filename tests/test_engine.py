@@ -42,9 +42,13 @@ def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
     assert not slow_result.diverged
     np.testing.assert_allclose(fast_result.step_loss, slow_result.step_loss, rtol=1e-6, atol=1e-7)  # step_loss is stored as float32
     np.testing.assert_allclose(fast_result.test_acc, slow_result.test_acc, atol=1e-9)
+    np.testing.assert_allclose(fast_result.train_acc, slow_result.train_acc, atol=1e-9)
     for (name, mine), (_, theirs) in zip(fast.model.named_parameters(), slow.model.named_parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=name)
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
+        if optimizer == "sgd":  # the fused TorchScript step: forward, backward and update in one call, no .grad
+            assert mine.grad is None
+        else:  # the Python step: gradients in .grad for the torch optimiser
+            torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
     for (name, mine), (_, theirs) in zip(fast.model.named_buffers(), slow.model.named_buffers()):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-10, msg=name)
 
@@ -165,3 +169,21 @@ def test_a_diverging_seed_stops_alone_inside_a_stack(mnist):
         assert mine.diverged == theirs.diverged and mine.diverged_step == theirs.diverged_step
         assert len(mine.step_loss) == len(theirs.step_loss)
         assert mine.final_test_acc == pytest.approx(theirs.final_test_acc, abs=0.01)
+
+
+def test_without_torchscript_the_python_step_gives_the_same_run(mnist, monkeypatch):
+    """The fused TorchScript step and the Python step (used when scripting is unavailable,
+    or ``BNVIZ_TORCHSCRIPT=0``) train the same numbers."""
+    import bnviz.engine
+
+    model_cfg, train_cfg = ModelConfig(norm="batch", hidden=(64, 32)), TrainConfig(steps=50, batch_size=40, seed=7, eval_every=25, eval_examples=200)
+    fused = in_float64(Run(model_cfg, train_cfg, mnist))
+    fused_result = train_together([fused], threads=1)[0]
+    assert all(p.grad is None for p in fused.model.parameters())  # the fused step ran
+    monkeypatch.setattr(bnviz.engine, "scripted_step", lambda: None)
+    python = in_float64(Run(model_cfg, train_cfg, mnist))
+    python_result = train_together([python], threads=1)[0]
+    assert all(p.grad is not None for p in python.model.parameters())  # the Python step ran
+    np.testing.assert_allclose(fused_result.step_loss, python_result.step_loss, rtol=1e-6)
+    for (name, a), (_, b) in zip(fused.model.state_dict().items(), python.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
