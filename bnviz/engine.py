@@ -204,6 +204,118 @@ def _fused_sgd_step(
     return loss, correct
 
 
+def _stacked_batch_norm(v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
+                        factor: float, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # all K models' units side by side: (K, B, W) -> (B, K*W); BN's statistics are per unit
+    count, batch, width = v.shape[0], v.shape[1], v.shape[2]
+    flat = v.transpose(0, 1).reshape(batch, count * width)
+    out, mean, invstd = torch.native_batch_norm(flat, gamma.view(-1), beta.view(-1), running_mean.view(-1), running_var.view(-1), True, factor, eps)
+    return out.view(batch, count, width).transpose(0, 1), flat, mean, invstd
+
+
+def _stacked_batch_norm_backward(grad: torch.Tensor, flat: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor,
+                                 running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    count, batch, width = grad.shape[0], grad.shape[1], grad.shape[2]
+    grad_flat = grad.transpose(0, 1).reshape(batch, count * width)
+    grad_in, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
+        grad_flat, flat, gamma.view(-1), running_mean.view(-1), running_var.view(-1), mean, invstd, True, eps, [True, True, True])
+    return grad_in.view(batch, count, width).transpose(0, 1), gamma_grad.view(count, width), beta_grad.view(count, width)
+
+
+def _update(param: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor, all_kept: bool, lr: float) -> None:
+    """``param[k] -= lr * grad[k]`` for the models with ``keep[k]``; the others stay as they are."""
+    if not all_kept:
+        shape = [keep.shape[0]] + [1] * (grad.dim() - 1)
+        grad = grad.masked_fill(keep.logical_not().view(shape), 0.0)
+    param.sub_(grad, alpha=lr)
+
+
+def _fused_stacked_sgd_step(
+    x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
+    gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
+    counts: List[torch.Tensor], training: torch.Tensor, activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of K stacked MLPs (:class:`StackedMLPStep`'s tensors, in place):
+    ``(every model's loss (K,), share of its batch classified right (K,))``. Only the
+    models with ``training[k]`` and a finite loss are updated."""
+    count, batch = y.shape[0], y.shape[1]
+    h = x.reshape(count, batch, -1)
+    inputs: List[torch.Tensor] = []
+    acts: List[torch.Tensor] = []
+    flats: List[torch.Tensor] = []
+    means: List[torch.Tensor] = []
+    invstds: List[torch.Tensor] = []
+    layers = len(weights)
+    for i in range(layers - 1):
+        inputs.append(h)
+        z = torch.baddbmm(biases[i].unsqueeze(1), h, weights[i])
+        if placement == 0:
+            a = _activate(z, activation)
+            h = a
+        else:
+            factor = momentum
+            counts[i].add_(1)
+            if cumulative:
+                factor = 1.0 / float(counts[i][0].item())
+            if placement == 1:
+                n, flat, mean, invstd = _stacked_batch_norm(z, gammas[i], betas[i], running_means[i], running_vars[i], factor, eps)
+                a = _activate(n, activation)
+                h = a
+            else:
+                a = _activate(z, activation)
+                h, flat, mean, invstd = _stacked_batch_norm(a, gammas[i], betas[i], running_means[i], running_vars[i], factor, eps)
+            flats.append(flat)
+            means.append(mean)
+            invstds.append(invstd)
+        acts.append(a)
+    inputs.append(h)
+    logits = torch.baddbmm(biases[layers - 1].unsqueeze(1), h, weights[layers - 1])
+    log_probs = torch.log_softmax(logits, 2)
+    losses = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(1)
+    correct = (logits.argmax(2) == y).float().mean(1)
+    keep = training.logical_and(torch.isfinite(losses))
+    all_kept = bool(keep.all())
+    if not bool(keep.any()):
+        return losses, correct
+    grad = log_probs.exp()
+    grad.scatter_add_(2, y.unsqueeze(2), torch.full([count, batch, 1], -1.0, dtype=grad.dtype, device=grad.device))
+    grad.div_(batch)
+    for i in range(layers - 1, -1, -1):
+        weight_grad = torch.bmm(inputs[i].transpose(1, 2), grad)
+        bias_grad = grad.sum(1)
+        if i > 0:
+            j = i - 1
+            grad = torch.bmm(grad, weights[i].transpose(1, 2))
+            if placement == 0:
+                grad = _activation_backward(grad, acts[j], activation)
+            elif placement == 1:
+                grad = _activation_backward(grad, acts[j], activation)
+                grad, gamma_grad, beta_grad = _stacked_batch_norm_backward(grad, flats[j], means[j], invstds[j], gammas[j], running_means[j], running_vars[j], eps)
+                _update(gammas[j], gamma_grad, keep, all_kept, lr)
+                _update(betas[j], beta_grad, keep, all_kept, lr)
+            else:
+                grad, gamma_grad, beta_grad = _stacked_batch_norm_backward(grad, flats[j], means[j], invstds[j], gammas[j], running_means[j], running_vars[j], eps)
+                _update(gammas[j], gamma_grad, keep, all_kept, lr)
+                _update(betas[j], beta_grad, keep, all_kept, lr)
+                grad = _activation_backward(grad, acts[j], activation)
+        _update(weights[i], weight_grad, keep, all_kept, lr)
+        _update(biases[i], bias_grad, keep, all_kept, lr)
+    return losses, correct
+
+
+@functools.lru_cache(maxsize=1)
+def scripted_stacked_step():
+    """``_fused_stacked_sgd_step`` compiled by TorchScript, or None (see :func:`scripted_step`)."""
+    if os.environ.get("BNVIZ_TORCHSCRIPT", "1") == "0" or not hasattr(torch, "jit"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.script(_fused_stacked_sgd_step)
+    except Exception:  # noqa: BLE001 - any scripting failure means: use the Python path
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def scripted_step():
     """``_fused_sgd_step`` compiled by TorchScript (once per process), or None where that is
@@ -396,6 +508,7 @@ class StackedMLPStep:
         self.norm_first = first.cfg.placement == "before"
         self.activation = _ACTIVATION[first.cfg.activation]
         self.activation_backward = _BACKWARD_FROM_OUTPUT[first.cfg.activation]
+        self.activation_code = _ACTIVATION_CODES[first.cfg.activation]
         with torch.no_grad():
             # weights as (K, in, out) so that h (K, B, in) @ W -> (K, B, out); model k's weight is W[k].T
             self.weights = [self._stack([m.blocks[i].linear.weight for m in models] if i < len(first.blocks) else [m.head.weight for m in models], transpose=True) for i in range(len(first.blocks) + 1)]
@@ -502,6 +615,19 @@ class StackedMLPStep:
                 grad = torch.bmm(grad, self.weights[i].transpose(1, 2))
         self.grads = weight_grads + bias_grads + (gamma_grads + beta_grads if self.has_norm else [])
         self._saved = ()
+
+    def fused_sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, training: torch.Tensor):
+        """The whole step in one TorchScript call: ``(losses (K,), share classified right (K,))``,
+        updating only the models with ``training[k]`` and a finite loss; None without TorchScript."""
+        step = scripted_stacked_step()
+        if step is None:
+            return None
+        norm = (self.gammas, self.betas, self.running_means, self.running_vars, self.counts) if self.has_norm else ([], [], [], [], [])
+        placement = 0 if not self.has_norm else 1 if self.norm_first else 2
+        momentum = self.momentum if self.has_norm else 0.0
+        with torch.no_grad():
+            return step(x, y, self.weights, self.biases, *norm, training, self.activation_code, placement, float(lr),
+                        0.0 if momentum is None else float(momentum), momentum is None, float(self.eps) if self.has_norm else 0.0)
 
     @torch.no_grad()
     def sgd_step(self, lr: float, frozen: list[int] = ()) -> None:

@@ -364,7 +364,12 @@ class RunGroup:
         end = min(cfg.steps, self.step + num_steps)
         while self.step < end and not self.done:
             x, y = self._batches()
-            losses, logits = self.engine.forward(x, y)
+            training = torch.tensor([index not in self._diverged_buffers for index in range(len(self.runs))], device=x.device)
+            fused = self.engine.fused_sgd_step(x, y, cfg.lr, training)
+            if fused is not None:  # one call: forward, backward, and the update of every run still training with a finite loss
+                losses, correct = fused
+            else:
+                losses, logits = self.engine.forward(x, y)
             loss_values = losses.tolist()
             self.step += 1
             for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
@@ -375,9 +380,10 @@ class RunGroup:
                     run._flush_correct()
                     run.step_correct.append(float("nan"))
                     self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
-            self.engine.backward()
-            self.engine.sgd_step(cfg.lr, frozen=list(self._diverged_buffers))
-            correct = (logits.argmax(dim=2) == y).float().mean(dim=1)
+            if fused is None:
+                self.engine.backward()
+                self.engine.sgd_step(cfg.lr, frozen=list(self._diverged_buffers))
+                correct = (logits.argmax(dim=2) == y).float().mean(dim=1)
             for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
                 if index in self._diverged_buffers:
                     continue

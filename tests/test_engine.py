@@ -187,3 +187,20 @@ def test_without_torchscript_the_python_step_gives_the_same_run(mnist, monkeypat
     np.testing.assert_allclose(fused_result.step_loss, python_result.step_loss, rtol=1e-6)
     for (name, a), (_, b) in zip(fused.model.state_dict().items(), python.model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeypatch):
+    import bnviz.engine
+
+    def stacked_runs():
+        runs = [in_float64(Run(ModelConfig(norm="batch", placement="after", activation="tanh", hidden=(32,)), TrainConfig(steps=30, batch_size=20, seed=s, eval_every=15, eval_examples=100), mnist)) for s in (0, 1)]
+        return runs, train_together(runs, threads=1)
+
+    fused_runs, fused = stacked_runs()
+    monkeypatch.setattr(bnviz.engine, "scripted_stacked_step", lambda: None)
+    python_runs, python = stacked_runs()
+    for a, b, run_a, run_b in zip(fused, python, fused_runs, python_runs):
+        np.testing.assert_allclose(a.step_loss, b.step_loss, rtol=1e-6)
+        np.testing.assert_allclose(a.train_acc, b.train_acc, atol=1e-9)
+        for (name, p), (_, q) in zip(run_a.model.state_dict().items(), run_b.model.state_dict().items()):
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
