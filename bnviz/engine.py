@@ -303,31 +303,43 @@ def _fused_stacked_sgd_step(
     return losses, correct
 
 
-@functools.lru_cache(maxsize=1)
-def scripted_stacked_step():
-    """``_fused_stacked_sgd_step`` compiled by TorchScript, or None (see :func:`scripted_step`)."""
-    if os.environ.get("BNVIZ_TORCHSCRIPT", "1") == "0" or not hasattr(torch, "jit"):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.script(_fused_stacked_sgd_step)
-    except Exception:  # noqa: BLE001 - any scripting failure means: use the Python path
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def scripted_step():
-    """``_fused_sgd_step`` compiled by TorchScript (once per process), or None where that is
+@functools.lru_cache(maxsize=None)
+def _scripted(function):
+    """``function`` compiled by TorchScript (once per process), or None where that is
     unavailable or switched off (``BNVIZ_TORCHSCRIPT=0``)."""
     if os.environ.get("BNVIZ_TORCHSCRIPT", "1") == "0" or not hasattr(torch, "jit"):
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated": see above
-            return torch.jit.script(_fused_sgd_step)
+            scripted = torch.jit.script(function)
+        return scripted
     except Exception:  # noqa: BLE001 - any scripting failure means: use the Python path
         return None
+
+
+def _as_written(scripted):
+    """Calls of ``scripted`` that run its graph as written. The executor's optimisation passes
+    rewrite it into ops that round differently (1 ulp), and then a run taking the Python step
+    (a probe reading gradients) would drift from one taking the fused step; same speed
+    (measured). The switch is per thread in torch, so every call sets it; bnviz runs no other
+    TorchScript."""
+    if scripted is None:
+        return None
+
+    def call(*args):
+        torch._C._set_graph_executor_optimize(False)
+        return scripted(*args)
+
+    return call
+
+
+def scripted_step():
+    return _as_written(_scripted(_fused_sgd_step))
+
+
+def scripted_stacked_step():
+    return _as_written(_scripted(_fused_stacked_sgd_step))
 
 
 class MLPStep:

@@ -204,3 +204,21 @@ def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeyp
         np.testing.assert_allclose(a.train_acc, b.train_acc, atol=1e-9)
         for (name, p), (_, q) in zip(run_a.model.state_dict().items(), run_b.model.state_dict().items()):
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm):
+    """A run whose recorders read gradients takes the Python step; the same run without them
+    takes the fused one. They must not drift apart, not even by one ulp (probes' 'leave no
+    trace' tests compare such runs with torch.equal)."""
+    import bnviz.engine
+
+    model_cfg, train_cfg = ModelConfig(norm=norm, hidden=(32, 32)), TrainConfig(steps=20, batch_size=16, seed=0, eval_every=10, eval_examples=100)
+    fused = Run(model_cfg, train_cfg, mnist)
+    fused.advance(20)
+    monkeypatch.setattr(bnviz.engine, "scripted_step", lambda: None)
+    python = Run(model_cfg, train_cfg, mnist)
+    python.advance(20)
+    assert fused.step_loss == python.step_loss
+    for (name, a), (_, b) in zip(fused.model.state_dict().items(), python.model.state_dict().items()):
+        assert torch.equal(a, b), name
