@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
@@ -78,7 +78,7 @@ for method in METHODS:
     title = f"{model_label(method)}: {len(np.unique(ids))} sets of {axes.set_size(method)} values ({POOLS_OVER[layout][method]})"
     if method == "group":
         title += f", {groups} group{'s' if groups > 1 else ''} of {WIDTH // groups}"
-    st.altair_chart(sets_grid(axes, method, highlight, title), width="content")
+    draw_chart(st, sets_grid(axes, method, highlight, title), width="content")
 st.markdown(
     "**The same activations normalised four ways**, then measured over each method's sets: average |mean| and average variance. "
     "A method gives mean 0 and variance 1 over its own sets (the diagonal, unless a set is constant); over another method's sets generally not."
@@ -126,7 +126,7 @@ st.caption(
 )
 sweep_result = run_experiment("norm_comparison", sweep_config, label="Batch-size sweep")
 small, large = min(sweep_config.batch_sizes), max(sweep_config.batch_sizes)
-st.altair_chart(batch_size_chart(sweep_result), width="stretch")
+draw_chart(st, batch_size_chart(sweep_result), width="stretch")
 diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in sweep_result.runs.items() if run.diverged]
 if diverged:
     st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
@@ -232,7 +232,7 @@ for run in seq_result.runs:
         st.warning(f"The RNN with {run.label} **diverged** at step {run.diverged_step} (loss NaN or infinite); its curve stops there.")
 
 st.subheader("Longer test sequences")
-st.altair_chart(padded_chart(seq_result), width="content")
+draw_chart(st, padded_chart(seq_result), width="content")
 extra = seq_config.extra_rows[-1]
 before = PLACES.index("before")
 changes = {run.label: seq_result.padded_accuracy[m, before, -1] - seq_result.padded_accuracy[m, before, 0] for m, run in enumerate(seq_result.runs)}

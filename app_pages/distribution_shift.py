@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
@@ -109,12 +109,12 @@ st.markdown(" ".join(verdict))
 
 st.subheader("3. Unit by unit: who explodes, and why")
 left, right = st.columns(2)
-left.altair_chart(layer_maxima_chart(result, float16_line=precision == "float16" or shift_eval["max_abs"] > FLOAT16_MAX / 100), width="stretch")
+draw_chart(left, layer_maxima_chart(result, float16_line=precision == "float16" or shift_eval["max_abs"] > FLOAT16_MAX / 100), width="stretch")
 units = pd.DataFrame(result.units)
 stats = result.running_stats
 first = stats[0]
 if units["running_var"].notna().any():
-    right.altair_chart(units_chart(result), width="stretch")
+    draw_chart(right, units_chart(result), width="stretch")
 else:
     right.info("Every unit's running variance is NaN, so there is no amplification to plot: the statistics themselves are broken.")
 if first["nonfinite_units"]:
@@ -187,7 +187,7 @@ with route_b:
                 f"{int(smallest['unit'])} of layer {int(smallest['layer'])} (running variance {smallest['running_var']:.1e}) is stored as **0**, and a float16 "
                 f"forward amplifies it by 1/√eps = {1 / math.sqrt(config.eps):,.0f}× instead of {smallest['amplification']:,.0f}×."
             )
-        st.altair_chart(eps_sweep_chart(result), width="stretch")
+        draw_chart(st, eps_sweep_chart(result), width="stretch")
 later = stats[1:]
 if later and not first["nonfinite_units"]:
     worst_later = max(later, key=lambda s: s["max_amplification"] if math.isfinite(s["max_amplification"]) else -1)
@@ -199,7 +199,7 @@ if later and not first["nonfinite_units"]:
     )
 
 st.subheader("5. The fixes, compared on the same model")
-st.altair_chart(fixes_chart(result), width="stretch")
+draw_chart(st, fixes_chart(result), width="stretch")
 fixes = pd.DataFrame(result.fixes)
 st.table(fixes.set_index("fix").rename(columns={"nonfinite_outputs": "NaN/inf outputs", "max_abs": "largest |BN output|"})
          .style.format({"accuracy": lambda v: format_percent(v), "loss": "{:.3g}", "largest |BN output|": "{:,.4g}"}))
@@ -256,7 +256,7 @@ else:
     for column, method, name in ((k3, ADABN, "AdaBN"), (k4, MIXED, f"Mix N = {prior}")):
         column.metric(f"{name}, n = {sizes[0]}", format_percent(few.mean(method)[0]), delta=f"n = {sizes[middle]}: {format_percent(few.mean(method)[middle])}",
                       delta_color="off", delta_arrow="off")
-    st.altair_chart(adaptation_chart(few, mix_label), width="stretch")
+    draw_chart(st, adaptation_chart(few, mix_label), width="stretch")
 
     def where(cross: dict, name: str) -> str:
         if not cross["hurts"]:

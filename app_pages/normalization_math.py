@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from bnviz import norms
-from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.normalization_math import (
     STEPS,
     all_neurons_chart,
@@ -143,7 +143,7 @@ st.latex(rf"y_1 = {latex_number(config.gamma)} \times {latex_term(float(result.x
 
 columns = st.columns(len(STEPS))
 for column, step in zip(columns, STEPS):
-    column.altair_chart(step_histogram(result, step), width="stretch")
+    draw_chart(column, step_histogram(result, step), width="stretch")
 st.caption(f"Neuron {focus}'s {m} values at each step (density). Dashed: the standard normal N(0, 1), the target of eq. (3).")
 
 table = pd.DataFrame(
@@ -176,9 +176,9 @@ st.caption(
 )
 
 left, right = st.columns(2)
-left.altair_chart(neurons_chart(result, "x", f"Before BN: neurons {', '.join(map(str, neurons))}"), width="stretch")
-right.altair_chart(neurons_chart(result, "y", f"After BN (γ = {config.gamma:g}, β = {config.beta:g})"), width="stretch")
-st.altair_chart(all_neurons_chart(result), width="stretch")
+draw_chart(left, neurons_chart(result, "x", f"Before BN: neurons {', '.join(map(str, neurons))}"), width="stretch")
+draw_chart(right, neurons_chart(result, "y", f"After BN (γ = {config.gamma:g}, β = {config.beta:g})"), width="stretch")
+draw_chart(st, all_neurons_chart(result), width="stretch")
 
 # ------------------------------------------------------------------ gamma, beta and the nonlinearity
 st.header("γ and β choose the regime of the nonlinearity")
@@ -187,7 +187,7 @@ st.markdown(
     "whether its values stay in the nonlinearity's nearly **linear** middle, bend into its **curve**, or reach the flat, "
     "**saturated** ends (ReLU: the **dead** side, slope 0), where gradients vanish."
 )
-st.altair_chart(nonlinearity_chart(result, nonlinearity), width="stretch")
+draw_chart(st, nonlinearity_chart(result, nonlinearity), width="stretch")
 fractions = result.regimes[nonlinearity]
 for column, (regime, share) in zip(st.columns(len(fractions)), fractions.items()):
     column.metric(f"{regime} ({nonlinearity})", format_percent(share))
@@ -256,7 +256,7 @@ st.caption(
     "any change that moves all values together. That is the bias's gradient above."
 )
 st.subheader("∂L/∂x: bnviz's formula vs PyTorch autograd")
-st.altair_chart(gradient_chart(result), width="stretch")
+draw_chart(st, gradient_chart(result), width="stretch")
 st.caption("One point per example of the three neurons shown: bnviz's `norms.batch_norm_backward` (the formula above) against autograd through `torch.nn.BatchNorm1d`. On the dashed diagonal they are equal.")
 
 st.subheader("bnviz vs torch on this batch (float64)")

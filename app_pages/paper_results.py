@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.paper import accuracy_chart, lr_curve_records, lr_curves_chart, percentile_chart, percentile_records, steps_to_target_chart
 from bnviz.experiments.paper_figure1 import ARTICLE_LR, PaperFigure1Config, bn_ahead_fraction, median_drift, steps_to_match
@@ -69,8 +69,8 @@ percentile_slot = st.empty()
 
 
 def draw_figure1(result):
-    accuracy_slot.altair_chart(accuracy_chart(result, paper_axis, total_steps=config.steps), width="stretch")
-    percentile_slot.altair_chart(percentile_chart(result, layer, unit, total_steps=config.steps))
+    draw_chart(accuracy_slot, accuracy_chart(result, paper_axis, total_steps=config.steps), width="stretch")
+    draw_chart(percentile_slot, percentile_chart(result, layer, unit, total_steps=config.steps))
 
 
 figure1 = run_experiment("paper_figure1", config, live=draw_figure1, label="Training both networks")
@@ -174,13 +174,13 @@ lr_slot = st.empty()
 
 
 def draw_lr(result):
-    lr_slot.altair_chart(lr_curves_chart(result, total_steps=lr_config.steps))
+    draw_chart(lr_slot, lr_curves_chart(result, total_steps=lr_config.steps))
 
 
 claims = run_experiment("paper_lr_claims", lr_config, live=draw_lr, label="Training 12 networks")
 draw_lr(claims)
 rows = steps_to_target(claims, None if target_choice == "baseline" else float(target_choice))
-st.altair_chart(steps_to_target_chart(rows))
+draw_chart(st, steps_to_target_chart(rows))
 
 findings = []
 yardstick = baseline_activation(claims)

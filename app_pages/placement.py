@@ -1,7 +1,7 @@
 """Before or after the nonlinearity: where to put BN, measured instead of argued."""
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.placement import band_chart, band_records, histogram_chart, layer_chart, layer_records, sweep_chart, sweep_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.placement import LABELS, LR_LADDER, PLACEMENT_ACTIVATIONS, PlacementConfig, paired_difference, verdict
@@ -63,8 +63,8 @@ acc_slot, loss_slot = acc_col.empty(), loss_col.empty()
 
 def draw(runs, note=""):
     lr = runs[0].train.lr if runs else view_lr
-    acc_slot.altair_chart(band_chart(runs, "test_acc", f"Test accuracy (1,000 images), learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
-    loss_slot.altair_chart(band_chart(runs, "train_loss", f"Training loss, learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
+    draw_chart(acc_slot, band_chart(runs, "test_acc", f"Test accuracy (1,000 images), learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
+    draw_chart(loss_slot, band_chart(runs, "train_loss", f"Training loss, learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
 
 
 result = run_experiment("placement", config, live=lambda runs: draw(runs, " (training…)"), label=f"Training {config.total_steps // config.steps} runs")
@@ -101,7 +101,7 @@ for label in LABELS:
         )
 
 st.subheader("Which placement tolerates larger learning rates?")
-st.altair_chart(sweep_chart(result), width="stretch")
+draw_chart(st, sweep_chart(result), width="stretch")
 sweep = sweep_records(result)
 largest = max(lrs)
 at_largest = sweep[sweep["lr"] == largest].set_index("model")
@@ -129,7 +129,7 @@ layer_options = list(range(1, depth + 1))
 if st.session_state.get("placement.layer") not in layer_options:
     st.session_state["placement.layer"] = depth
 layer = controls.select("Hidden layer to look into", "layer", layer_options, depth, format_func=lambda v: f"layer {v}")
-st.altair_chart(histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
+draw_chart(st, histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
 edges = result.histogram_edges
 st.caption(
     f"Faded bins: where the {act_name}'s slope is under {FLAT_SLOPE_FRACTION:.0%} of its steepest. Share of (image, unit) pairs "
@@ -137,8 +137,8 @@ st.caption(
 )
 
 flat_col, mean_col = st.columns(2)
-flat_col.altair_chart(layer_chart(result, view_lr, "flat_fraction", f"Share of inputs where the {act_name} is {flat_word}", "share of (image, unit) pairs", percent=True), width="stretch")
-mean_col.altair_chart(layer_chart(result, view_lr, "output_mean", "Mean of what the next layer receives", "mean of the layer's output"), width="stretch")
+draw_chart(flat_col, layer_chart(result, view_lr, "flat_fraction", f"Share of inputs where the {act_name} is {flat_word}", "share of (image, unit) pairs", percent=True), width="stretch")
+draw_chart(mean_col, layer_chart(result, view_lr, "output_mean", "Mean of what the next layer receives", "mean of the layer's output"), width="stretch")
 
 flat = {label: values.mean() for label, values in result.layer_statistic(view_lr, "flat_fraction").items()}
 dead = {label: values.mean() for label, values in result.layer_statistic(view_lr, "dead_fraction").items()}

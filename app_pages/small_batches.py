@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_frame, closed_form_frame, closed_form_heatmap, mismatch_chart, schedule_chart, seed_frame, summary_frame
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
 from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
@@ -65,7 +65,7 @@ st.markdown(
 )
 c_schedule, c_text = st.columns([3, 2])
 with c_schedule:
-    st.altair_chart(schedule_chart(config), width="stretch")
+    draw_chart(st, schedule_chart(config), width="stretch")
 with c_text:
     st.markdown(
         f"**Warm-up, the paper's schedule scaled.** Ioffe's runs were {PAPER_TRAINING_STEPS:,} steps long (Sec. 4): plain BN (r_max = 1, d_max = 0) for the first "
@@ -80,7 +80,7 @@ st.caption(
 )
 result = run_experiment("small_batches", config, label="Batch-size sweep")
 small, large = min(config.batch_sizes), max(config.batch_sizes)
-st.altair_chart(accuracy_chart(result), width="stretch")
+draw_chart(st, accuracy_chart(result), width="stretch")
 diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in result.runs.items() if run.diverged]
 if diverged:
     st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
@@ -128,7 +128,7 @@ st.markdown(
     "between the two is the train/eval mismatch the fixes aim at."
 )
 summary = summary_frame(result)
-st.altair_chart(mismatch_chart(result), width="stretch")
+draw_chart(st, mismatch_chart(result), width="stretch")
 flat = [label for label, rows in summary.groupby("model", sort=False) if np.all(rows["prediction changes"].fillna(1) == 0)]
 if len(flat) > 1:
     st.caption("On the 0% line, drawn over each other: " + ", ".join(flat) + ".")
@@ -175,7 +175,7 @@ st.markdown(
     f"The exponent is **L/2** for the output's scale (standard deviation) and **L** for its variance. So the often quoted (63/64)^10 = "
     f"{(63 / 64) ** 10:.3f} is the scale after **20** layers at m = 64 (or the variance after 10): {closed_form_ratio(64, 20):.3f}."
 )
-st.altair_chart(closed_form_heatmap(), width="stretch")
+draw_chart(st, closed_form_heatmap(), width="stretch")
 
 defaults_bessel = BesselConfig()
 b1, b2, b3, b4 = st.columns(4)
@@ -210,7 +210,7 @@ if broken:
     k3.metric("Departs by ≥ 1%", ", ".join(f"m = {m} from layer {layer}" for m, layer in broken), delta=f"ε = {eps:g}", delta_color="off")
 else:
     k3.metric("Departs by ≥ 1%", "nowhere", delta=f"ε = {eps:g}, {depth} layers", delta_color="off")
-st.altair_chart(bessel_chart(bessel), width="stretch")
+draw_chart(st, bessel_chart(bessel), width="stretch")
 clipped = int(np.sum(bessel.measured > 10))
 text = "Every measured diamond is computed from the network's own outputs; the lines are ((m−1)/m)^(l/2)"
 text += f" ({clipped} measured value{'s' if clipped > 1 else ''} above 10 on the chart's top edge). " if clipped else ". "

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_stats import precise_batch_norm_statistics
 from bnviz.charts.train_vs_eval import (
     accuracy_chart,
@@ -84,8 +84,8 @@ if run.diverged:
 st.header("1. Batch statistics, running estimates and the truth")
 unit = config.units[unit_position]
 left, right = st.columns(2)
-left.altair_chart(statistics_chart(result, unit_position, "mean", f"Mean of neuron {unit}'s BN input"), width="stretch")
-right.altair_chart(statistics_chart(result, unit_position, "var", f"Variance of neuron {unit}'s BN input"), width="stretch")
+draw_chart(left, statistics_chart(result, unit_position, "mean", f"Mean of neuron {unit}'s BN input"), width="stretch")
+draw_chart(right, statistics_chart(result, unit_position, "var", f"Variance of neuron {unit}'s BN input"), width="stretch")
 m1, m2, m3 = st.columns(3)
 gap = result.mean_gap
 m1.metric("Running (EMA) mean vs truth, last step", f"{gap['running (EMA)']:.3f} σ", help="Mean over all 100 first-layer neurons of |estimate − true mean| / true std.")
@@ -118,7 +118,7 @@ image_col, chart_col = st.columns([1, 4])
 with image_col:
     st.image(np.kron(result.image, np.ones((6, 6), dtype=np.uint8)), caption=f"test image {config.image_index}, a {result.image_label}")
 with chart_col:
-    st.altair_chart(batch_mates_chart(result), width="stretch")
+    draw_chart(st, batch_mates_chart(result), width="stretch")
 train_spread, eval_spread, flips = result.train_mode_spread, result.eval_mode_spread, result.train_mode_flip_rate
 sizes = result.probe_batch_sizes
 b1, b2, b3 = st.columns(3)
@@ -158,7 +158,7 @@ with alone_right:
 # ---------------------------------------------------------------- 3. accuracy three ways
 st.header("3. Test accuracy three ways, same weights")
 rows = accuracy_three_ways(result)
-st.altair_chart(accuracy_chart(rows), width="stretch")
+draw_chart(st, accuracy_chart(rows), width="stretch")
 best_way, best_accuracy = max(rows, key=lambda row: row[1])
 eval_acc, recal_acc = result.eval_accuracy, result.recalibrated_accuracy
 difference = (recal_acc - eval_acc) * 100
@@ -200,7 +200,7 @@ run_regularization = reg_controls.toggle(f"Run it ({total_runs} trainings)", "re
 reg_controls.show_notes()
 if run_regularization:
     reg = run_experiment("batch_noise_regularization", reg_config, label="Training the regularization runs")
-    st.altair_chart(regularization_chart(reg, reg_metric), width="stretch")
+    draw_chart(st, regularization_chart(reg, reg_metric), width="stretch")
     for name in reg.diverged:
         st.warning(f"The run “{name}” diverged (loss NaN or infinite); its accuracies are those of a broken model.")
     effect = reg.bn_effect().groupby("batch_size")["bn_effect"].agg(["mean", "min", "max"])
@@ -278,7 +278,7 @@ else:
         if pb.diverged(i):
             column.error(f"Learning rate {pb_lr:g} **diverged** at step {pb.runs[i].diverged_step} (loss NaN or infinite): no statistics to compare. Pick a lower high learning rate.")
             continue
-        column.altair_chart(precise_chart(pb, i, y_domain), width="stretch")
+        draw_chart(column, precise_chart(pb, i, y_domain), width="stretch")
         means = pb.precise_accuracy[i].mean(axis=1)
         lag = pb.lag(i)
         column.metric(f"PreciseBN − EMA at lr {pb_lr:g}", f"{100 * lag:+.2f} points",

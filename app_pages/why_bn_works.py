@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.why import (
     beta_chart,
@@ -98,9 +98,9 @@ with noisy_metrics:
     for column, run in zip(columns, noisy.runs):
         column.metric(f"Test accuracy, {run.label}", accuracy_text(run))
 
-st.altair_chart(drift_chart(noisy.runs, "change of a unit's mean", "How far a unit's input mean moves per step"), width="stretch")
-st.altair_chart(drift_chart(noisy.runs, "change of a unit's variance", "How far a unit's input variance moves per step"), width="stretch")
-st.altair_chart(unit_distribution_chart(noisy.runs), width="stretch")
+draw_chart(st, drift_chart(noisy.runs, "change of a unit's mean", "How far a unit's input mean moves per step"), width="stretch")
+draw_chart(st, drift_chart(noisy.runs, "change of a unit's variance", "How far a unit's input variance moves per step"), width="stretch")
+draw_chart(st, unit_distribution_chart(noisy.runs), width="stretch")
 bn_drift, noisy_drift, plain_drift = (drift(by_label[label])[0] for label in ("BN", "noisy BN", "no BN"))
 st.markdown(
     f"Per step, a unit's input mean moves by **{number(noisy_drift, '.3g')}** on average with noisy BN, "
@@ -164,8 +164,8 @@ st.latex(
     r"G' = \nabla_{W_i}\mathcal L(W_1^{t+1},\dots,W_{i-1}^{t+1},W_i^{t},\dots,W_k^{t}),\quad "
     r"\mathrm{ICS}_i = \lVert G - G'\rVert_2"
 )
-st.altair_chart(ics_chart(probes.runs, "l2"), width="stretch")
-st.altair_chart(ics_chart(probes.runs, "cosine"), width="stretch")
+draw_chart(st, ics_chart(probes.runs, "l2"), width="stretch")
+draw_chart(st, ics_chart(probes.runs, "cosine"), width="stretch")
 m1, m2, m3 = st.columns(3)
 m1.metric("‖G − G′‖ / ‖G‖, BN", f"{number(bn['ics_relative'], '.3f')}", delta=f"no BN: {number(plain['ics_relative'], '.3f')}", delta_color="off")
 m2.metric("cos(G, G′), BN", f"{number(bn['ics_cosine'], '.3f')}", delta=f"no BN: {number(plain['ics_cosine'], '.3f')}", delta_color="off")
@@ -182,7 +182,7 @@ st.markdown(
     "layer's output h is compared with the original on the same batch. BN right after that layer computes "
     "BN((cW)x + cb) = BN(Wx + b) and BN(Wx + b + d) = BN(Wx + b): only γ and β set the unit's mean and scale."
 )
-st.altair_chart(lower_change_chart(probes.runs), width="stretch")
+draw_chart(st, lower_change_chart(probes.runs), width="stretch")
 st.markdown(
     f"Largest relative change of the last hidden layer's output: **{number(bn['lower_change'], '.1e')}** with BN (rounding and ε), "
     f"**{number(plain['lower_change'], '.1e')}** without. This invariance holds by construction while BN uses batch statistics; "
@@ -197,9 +197,9 @@ st.markdown(
 )
 st.latex(r"\mathcal L(w-\eta g),\qquad \lVert\nabla\mathcal L(w-\eta g)-\nabla\mathcal L(w)\rVert_2,\qquad \beta=\max_\eta \frac{\lVert\nabla\mathcal L(w-\eta g)-\nabla\mathcal L(w)\rVert_2}{\lVert\eta g\rVert_2}")
 left, right = st.columns(2)
-left.altair_chart(landscape_band_chart(probes.runs, "loss"), width="stretch")
-right.altair_chart(landscape_band_chart(probes.runs, "change"), width="stretch")
-st.altair_chart(beta_chart(probes.runs), width="stretch")
+draw_chart(left, landscape_band_chart(probes.runs, "loss"), width="stretch")
+draw_chart(right, landscape_band_chart(probes.runs, "change"), width="stretch")
+draw_chart(st, beta_chart(probes.runs), width="stretch")
 m1, m2, m3 = st.columns(3)
 m1.metric("Loss range along the gradient, BN", f"{number(bn['loss_range'], '.3f')}", delta=f"no BN: {number(plain['loss_range'], '.3f')}", delta_color="off")
 m2.metric("Largest gradient change, BN", f"{number(bn['grad_change'], '.3g')}", delta=f"no BN: {number(plain['grad_change'], '.3g')}", delta_color="off")

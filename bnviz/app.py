@@ -108,7 +108,7 @@ def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_dom
 
     def draw(runs) -> None:
         for slot, metric, title in slots:
-            slot.altair_chart(curves_chart(runs, metric, title, y_domain=y_domain, total_steps=total_steps), width="stretch")
+            draw_chart(slot, curves_chart(runs, metric, title, y_domain=y_domain, total_steps=total_steps))
 
     return draw
 
@@ -248,19 +248,73 @@ class Controls:
             st.info(note)
 
 
+# The charts drawn in this script run, per session, for downloads() to offer as PNG/SVG
+# (Streamlit 1.67's chart toolbar has no image export). Reset by the entry point each run.
+_CHARTS: dict[str, dict[Any, Any]] = {}
+
+
+def _session_charts() -> dict[Any, Any]:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return _CHARTS.setdefault(ctx.session_id if ctx is not None else "", {})
+
+
+def new_script_run() -> None:
+    """Forget the previous run's charts (the entry point calls it before the page runs)."""
+    _session_charts().clear()
+
+
+def draw_chart(where, chart, **kwargs) -> None:
+    """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder), and keep
+    the chart for the next :func:`downloads` to offer as an image. A placeholder redrawn
+    (live curves) keeps only its latest chart."""
+    where.altair_chart(chart, **kwargs)
+    charts = _session_charts()
+    charts[id(where) if where is not st else len(charts)] = chart
+
+
+def _chart_title(chart, index: int) -> str:
+    title = getattr(chart, "title", None)
+    text = title if isinstance(title, str) else getattr(title, "text", None)
+    return text if isinstance(text, str) and text else f"Chart {index}"
+
+
+def _chart_image(spec: dict, kind: str):
+    """PNG or SVG of a Vega-Lite spec, rendered on the server by vl-convert (what Altair's
+    ``chart.save`` uses) only when the button is clicked."""
+    def render():
+        import vl_convert
+
+        return vl_convert.vegalite_to_png(spec, scale=2) if kind == "png" else vl_convert.vegalite_to_svg(spec)
+
+    return render
+
+
 def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config") -> None:
-    """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run) and
-    each chart's data as CSV. Each chart's own menu (⋯) saves it as PNG or SVG.
+    """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run), each
+    chart's data as CSV, and each chart drawn since the last call (:func:`draw_chart`) as
+    PNG and SVG.
     ``title`` tells two of these expanders on one page apart."""
     with st.expander(title):
         file_name = f"bnviz-{name}-config.json"
-        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"download.{name}.config")
+        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"download.{name}.config", on_click="ignore")
         st.caption("Reproduce it exactly from the command line:")
         st.code(f"python -m bnviz run {name} --config {file_name}", language="bash")
         for title, frame in (tables or {}).items():
             slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
-            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"download.{name}.{slug}")
-        st.caption("Charts: use the ⋯ menu at a chart's top right to save it as PNG or SVG.")
+            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"download.{name}.{slug}", on_click="ignore")
+        charts = list(_session_charts().values())
+        if charts:
+            st.caption("The charts above as images:")
+        for index, chart in enumerate(charts, start=1):
+            title = _chart_title(chart, index)
+            slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")[:60] or f"chart-{index}"
+            spec = chart.to_dict()
+            png, svg = st.columns(2)
+            png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"download.{name}.{slug}.{index}.png", on_click="ignore")
+            svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")
+        _session_charts().clear()
 
 
 def _apply_preset(scope: str, query: dict) -> None:

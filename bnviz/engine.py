@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import warnings
 from typing import List, Tuple
 
@@ -303,10 +304,18 @@ def _fused_stacked_sgd_step(
     return losses, correct
 
 
-@functools.lru_cache(maxsize=None)
+_SCRIPTING = threading.Lock()  # worker threads may ask at once: compile once, and warnings.catch_warnings is not thread-safe
+
+
 def _scripted(function):
     """``function`` compiled by TorchScript (once per process), or None where that is
     unavailable or switched off (``BNVIZ_TORCHSCRIPT=0``)."""
+    with _SCRIPTING:
+        return _compile(function)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile(function):
     if os.environ.get("BNVIZ_TORCHSCRIPT", "1") == "0" or not hasattr(torch, "jit"):
         return None
     try:

@@ -401,3 +401,35 @@ def test_every_page_renders_and_answers_a_control(browser, app_url, pages, artif
                 page.context.close()
                 timings.append(f"{path or '/'}: {time.monotonic() - started:.1f} s")
     (artifacts / "page-timings.txt").write_text("\n".join(timings) + "\n")
+
+
+def test_downloads_give_the_config_the_data_and_the_charts(browser, app_url, tmp_path):
+    """What a teacher saves from a page, saved through the browser: the config JSON that
+    ``python -m bnviz run`` takes, a chart's data as CSV, and a chart as PNG and SVG."""
+    import json
+
+    from bnviz.experiments.home import HomeConfig
+
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{app_url}/?{E2E_FAST_QUERY['']}")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    wait_idle(page)
+    page.get_by_text("Download the data and the config").first.click()
+
+    def download(label: str):
+        with page.expect_download(timeout=60_000) as info:
+            page.get_by_role("button", name=label).first.click()
+        saved = tmp_path / info.value.suggested_filename
+        info.value.save_as(saved)
+        return saved
+
+    config = download("Experiment config (JSON)")
+    assert HomeConfig.from_dict(json.loads(config.read_text())) == HomeConfig(steps=100)
+    rows = download("Test accuracy (CSV)").read_text().splitlines()
+    assert rows[0] == "model,step,value" and len(rows) > 4
+    png = download("Test accuracy (2,000 test images) (PNG)")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    svg = download("Test accuracy (2,000 test images) (SVG)").read_text()
+    assert svg.lstrip().startswith("<svg") and "no BN" in svg  # the legend is in the picture
+    context.close()
