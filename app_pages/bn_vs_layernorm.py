@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
@@ -101,6 +101,7 @@ st.caption(
 )
 
 # ------------------------------------------------------------ 2. batch-size sweep
+sweep_mark = chart_mark()
 st.header("2. Batch size: where BN loses")
 defaults_sweep = NormComparisonConfig()
 with st.expander("Settings of the sweep", expanded=False):
@@ -202,6 +203,7 @@ st.caption(f"Means over {sweep_config.seeds} seed(s). Accuracy: test accuracy of
            "ms per step is measured on this machine, shared with other users, so it is noisy.")
 
 # -------------------------------------------------------------------- 5. sequences
+sequence_mark = chart_mark()
 st.header("5. Sequences: a recurrent network on sequential MNIST")
 st.markdown(
     "A one-layer tanh RNN reads each digit **row by row** (28 time steps of 28 pixels) and classifies from its last state. "
@@ -254,6 +256,7 @@ st.caption("So BN cannot be *trained* with one sequence per batch (nor run in tr
 # ------------------------------------------------------- 6. invariance table (issue 14)
 from bnviz.experiments.invariance_table import BA_ET_AL_TABLE_1, BA_ET_AL_WEIGHT_NORM, INVARIANCE_TOLERANCE, ROWS, TRANSFORMS, InvarianceConfig, layer_output, transformed  # noqa: E402
 
+invariance_mark = chart_mark()
 st.header("6. What each norm ignores: Ba et al.'s invariance table")
 st.markdown(
     "Ba et al. 2016 (*Layer Normalization*, Table 1) list which changes to a layer's weights or to the data leave the **normalized output** unchanged. "
@@ -321,13 +324,13 @@ st.caption(
     "g and c are random vectors (seeded); one unit = unit 0, one image = image 0. "
     + ("The network is freshly initialised (PyTorch's default init)." if inv_trained == 0 else f"Each network (BN, LayerNorm, no norm) was trained {inv_trained} steps first.")
 )
-downloads("invariance_table", inv_config, {"Invariance table": pd.DataFrame(inv.cells)}, title="Download the invariance table and config")
+downloads("invariance_table", inv_config, {"Invariance table": pd.DataFrame(inv.cells)}, title="Download the invariance table and config", charts=(invariance_mark, None))
 source_expander(transformed, layer_output, title="The code of the invariance table")
 
 st.caption("Batch-size sweep:")
-downloads("norm_comparison", sweep_config, {"Test accuracy by batch size": batch_size_frame(sweep_result), "Summary": summary})
+downloads("norm_comparison", sweep_config, {"Test accuracy by batch size": batch_size_frame(sweep_result), "Summary": summary}, charts=(sweep_mark, sequence_mark))
 st.caption("Recurrent networks:")
-downloads("sequence_norms", seq_config, {"RNN test accuracy": curve_records(seq_result.runs, "test_acc"), "Longer sequences": padded_frame(seq_result)})
+downloads("sequence_norms", seq_config, {"RNN test accuracy": curve_records(seq_result.runs, "test_acc"), "Longer sequences": padded_frame(seq_result)}, charts=(sequence_mark, invariance_mark))
 st.caption("Pooling sets:")
 downloads("norm_axes", axes_config, {f"Sets, {model_label(m)}": sets_frame(axes, m, highlight) for m in METHODS})
 source_expander(statistic_sets, set_moments, normalize_by_sets, PerStepNorm, RecurrentBlock)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
@@ -217,6 +217,7 @@ st.markdown(
 from bnviz.charts.few_sample_adaptation import adaptation_chart, adaptation_frame  # noqa: E402
 from bnviz.experiments.few_sample_adaptation import ADABN, FULL, MIXED, PLAIN, SAMPLE_SIZES, FewSampleConfig, adapt_statistics, crossing, mix_statistics  # noqa: E402
 
+few_mark = chart_mark()
 st.subheader("6. Adapting with few target images: AdaBN and a prior")
 st.markdown(
     "Re-estimating the statistics on the shifted data (AdaBN, Li et al. 2016) needs shifted images, but how many? With only a "
@@ -286,7 +287,7 @@ else:
         "images of section 2. Schneider et al. compute the target statistics on the test batch itself; here they are estimated once and kept fixed."
     )
     downloads("few_sample_adaptation", few_config, {"Accuracy by n (mean and range)": adaptation_frame(few), "Accuracy per draw": pd.DataFrame(few.records())},
-              title="Download the few-sample adaptation data and config")
+              title="Download the few-sample adaptation data and config", charts=(few_mark, None))
     source_expander(mix_statistics, adapt_statistics, title="The code of the adaptation")
 
 st.subheader("How to debug this in your own model")

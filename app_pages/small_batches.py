@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_frame, closed_form_frame, closed_form_heatmap, mismatch_chart, schedule_chart, seed_frame, summary_frame
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
 from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
@@ -158,6 +158,7 @@ if "BN" in changes.index and "Batch Renorm" in changes.index:
 st.markdown(verdict)
 
 # ----------------------------------------------------------------- 2. the Bessel factor
+bessel_mark = chart_mark()
 st.header("2. The Bessel factor: biased in training, unbiased in running_var")
 st.markdown(
     "PyTorch's BN normalises a training batch of m values with the **biased** variance $s^2 = \\frac1m\\sum_i (x_i-\\mu_B)^2$, "
@@ -227,7 +228,7 @@ st.markdown(text)
 st.caption(f"The deep linear MLP reached {format_percent(bessel.run.final_test_acc)} test accuracy (eval mode); training it only makes the weights realistic, the factor does not depend on them.")
 
 st.caption("Batch-size sweep:")
-downloads("small_batches", config, {"Accuracy and mismatch by batch size": summary, "Accuracy per seed": seed_frame(result)}, title="Download the sweep's data and config")
+downloads("small_batches", config, {"Accuracy and mismatch by batch size": summary, "Accuracy per seed": seed_frame(result)}, title="Download the sweep's data and config", charts=(0, bessel_mark))
 st.caption("Bessel factor:")
 downloads("bessel_mismatch", bessel_config, {"Measured and closed form": bessel_frame(bessel), "Closed form, m 2-256, depth 1-20": closed_form_frame()}, title="Download the Bessel data and config")
 source_expander(renorm_limits, BatchRenorm1d.forward, GhostBatchNorm1d.forward, TrainEvalMismatch.on_eval, BesselProbe.on_eval, closed_form_ratio)

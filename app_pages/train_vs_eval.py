@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
 from bnviz.bn_stats import precise_batch_norm_statistics
 from bnviz.charts.train_vs_eval import (
     accuracy_chart,
@@ -237,6 +237,7 @@ import pandas as pd  # noqa: E402
 from bnviz.charts.precise_bn import precise_chart, precise_frame  # noqa: E402
 from bnviz.experiments.precise_bn import PreciseBNConfig, precise_model  # noqa: E402
 
+precise_mark = chart_mark()
 st.header("5. PreciseBN: the population statistics, recomputed")
 st.markdown(
     "Section 3 recomputed the statistics once. Wu & Johnson 2021 (*Rethinking “Batch” in BatchNorm*) make it a method, **PreciseBN**: "
@@ -315,7 +316,7 @@ else:
     )
     frames = [precise_frame(pb, i).assign(learning_rate=pb_lr) for i, pb_lr in enumerate(pb_config.learning_rates) if not pb.diverged(i)]
     downloads("precise_bn", pb_config, {"PreciseBN vs EMA accuracy": pd.concat(frames) if frames else pd.DataFrame(), "EMA vs precise statistics": gap},
-              title="Download the PreciseBN data and config")
+              title="Download the PreciseBN data and config", charts=(precise_mark, None))
     source_expander(precise_model, precise_batch_norm_statistics, title="The code of PreciseBN")
 
 tables = {

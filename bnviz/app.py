@@ -250,28 +250,48 @@ class Controls:
 
 # The charts drawn in this script run, per session, for downloads() to offer as PNG/SVG
 # (Streamlit 1.67's chart toolbar has no image export). Reset by the entry point each run.
-_CHARTS: dict[str, dict[Any, Any]] = {}
+class _DrawnCharts:
+    def __init__(self):
+        self.count = 0  # charts drawn this run: positions for chart_mark()
+        self.pending: dict[Any, tuple[int, Any]] = {}  # key -> (position, chart) not offered yet
 
 
-def _session_charts() -> dict[Any, Any]:
+_CHARTS: dict[str, _DrawnCharts] = {}
+
+
+def _session_charts() -> _DrawnCharts:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
-    return _CHARTS.setdefault(ctx.session_id if ctx is not None else "", {})
+    return _CHARTS.setdefault(ctx.session_id if ctx is not None else "", _DrawnCharts())
 
 
 def new_script_run() -> None:
     """Forget the previous run's charts (the entry point calls it before the page runs)."""
-    _session_charts().clear()
+    drawn = _session_charts()
+    drawn.count, drawn.pending = 0, {}
+
+
+def chart_mark() -> int:
+    """A mark between the charts drawn so far and the next ones, for a page whose
+    sections each have their own :func:`downloads` (``charts=(start_mark, end_mark)``)."""
+    return _session_charts().count
 
 
 def draw_chart(where, chart, **kwargs) -> None:
     """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder), and keep
-    the chart for the next :func:`downloads` to offer as an image. A placeholder redrawn
-    (live curves) keeps only its latest chart."""
+    the chart for a later :func:`downloads` to offer as an image. A placeholder redrawn
+    (live curves) keeps its place and only its latest chart."""
     where.altair_chart(chart, **kwargs)
-    charts = _session_charts()
-    charts[id(where) if where is not st else len(charts)] = chart
+    drawn = _session_charts()
+    key = id(where) if where is not st else ("st", drawn.count)
+    position = drawn.pending[key][0] if key in drawn.pending else drawn.count
+    drawn.pending[key] = (position, chart)
+    drawn.count += 1
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
 
 
 def _chart_title(chart, index: int) -> str:
@@ -291,10 +311,10 @@ def _chart_image(spec: dict, kind: str):
     return render
 
 
-def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config") -> None:
+def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config", charts: tuple[int, int | None] | None = None) -> None:
     """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run), each
-    chart's data as CSV, and each chart drawn since the last call (:func:`draw_chart`) as
-    PNG and SVG.
+    chart's data as CSV, and the charts drawn with :func:`draw_chart` and not offered yet as
+    PNG and SVG (``charts``: only those between two :func:`chart_mark` marks).
     ``title`` tells two of these expanders on one page apart."""
     with st.expander(title):
         file_name = f"bnviz-{name}-config.json"
@@ -302,19 +322,21 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         st.caption("Reproduce it exactly from the command line:")
         st.code(f"python -m bnviz run {name} --config {file_name}", language="bash")
         for title, frame in (tables or {}).items():
-            slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+            slug = _slug(title)
             st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"download.{name}.{slug}", on_click="ignore")
-        charts = list(_session_charts().values())
-        if charts:
-            st.caption("The charts above as images:")
-        for index, chart in enumerate(charts, start=1):
+        drawn = _session_charts()
+        start, end = charts if charts is not None else (0, None)
+        keys = [key for key, (position, _) in drawn.pending.items() if position >= start and (end is None or position < end)]
+        offered = sorted((drawn.pending.pop(key) for key in keys), key=lambda entry: entry[0])
+        if offered:
+            st.caption("The charts as images:")
+        for index, (_, chart) in enumerate(offered, start=1):
             title = _chart_title(chart, index)
-            slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")[:60] or f"chart-{index}"
+            slug = _slug(title)[:60] or f"chart-{index}"
             spec = chart.to_dict()
             png, svg = st.columns(2)
             png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"download.{name}.{slug}.{index}.png", on_click="ignore")
             svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")
-        _session_charts().clear()
 
 
 def _apply_preset(scope: str, query: dict) -> None:
