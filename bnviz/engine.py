@@ -134,6 +134,16 @@ def _activation_backward(grad: torch.Tensor, a: torch.Tensor, activation: int) -
     return grad
 
 
+def _running_average_factor(count: torch.Tensor, momentum: float, cumulative: bool) -> float:
+    """nn.BatchNorm's weight of this batch in the running averages: ``num_batches_tracked``
+    counts the batch; ``momentum=None`` (cumulative) gives 1 / that count. ``count`` is one
+    layer's counter, or the (K,) counters of K stacked models (all equal)."""
+    count.add_(1)
+    if cumulative:
+        return 1.0 / float(count.view(-1)[0].item())
+    return momentum
+
+
 def _fused_sgd_step(
     x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
@@ -155,10 +165,7 @@ def _fused_sgd_step(
             a = _activate(z, activation)
             h = a
         else:
-            factor = momentum
-            counts[i].add_(1)
-            if cumulative:
-                factor = 1.0 / float(counts[i].item())
+            factor = _running_average_factor(counts[i], momentum, cumulative)
             if placement == 1:
                 n, mean, invstd = torch.native_batch_norm(z, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
                 bn_inputs.append(z)
@@ -254,10 +261,7 @@ def _fused_stacked_sgd_step(
             a = _activate(z, activation)
             h = a
         else:
-            factor = momentum
-            counts[i].add_(1)
-            if cumulative:
-                factor = 1.0 / float(counts[i][0].item())
+            factor = _running_average_factor(counts[i], momentum, cumulative)
             if placement == 1:
                 n, flat, mean, invstd = _stacked_batch_norm(z, gammas[i], betas[i], running_means[i], running_vars[i], factor, eps)
                 a = _activate(n, activation)
