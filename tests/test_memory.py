@@ -49,3 +49,19 @@ def test_freed_memory_goes_back_to_the_system():
     before = resident_mib()
     _release_freed_memory()
     assert resident_mib() < before - 100
+
+
+def test_the_float_copy_gives_the_same_batches_and_is_kept_only_with_memory_to_spare(mnist, monkeypatch):
+    from bnviz import data
+    from bnviz.data import StandardisedImages, keep_float_copy
+
+    index = torch.randperm(60000, generator=torch.Generator().manual_seed(0))[:60]
+    lean, fast = StandardisedImages(mnist.train_x.pixels), StandardisedImages(mnist.train_x.pixels, float_copy=True)
+    assert torch.equal(lean[index], fast[index]) and fast._floats is not None and lean._floats is None
+    monkeypatch.delenv("BNVIZ_TRAIN_IMAGES", raising=False)
+    monkeypatch.setattr(data, "memory_limit_bytes", lambda: 1 << 30)  # a 1 GiB hosted tier
+    assert not keep_float_copy()
+    monkeypatch.setattr(data, "memory_limit_bytes", lambda: None)
+    assert keep_float_copy()
+    monkeypatch.setenv("BNVIZ_TRAIN_IMAGES", "uint8")
+    assert not keep_float_copy()
