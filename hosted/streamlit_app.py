@@ -9,9 +9,14 @@ resolves page paths from the entry point's folder), and the root's
 ``.streamlit/config.toml`` applies because Community Cloud runs ``streamlit
 run`` from the repository root.
 """
+import os
 import runpy
 import sys
 from pathlib import Path
+
+# ~1 GiB of memory: keep the training images as uint8 (no 188 MB float32 copy), whether or
+# not the host shows its limit as a cgroup (bnviz.data.keep_float_copy).
+os.environ.setdefault("BNVIZ_TRAIN_IMAGES", "uint8")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -27,8 +27,17 @@ def test_hosted_requirements_are_the_root_ones_with_cpu_only_torch():
 
 
 def test_hosted_entry_point_runs_the_same_app():
+    import os
+
     assert (ROOT / "hosted" / "app_pages").resolve() == (ROOT / "app_pages").resolve()
-    at = open_page("hosted/streamlit_app.py", steps="100").run()
+    before = os.environ.pop("BNVIZ_TRAIN_IMAGES", None)
+    try:
+        at = open_page("hosted/streamlit_app.py", steps="100").run()
+        assert os.environ.get("BNVIZ_TRAIN_IMAGES") == "uint8"  # no float32 copy on a 1 GiB tier
+    finally:
+        os.environ.pop("BNVIZ_TRAIN_IMAGES", None)
+        if before is not None:
+            os.environ["BNVIZ_TRAIN_IMAGES"] = before
     assert not at.exception
     assert [t.value for t in at.title] == ["Batch Normalization in 30 seconds"]
     assert len(at.metric) == 3
