@@ -520,10 +520,10 @@ class StackedMLPStep:
     Every per-model matmul becomes one batched matmul over K, and BN runs once over the
     (B, K x width) matrix of all models' units: per-unit statistics, so each model's
     numbers are what it would compute alone (to float rounding: another matmul kernel).
-    Each model's parameters, gradients and BN buffers become views into the stacked
-    tensors, so each model still *is* its own ``nn.Module`` for evaluation and recorders.
+    Each model's parameters and BN buffers become views into the stacked tensors, so each
+    model still *is* its own ``nn.Module`` for evaluation and recorders.
 
-    For plain-SGD runs with no recorder hooks; :func:`stack_for` decides.
+    For plain-SGD runs with no recorder hooks; :func:`bnviz.train.stack_groups` decides.
     """
 
     def __init__(self, models: list[Net]):
@@ -531,8 +531,6 @@ class StackedMLPStep:
         self.count = len(models)
         first = models[0]
         self.norm_first = first.cfg.placement == "before"
-        self.activation = _ACTIVATION[first.cfg.activation]
-        self.activation_backward = _BACKWARD_FROM_OUTPUT[first.cfg.activation]
         self.activation_code = _ACTIVATION_CODES[first.cfg.activation]
         with torch.no_grad():
             # weights as (K, in, out) so that h (K, B, in) @ W -> (K, B, out); model k's weight is W[k].T
@@ -547,8 +545,6 @@ class StackedMLPStep:
                 self.running_vars = [self._stack_buffers(layer, "running_var") for layer in norms]
                 self.counts = [self._stack_buffers(layer, "num_batches_tracked") for layer in norms]
                 self.momentum, self.eps = norms[0][0].momentum, norms[0][0].eps
-        self.parameters = self.weights + self.biases + (self.gammas + self.betas if self.has_norm else [])
-        self.grads: list[torch.Tensor] = []
 
     @staticmethod
     def _stack(params: list[nn.Parameter], transpose: bool = False) -> torch.Tensor:
@@ -566,102 +562,17 @@ class StackedMLPStep:
             norm._buffers[name] = stacked[index]
         return stacked
 
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (K, B, 1, 28, 28), y (K, B) -> (every model's loss (K,), logits (K, B, 10))."""
-        count, batch = self.count, x.shape[1]
-        h = x.reshape(count, batch, -1)
-        saved = []  # per block: (its input, BN's saved tensors or None, activation output)
-        for i in range(len(self.weights) - 1):
-            block_input = h
-            z = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights[i])
-            bn = None
-            if not self.has_norm:
-                h = a = self.activation(z)
-            elif self.norm_first:
-                n, bn = self._batch_norm(i, z)
-                h = a = self.activation(n)
-            else:
-                a = self.activation(z)
-                h, bn = self._batch_norm(i, a)
-            saved.append((block_input, bn, a))
-        logits = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
-        log_probs = torch.log_softmax(logits, dim=2)
-        losses = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
-        self._saved = (saved, h, log_probs, y)
-        return losses, logits
-
-    def _batch_norm(self, i: int, v: torch.Tensor):
-        # all K models' units side by side: (K, B, W) -> (B, K*W); BN's statistics are per unit
-        count, batch, width = v.shape
-        flat = v.transpose(0, 1).reshape(batch, count * width)
-        self.counts[i].add_(1)
-        momentum = 1.0 / float(self.counts[i][0]) if self.momentum is None else self.momentum
-        out, mean, invstd = torch.native_batch_norm(
-            flat, self.gammas[i].view(-1), self.betas[i].view(-1), self.running_means[i].view(-1), self.running_vars[i].view(-1), True, momentum, self.eps
-        )
-        return out.view(batch, count, width).transpose(0, 1), (flat, mean, invstd)
-
-    def _batch_norm_backward(self, i: int, grad: torch.Tensor, bn_saved) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        flat, mean, invstd = bn_saved
-        count, batch, width = grad.shape
-        grad_flat = grad.transpose(0, 1).reshape(batch, count * width)
-        grad_in, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-            grad_flat, flat, self.gammas[i].view(-1), self.running_means[i].view(-1), self.running_vars[i].view(-1), mean, invstd, True, self.eps, [True, True, True]
-        )
-        return grad_in.view(batch, count, width).transpose(0, 1), grad_gamma.view(count, width), grad_beta.view(count, width)
-
-    @torch.no_grad()
-    def backward(self) -> None:
-        """Every model's gradients, stacked like the parameters (``self.grads``)."""
-        saved, h, log_probs, y = self._saved
-        count, batch = y.shape
-        layers = len(self.weights)
-        weight_grads, bias_grads = [None] * layers, [None] * layers
-        gamma_grads, beta_grads = [None] * (layers - 1), [None] * (layers - 1)
-        grad = log_probs.exp()
-        grad.scatter_add_(2, y.unsqueeze(2), torch.full((count, batch, 1), -1.0, dtype=grad.dtype, device=grad.device))
-        grad.div_(batch)
-        weight_grads[-1] = torch.bmm(h.transpose(1, 2), grad)
-        bias_grads[-1] = grad.sum(1)
-        grad = torch.bmm(grad, self.weights[-1].transpose(1, 2))
-        for i in range(layers - 2, -1, -1):
-            block_input, bn, a = saved[i]
-            if not self.has_norm:
-                grad = self.activation_backward(grad, a)
-            elif self.norm_first:
-                grad, gamma_grads[i], beta_grads[i] = self._batch_norm_backward(i, self.activation_backward(grad, a), bn)
-            else:
-                grad, gamma_grads[i], beta_grads[i] = self._batch_norm_backward(i, grad, bn)
-                grad = self.activation_backward(grad, a)
-            weight_grads[i] = torch.bmm(block_input.transpose(1, 2), grad)
-            bias_grads[i] = grad.sum(1)
-            if i > 0:
-                grad = torch.bmm(grad, self.weights[i].transpose(1, 2))
-        self.grads = weight_grads + bias_grads + (gamma_grads + beta_grads if self.has_norm else [])
-        self._saved = ()
-
     def fused_sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, training: torch.Tensor):
-        """The whole step in one TorchScript call: ``(losses (K,), share classified right (K,))``,
-        updating only the models with ``training[k]`` and a finite loss; None without TorchScript."""
-        step = scripted_stacked_step()
-        if step is None:
-            return None
+        """The whole step in one call: ``(losses (K,), share classified right (K,))``, updating
+        only the models with ``training[k]`` and a finite loss. TorchScript where it is
+        available, else the same function run by Python."""
+        step = scripted_stacked_step() or _fused_stacked_sgd_step
         norm = (self.gammas, self.betas, self.running_means, self.running_vars, self.counts) if self.has_norm else ([], [], [], [], [])
         placement = 0 if not self.has_norm else 1 if self.norm_first else 2
         momentum = self.momentum if self.has_norm else 0.0
         with torch.no_grad():
             return step(x, y, self.weights, self.biases, *norm, training, self.activation_code, placement, float(lr),
                         0.0 if momentum is None else float(momentum), momentum is None, float(self.eps) if self.has_norm else 0.0)
-
-    @torch.no_grad()
-    def sgd_step(self, lr: float, frozen: list[int] = ()) -> None:
-        """``p -= lr * grad`` for every model but those in ``frozen`` (diverged runs keep
-        the weights they had when their loss became non-finite)."""
-        if frozen:
-            for grad in self.grads:
-                grad[list(frozen)] = 0
-        torch._foreach_add_(self.parameters, self.grads, alpha=-lr)
 
 
 def stack_key(model: Net, batch_size: int):

@@ -365,11 +365,8 @@ class RunGroup:
         while self.step < end and not self.done:
             x, y = self._batches()
             training = torch.tensor([index not in self._diverged_buffers for index in range(len(self.runs))], device=x.device)
-            fused = self.engine.fused_sgd_step(x, y, cfg.lr, training)
-            if fused is not None:  # one call: forward, backward, and the update of every run still training with a finite loss
-                losses, correct = fused
-            else:
-                losses, logits = self.engine.forward(x, y)
+            # one call: forward, backward, and the update of every run still training with a finite loss
+            losses, correct = self.engine.fused_sgd_step(x, y, cfg.lr, training)
             loss_values = losses.tolist()
             self.step += 1
             for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
@@ -380,10 +377,6 @@ class RunGroup:
                     run._flush_correct()
                     run.step_correct.append(float("nan"))
                     self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
-            if fused is None:
-                self.engine.backward()
-                self.engine.sgd_step(cfg.lr, frozen=list(self._diverged_buffers))
-                correct = (logits.argmax(dim=2) == y).float().mean(dim=1)
             for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
                 if index in self._diverged_buffers:
                     continue

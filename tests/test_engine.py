@@ -190,6 +190,7 @@ def test_without_torchscript_the_python_step_gives_the_same_run(mnist, monkeypat
 
 
 def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeypatch):
+    """Without TorchScript the stacked step is the same function, run by Python."""
     import bnviz.engine
 
     def stacked_runs():
