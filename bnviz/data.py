@@ -146,12 +146,19 @@ class StandardisedImages:
             return _standardise(self.pixels[index : index + 1])[0]
         if isinstance(index, torch.Tensor) and index.dim() == 1 and index.dtype == torch.long:
             if self.float_copy:
-                with self._lock:  # worker threads: one copy
-                    if self._floats is None:
-                        self._floats = self.materialise()
-                return self._floats.index_select(0, index)
+                return self._float_images().index_select(0, index)
             return _standardise(self.pixels.index_select(0, index))  # a batch: ~7x faster than advanced indexing
         return _standardise(self.pixels[index])
+
+    def _float_images(self) -> torch.Tensor:
+        with self._lock:  # worker threads: one copy
+            if self._floats is None:
+                self._floats = self.materialise()
+            return self._floats
+
+    def batch_source(self) -> tuple[torch.Tensor, bool]:
+        """See :func:`batch_source`."""
+        return (self._float_images(), False) if self.float_copy else (self.pixels, True)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -263,6 +270,15 @@ def first_examples(x: torch.Tensor, y: torch.Tensor, count: int | None, seed: in
     return x[index], y[index]
 
 
+def batch_source(images: "torch.Tensor | StandardisedImages") -> tuple[torch.Tensor, bool]:
+    """What batches of ``images`` are gathered from, for code that gathers them itself
+    (the engine's many-step call): ``(tensor, standardise)``, where rows of ``tensor`` are
+    the images as they are, or uint8 pixels that ``_standardise`` turns into them."""
+    if isinstance(images, StandardisedImages):
+        return images.batch_source()
+    return images, False
+
+
 class BatchSampler:
     """Seeded batches by index: an epoch-wise permutation, no DataLoader.
 
@@ -279,6 +295,14 @@ class BatchSampler:
         self.device = device
         self._order = torch.empty(0, dtype=torch.long)
         self._position = 0
+
+    def state(self) -> tuple:
+        """Where the sampler is, for :meth:`restore`: batches drawn ahead can be given back."""
+        return self.generator.get_state(), self._order, self._position
+
+    def restore(self, state: tuple) -> None:
+        generator_state, self._order, self._position = state
+        self.generator.set_state(generator_state)
 
     def next_indices(self) -> torch.Tensor:
         if self._position + self.batch_size > len(self._order):

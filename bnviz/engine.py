@@ -20,6 +20,7 @@ weights and running statistics.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 import warnings
@@ -28,6 +29,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
+from .data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD
 from .models import ACTIVATIONS, Net
 
 # activation, in place -> its backward from the activation's *output*: autograd's own kernels
@@ -183,7 +185,7 @@ def _fused_sgd_step(
     log_probs = torch.log_softmax(logits, 1)
     loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, y, None, 1, -100)
     correct = (logits.argmax(1) == y).float().mean()
-    if not bool(torch.isfinite(loss)):
+    if not math.isfinite(float(loss)):
         return loss, correct
     grad = torch.ops.aten.nll_loss_backward(torch.ones([], dtype=log_probs.dtype, device=log_probs.device), log_probs, y, None, 1, -100, total_weight)
     grad = torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
@@ -308,6 +310,67 @@ def _fused_stacked_sgd_step(
     return losses, correct
 
 
+# ------------------------------------------------------------------ many steps in one call
+# A chunk of steps (up to the next evaluation) runs as one TorchScript call: batches are gathered
+# from the training images inside it, so Python runs once per chunk instead of once per step
+# (about 0.1 ms of a 0.7 ms step), and worker threads hold the GIL only between chunks.
+# The steps are the single-step functions above, so the numbers are the same.
+
+
+def _gather(images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
+            pixel_mean: float, pixel_std: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A batch: the rows of a float image tensor, or of uint8 pixels standardised with
+    ``bnviz.data._standardise``'s ops (the same numbers)."""
+    x = images.index_select(0, rows)
+    if standardise:
+        x = x.to(torch.float32).div_(255.0).sub_(pixel_mean).div_(pixel_std)
+    return x, labels.index_select(0, rows)
+
+
+def _fused_sgd_steps(
+    images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
+    weights: List[torch.Tensor], biases: List[torch.Tensor],
+    gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
+    counts: List[torch.Tensor], activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+    losses: torch.Tensor, correct: torch.Tensor,
+) -> int:
+    """``rows.shape[0]`` steps of :func:`_fused_sgd_step`, step s on the batch ``rows[s]``;
+    each step's loss and share classified right go to ``losses[s]``, ``correct[s]``. Stops
+    after the first step whose loss is not finite; returns the number of steps taken."""
+    steps = rows.shape[0]
+    for s in range(steps):
+        x, y = _gather(images, labels, rows[s], standardise, pixel_mean, pixel_std)
+        loss, right = _fused_sgd_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts,
+                                      activation, placement, lr, momentum, cumulative, eps)
+        losses[s] = loss
+        correct[s] = right
+        if not math.isfinite(float(loss)):
+            return s + 1
+    return steps
+
+
+def _fused_stacked_sgd_steps(
+    images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
+    weights: List[torch.Tensor], biases: List[torch.Tensor],
+    gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
+    counts: List[torch.Tensor], training: torch.Tensor, activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+    losses: torch.Tensor, correct: torch.Tensor,
+) -> int:
+    """The stacked :func:`_fused_sgd_steps`: ``rows`` is (steps, K, B), ``losses`` and
+    ``correct`` (steps, K). Stops after the first step at which a model with ``training[k]``
+    has a loss that is not finite (the caller then stops that model)."""
+    steps, count, batch = rows.shape[0], rows.shape[1], rows.shape[2]
+    for s in range(steps):
+        x, y = _gather(images, labels, rows[s].reshape(-1), standardise, pixel_mean, pixel_std)
+        step_losses, right = _fused_stacked_sgd_step(x.view(count, batch, -1), y.view(count, batch), weights, biases, gammas, betas,
+                                                     running_means, running_vars, counts, training, activation, placement, lr, momentum, cumulative, eps)
+        losses[s] = step_losses
+        correct[s] = right
+        if bool(torch.isfinite(step_losses).logical_or(training.logical_not()).logical_not().any()):
+            return s + 1
+    return steps
+
+
 _SCRIPTING = threading.Lock()  # worker threads may ask at once: compile once, and warnings.catch_warnings is not thread-safe
 
 
@@ -353,6 +416,14 @@ def scripted_step():
 
 def scripted_stacked_step():
     return _as_written(_scripted(_fused_stacked_sgd_step))
+
+
+def scripted_steps():
+    return _as_written(_scripted(_fused_sgd_steps))
+
+
+def scripted_stacked_steps():
+    return _as_written(_scripted(_fused_stacked_sgd_steps))
 
 
 class MLPStep:
@@ -493,9 +564,33 @@ class MLPStep:
         when this step needs the Python path (a hook to call, a frozen parameter, no
         TorchScript). Parameters are not updated when the loss is not finite."""
         step = scripted_step()
-        if step is None or _hooked(*self.modules) or not all(p.requires_grad for p in self.parameters):
+        arguments = self._model_arguments(lr)
+        if step is None or arguments is None:
             return None
-        if self._fused_arguments is None:  # the model's own tensors, updated in place
+        with torch.no_grad():
+            return step(x, y, *arguments)
+
+    def fused_sgd_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
+                        lr: float, losses: torch.Tensor, correct: torch.Tensor) -> int | None:
+        """``len(rows)`` fused steps in one TorchScript call (see :func:`_fused_sgd_steps`):
+        the number of steps taken, or None where the Python path is needed."""
+        steps = scripted_steps()
+        arguments = self._model_arguments(lr)
+        if steps is None or arguments is None:
+            return None
+        with torch.no_grad():
+            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *arguments, losses, correct)
+
+    def fusable(self) -> bool:
+        """Whether the fused calls can take the next step (else they return None)."""
+        return scripted_step() is not None and scripted_steps() is not None and self._model_arguments(0.0) is not None
+
+    def _model_arguments(self, lr: float):
+        """The fused functions' arguments after the batch: the model's own tensors (updated
+        in place) and settings; None when a hook or a frozen parameter needs the Python step."""
+        if _hooked(*self.modules) or not all(p.requires_grad for p in self.parameters):
+            return None
+        if self._fused_arguments is None:
             norms = [n for n in self.norms if n is not None]
             momentum = norms[0].momentum if norms else 0.0
             tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
@@ -503,8 +598,7 @@ class MLPStep:
             settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2)
             self._fused_arguments = (tensors, settings, 0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
         tensors, settings, momentum, cumulative, eps = self._fused_arguments
-        with torch.no_grad():
-            return step(x, y, *tensors, *settings, float(lr), momentum, cumulative, eps)
+        return (*tensors, *settings, float(lr), momentum, cumulative, eps)
 
     @torch.no_grad()
     def sgd_step(self, lr: float) -> None:
@@ -567,12 +661,22 @@ class StackedMLPStep:
         only the models with ``training[k]`` and a finite loss. TorchScript where it is
         available, else the same function run by Python."""
         step = scripted_stacked_step() or _fused_stacked_sgd_step
+        with torch.no_grad():
+            return step(x, y, *self._model_arguments(training, lr))
+
+    def fused_sgd_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
+                        lr: float, training: torch.Tensor, losses: torch.Tensor, correct: torch.Tensor) -> int:
+        """Many steps in one call, ``rows`` (steps, K, B): see :func:`_fused_stacked_sgd_steps`."""
+        steps = scripted_stacked_steps() or _fused_stacked_sgd_steps
+        with torch.no_grad():
+            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *self._model_arguments(training, lr), losses, correct)
+
+    def _model_arguments(self, training: torch.Tensor, lr: float):
         norm = (self.gammas, self.betas, self.running_means, self.running_vars, self.counts) if self.has_norm else ([], [], [], [], [])
         placement = 0 if not self.has_norm else 1 if self.norm_first else 2
         momentum = self.momentum if self.has_norm else 0.0
-        with torch.no_grad():
-            return step(x, y, self.weights, self.biases, *norm, training, self.activation_code, placement, float(lr),
-                        0.0 if momentum is None else float(momentum), momentum is None, float(self.eps) if self.has_norm else 0.0)
+        return (self.weights, self.biases, *norm, training, self.activation_code, placement, float(lr),
+                0.0 if momentum is None else float(momentum), momentum is None, float(self.eps) if self.has_norm else 0.0)
 
 
 def stack_key(model: Net, batch_size: int):

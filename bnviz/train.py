@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .config import Config, check
-from .data import MNIST, BatchSampler, class_subset, first_examples
+from .data import MNIST, BatchSampler, batch_source, class_subset, first_examples
 from .engine import StackedMLPStep, engine_for, stack_key
 from .models import ModelConfig, Net, build_model
 
@@ -193,6 +193,9 @@ class Run:
         self.engine = engine_for(self.model, self.sampler.batch_size) if use_engine else None
         # the fused step does the update itself: for plain SGD, with no recorder reading gradients
         self._fusable = train_cfg.optimizer == "sgd" and not any(hasattr(r, "after_backward") for r in self.recorders)
+        # and many fused steps run as one call when nothing needs Python between steps
+        self._chunkable = self._fusable and train_cfg.on_nonfinite_loss == "stop" and not any(
+            hasattr(r, name) for r in self.recorders for name in ("on_batch", "after_step"))
         self.step = 0
         self.step_loss: list[float] = []
         self.step_correct: list[float] = []
@@ -213,7 +216,7 @@ class Run:
 
     def _flush_correct(self) -> None:
         if self._pending_correct:
-            self.step_correct.extend(torch.stack(self._pending_correct).tolist())
+            self.step_correct.extend(torch.cat([c.reshape(-1) for c in self._pending_correct]).tolist())
             self._pending_correct.clear()
 
     def _evaluate(self) -> None:
@@ -239,6 +242,10 @@ class Run:
         started = time.perf_counter()
         end = min(self.train_cfg.steps, self.step + num_steps)
         while self.step < end and self.diverged_step is None:
+            if self._chunkable and engine is not None and self._advance_fused(min(end, _next_evaluation(self.step, self.train_cfg)) - self.step):
+                if self.diverged_step is None and (self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps):
+                    self._evaluate()
+                continue
             indices = self.sampler.next_indices()
             x, y = self.train_x[indices], self.train_y[indices]
             for recorder in self.recorders:
@@ -293,6 +300,29 @@ class Run:
             if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
                 self._evaluate()
         self.seconds += time.perf_counter() - started
+
+    def _advance_fused(self, steps: int) -> bool:
+        """``steps`` steps in one engine call (it stops early at a loss that is not finite:
+        the run diverged there). False, with nothing done, where the engine needs the
+        step-by-step path."""
+        if not self.engine.fusable():
+            return False
+        images, standardise = batch_source(self.train_x)
+        rows = torch.stack([self.sampler.next_indices() for _ in range(steps)])
+        losses = torch.empty(steps, dtype=next(self.model.parameters()).dtype, device=self.device)
+        correct = torch.empty(steps, dtype=torch.float32, device=self.device)
+        taken = self.engine.fused_sgd_steps(images, self.train_y, rows, standardise, self.train_cfg.lr, losses, correct)
+        loss_values = losses[:taken].tolist()
+        self.step += taken
+        self.step_loss.extend(loss_values)
+        if math.isfinite(loss_values[-1]):
+            self._pending_correct.append(correct[:taken])
+        else:  # as the step-by-step path records a diverged step
+            self._pending_correct.append(correct[: taken - 1])
+            self._flush_correct()
+            self.step_correct.append(float("nan"))
+            self.diverged_step = self.step
+        return True
 
     def result(self, final: bool = True) -> TrainResult:
         """The run so far. ``final`` also evaluates the full test set (once, at the end)."""
@@ -363,28 +393,14 @@ class RunGroup:
             run.model.train()
         end = min(cfg.steps, self.step + num_steps)
         while self.step < end and not self.done:
-            x, y = self._batches()
-            training = torch.tensor([index not in self._diverged_buffers for index in range(len(self.runs))], device=x.device)
-            # one call: forward, backward, and the update of every run still training with a finite loss
-            losses, correct = self.engine.fused_sgd_step(x, y, cfg.lr, training)
-            loss_values = losses.tolist()
-            self.step += 1
-            for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
-                if run.diverged_step is None and not math.isfinite(loss_value):
-                    run.step += 1
-                    run.diverged_step = run.step
-                    run.step_loss.append(loss_value)
-                    run._flush_correct()
-                    run.step_correct.append(float("nan"))
-                    self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
-            for index, (run, loss_value) in enumerate(zip(self.runs, loss_values)):
-                if index in self._diverged_buffers:
-                    continue
-                run.step += 1
-                run.step_loss.append(loss_value)
-                run._pending_correct.append(correct[index])
-                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                    run._evaluate()
+            training = torch.tensor([index not in self._diverged_buffers for index in range(len(self.runs))], device=self.runs[0].device)
+            if self._shared_data:  # up to the next evaluation in one call
+                losses, correct = self._fused_steps(min(end, _next_evaluation(self.step, cfg)) - self.step, training)
+            else:
+                x, y = self._batches()
+                losses, correct = self.engine.fused_sgd_step(x, y, cfg.lr, training)
+                losses, correct = losses.unsqueeze(0), correct.unsqueeze(0)
+            self._record(losses, correct)
         with torch.no_grad():  # a diverged run's BN buffers as they were when it stopped
             for index, saved in self._diverged_buffers.items():
                 for buffer, value in zip(self.runs[index].model.buffers(), saved):
@@ -392,6 +408,52 @@ class RunGroup:
         share = (time.perf_counter() - started) / len(self.runs)
         for run in self.runs:
             run.seconds += share
+
+
+    def _fused_steps(self, steps: int, training: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``steps`` steps of every run in one engine call: (losses, correct), (taken, K)
+        each; it stops early at a step where a training run's loss is not finite."""
+        first = self.runs[0]
+        images, standardise = batch_source(first.train_x)
+        sampler_states = [run.sampler.state() for run in self.runs]
+        rows = torch.stack([torch.stack([run.sampler.next_indices() for run in self.runs]) for _ in range(steps)])
+        losses = torch.empty(steps, len(self.runs), dtype=next(first.model.parameters()).dtype, device=first.device)
+        correct = torch.empty(steps, len(self.runs), dtype=torch.float32, device=first.device)
+        taken = self.engine.fused_sgd_steps(images, first.train_y, rows, standardise, first.train_cfg.lr, training, losses, correct)
+        if taken < steps:  # a run diverged: the others go on from the first batch not used
+            for run, state in zip(self.runs, sampler_states):
+                run.sampler.restore(state)
+                for _ in range(taken):
+                    run.sampler.next_indices()
+        return losses[:taken], correct[:taken]
+
+    def _record(self, losses: torch.Tensor, correct: torch.Tensor) -> None:
+        """Each run's share of ``losses``/``correct`` (steps, K) as it would record them alone.
+        Only the last step can hold a newly diverged run: the engine stops there."""
+        cfg = self.runs[0].train_cfg
+        taken = losses.shape[0]
+        loss_columns = losses.t().tolist()
+        self.step += taken
+        for index, run in enumerate(self.runs):
+            if index in self._diverged_buffers:
+                continue
+            run.step += taken
+            run.step_loss.extend(loss_columns[index])
+            if math.isfinite(loss_columns[index][-1]):
+                run._pending_correct.append(correct[:, index])
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    run._evaluate()
+            else:  # it stops here, with the weights and BN statistics it has now
+                run._pending_correct.append(correct[: taken - 1, index])
+                run._flush_correct()
+                run.step_correct.append(float("nan"))
+                run.diverged_step = run.step
+                self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
+
+
+def _next_evaluation(step: int, cfg: TrainConfig) -> int:
+    """The first step after ``step`` at which a run evaluates: every ``eval_every`` and the last."""
+    return min(cfg.steps, (step // cfg.eval_every + 1) * cfg.eval_every)
 
 
 def _stackable(run: Run):

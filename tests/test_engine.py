@@ -199,6 +199,7 @@ def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeyp
 
     fused_runs, fused = stacked_runs()
     monkeypatch.setattr(bnviz.engine, "scripted_stacked_step", lambda: None)
+    monkeypatch.setattr(bnviz.engine, "scripted_stacked_steps", lambda: None)
     python_runs, python = stacked_runs()
     for a, b, run_a, run_b in zip(fused, python, fused_runs, python_runs):
         np.testing.assert_allclose(a.step_loss, b.step_loss, rtol=1e-6)
@@ -223,3 +224,69 @@ def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm):
     assert fused.step_loss == python.step_loss
     for (name, a), (_, b) in zip(fused.model.state_dict().items(), python.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def uint8_and_float_stores(mnist):
+    """The training images as the app holds them: uint8 pixels standardised per batch, or a float copy."""
+    from bnviz.data import MNIST, StandardisedImages
+
+    return {store: MNIST(StandardisedImages(mnist.train_x.pixels, float_copy=store == "float"), mnist.train_y, mnist.test_x, mnist.test_y) for store in ("uint8", "float")}
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("store", ["uint8", "float"])
+@pytest.mark.parametrize("model_cfg", [CASES["no BN sigmoid"], CASES["BN after relu"], CASES["BN tanh, momentum None"]], ids=["no BN", "BN after relu", "BN momentum None"])
+def test_many_steps_in_one_call_equal_one_call_per_step(mnist, model_cfg, store):
+    """Up to each evaluation the steps run as one engine call that gathers its own batches
+    (from uint8 pixels or the float copy); bit for bit the run one call per step gives."""
+    data = uint8_and_float_stores(mnist)[store]
+    train_cfg = TrainConfig(steps=45, batch_size=24, seed=3, eval_every=20, eval_examples=100)
+    chunked, stepwise = Run(model_cfg, train_cfg, data), Run(model_cfg, train_cfg, data)
+    stepwise._chunkable = False
+    calls = []
+    original = chunked._advance_fused
+    chunked._advance_fused = lambda steps: calls.append(steps) or original(steps)
+    for run in (chunked, stepwise):
+        run.advance(30)  # two chunks: to the evaluation at 20, then 10 more
+        run.advance(100)
+    assert calls == [20, 10, 10, 5]
+    a, b = chunked.result(), stepwise.result()
+    assert a.step_loss.tolist() == b.step_loss.tolist() and len(a.step_loss) == 45
+    np.testing.assert_array_equal(a.train_acc, b.train_acc)  # step 0's is NaN: no step yet
+    assert a.test_acc.tolist() == b.test_acc.tolist()
+    assert a.eval_step.tolist() == [0, 20, 40, 45]
+    state_equal(chunked.model, stepwise.model)
+
+
+def test_a_run_diverging_inside_a_call_stops_where_it_would_step_by_step(mnist):
+    model_cfg, train_cfg = ModelConfig(activation="relu", init="normal", hidden=(50, 50)), TrainConfig(steps=30, batch_size=30, lr=5.0, seed=0, eval_every=20, eval_examples=100)
+    chunked, stepwise = Run(model_cfg, train_cfg, mnist), Run(model_cfg, train_cfg, mnist)
+    stepwise._chunkable = False
+    for run in (chunked, stepwise):
+        run.advance(30)
+    a, b = chunked.result(), stepwise.result()
+    assert a.diverged and a.diverged_step == b.diverged_step < 20
+    np.testing.assert_array_equal(a.step_loss, b.step_loss)
+    np.testing.assert_array_equal(a.train_acc, b.train_acc)
+    state_equal(chunked.model, stepwise.model)
+
+
+def test_a_stack_gathers_its_batches_in_one_call_as_it_would_step_by_step(mnist):
+    """The stacked many-step call from uint8 pixels = its one-step-per-call path."""
+    from bnviz.train import RunGroup
+
+    data = uint8_and_float_stores(mnist)["uint8"]
+    def group():
+        return RunGroup([Run(ModelConfig(norm="batch", hidden=(32, 32)), TrainConfig(steps=25, batch_size=20, seed=s, eval_every=10, eval_examples=100), data) for s in (0, 1, 2)])
+
+    chunked, stepwise = group(), group()
+    stepwise._shared_data = False  # one gather per run and step, as for runs with their own data
+    chunked.advance(25), stepwise.advance(25)
+    for a, b in zip(chunked.runs, stepwise.runs):
+        assert a.result().step_loss.tolist() == b.result().step_loss.tolist()
+        np.testing.assert_array_equal(a.result().train_acc, b.result().train_acc)
+        state_equal(a.model, b.model)
