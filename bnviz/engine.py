@@ -1,21 +1,34 @@
 """A hand-written training step for bnviz's MLPs: the same numbers as autograd, less overhead.
 
 For the paper's 784-100-100-100-10 network at batch 60, one training step is about
-26 MFLOP: the matmuls take about a third of the time of a straightforward PyTorch
-step, the rest is per-op overhead of modules, autograd's graph and the optimiser
-(measured in ``benchmarks/bench_training.py``). :class:`MLPStep` computes the forward
-pass, the loss and the backward pass with explicit tensor operations on the model's own
-parameters, writes the gradients into ``param.grad`` (none for frozen parameters) (so recorders that read gradients,
-and every torch optimiser, work unchanged) and leaves BN's running statistics exactly as
-``nn.BatchNorm1d`` would: the same ``torch.native_batch_norm`` kernel with the same
-momentum, the unbiased variance, ``num_batches_tracked``, and the cumulative average
-when ``momentum=None``.
+26 MFLOP: the matmuls take about half of the time of bnviz's step and a third of a
+straightforward PyTorch step's; the rest is per-op overhead of modules, autograd's graph,
+the optimiser and Python (measured in ``benchmarks/bench_training.py``).
 
-It covers ``arch="mlp"`` with norm "none" or "batch", BN before or after the
-activation, sigmoid/tanh/ReLU/identity. Anything else, or a model with forward hooks
-(recorders that watch a forward pass), trains through autograd: :func:`engine_for`
-decides, and ``tests/test_engine.py`` holds both paths to the same losses, gradients,
-weights and running statistics.
+Three paths, fastest first, all with the same numbers (``tests/test_engine.py``):
+
+- **many steps in one call** (:meth:`MLPStep.fused_steps`): every step up to the next
+  evaluation runs inside one TorchScript function that gathers its own batches, computes
+  forward, loss, backward and the optimiser's update (SGD, SGD with momentum or Adam, op
+  for op as ``torch.optim`` does, in its own state), and stops at a loss that is not finite;
+- **one step per call** (:meth:`MLPStep.fused_step`): the same step, for runs whose
+  recorders act between steps;
+- **the Python step** (:meth:`MLPStep.forward` / :meth:`MLPStep.backward`): explicit
+  tensor ops on the model's parameters, gradients written to ``param.grad`` (so recorders
+  that read gradients, and every torch optimiser, work unchanged), forward hooks called
+  as ``nn.Module`` calls them. Used for recorders that read gradients or hook a forward
+  pass, frozen parameters, an optimiser setting the fused step does not cover, or
+  ``BNVIZ_TORCHSCRIPT=0``.
+
+BN's running statistics are exactly ``nn.BatchNorm1d``'s: the same
+``torch.native_batch_norm`` kernel with the same momentum, the unbiased variance,
+``num_batches_tracked``, and the cumulative average when ``momentum=None``.
+:class:`StackedMLPStep` trains K seeds of one configuration as one batched model.
+
+The engine covers ``arch="mlp"`` with norm "none" or "batch", BN before or after the
+activation, sigmoid/tanh/ReLU/identity; :func:`engine_for` decides. Anything else (the
+CNN, the RNN, LayerNorm, GroupNorm, Batch Renorm, ghost BN) trains through autograd in
+the same trainer.
 """
 from __future__ import annotations
 
@@ -28,6 +41,8 @@ from typing import List, Tuple
 
 import torch
 from torch import nn
+
+from torch.optim.optimizer import _get_scalar_dtype
 
 from .data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD
 from .models import ACTIVATIONS, Net
@@ -105,7 +120,7 @@ def _set_grad(param: nn.Parameter, grad: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------ the fused step
-# For the common case (plain SGD, no hooks, every parameter trained) the whole step, forward,
+# For the common case (no hooks, every parameter trained, SGD/momentum/Adam) the whole step, forward,
 # loss, backward and update, is one TorchScript function: one call from Python instead of
 # about forty, and TorchScript runs without holding Python's GIL, so runs on worker threads
 # really run side by side (measured in benchmarks/bench_training.py). The ops are the same
@@ -146,13 +161,49 @@ def _running_average_factor(count: torch.Tensor, momentum: float, cumulative: bo
     return momentum
 
 
-def _fused_sgd_step(
+_SGD, _MOMENTUM, _ADAM = 0, 1, 2
+
+
+def _update(param: torch.Tensor, grad: torch.Tensor, k: int, optimizer: int, lr: float, first: bool, hyper: List[float],
+            firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor]) -> None:
+    """Parameter ``k``'s update, op for op as torch.optim computes it on the CPU (its
+    single-tensor code; defaults: no weight decay, dampening, Nesterov or AMSGrad): plain
+    SGD; SGD with momentum ``hyper[0]`` (buffer ``firsts[k]``, a copy of the gradient at
+    the ``first`` step); Adam with betas ``hyper[0:2]`` and eps ``hyper[2]`` (moments
+    ``firsts[k]``, ``seconds[k]``, step count ``steps[k]``)."""
+    if optimizer == 0:
+        param.sub_(grad, alpha=lr)
+    elif optimizer == 1:
+        buffer = firsts[k]
+        if first:
+            buffer.copy_(grad)
+        else:
+            buffer.mul_(hyper[0]).add_(grad, alpha=1)
+        param.add_(buffer, alpha=-lr)
+    else:
+        beta1, beta2, eps = hyper[0], hyper[1], hyper[2]
+        steps[k].add_(1)
+        firsts[k].lerp_(grad, 1 - beta1)
+        seconds[k].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = float(steps[k])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        denom = (seconds[k].sqrt() / bias_correction2_sqrt).add_(eps)
+        param.addcdiv_(firsts[k], denom, value=-step_size)
+
+
+def _fused_step(
     x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, momentum: float, cumulative: bool, eps: float,
+    optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step of an MLP, in place on its tensors: ``(loss, share of the batch classified
-    right)``. No update when the loss is not finite."""
+    """One training step of an MLP, in place on its tensors and the optimiser's state (see
+    :func:`_update`; parameter k is weight i at 2i, bias i at 2i+1, then BN's gamma j at
+    2L+2j and beta j at 2L+2j+1): ``(loss, share of the batch classified right)``. No
+    update when the loss is not finite."""
     h = x.flatten(1)
     inputs: List[torch.Tensor] = []
     acts: List[torch.Tensor] = []
@@ -201,16 +252,16 @@ def _fused_sgd_step(
                 grad = _activation_backward(grad, acts[j], activation)
                 grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
                     grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
-                gammas[j].sub_(gamma_grad, alpha=lr)
-                betas[j].sub_(beta_grad, alpha=lr)
+                _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
+                _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
             else:
                 grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
                     grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
-                gammas[j].sub_(gamma_grad, alpha=lr)
-                betas[j].sub_(beta_grad, alpha=lr)
+                _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
+                _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
                 grad = _activation_backward(grad, acts[j], activation)
-        weights[i].sub_(weight_grad, alpha=lr)
-        biases[i].sub_(bias_grad, alpha=lr)
+        _update(weights[i], weight_grad, 2 * i, optimizer, lr, first, hyper, firsts, seconds, steps)
+        _update(biases[i], bias_grad, 2 * i + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
     return loss, correct
 
 
@@ -232,7 +283,7 @@ def _stacked_batch_norm_backward(grad: torch.Tensor, flat: torch.Tensor, mean: t
     return grad_in.view(batch, count, width).transpose(0, 1), gamma_grad.view(count, width), beta_grad.view(count, width)
 
 
-def _update(param: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor, all_kept: bool, lr: float) -> None:
+def _stacked_update(param: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor, all_kept: bool, lr: float) -> None:
     """``param[k] -= lr * grad[k]`` for the models with ``keep[k]``; the others stay as they are."""
     if not all_kept:
         shape = [keep.shape[0]] + [1] * (grad.dim() - 1)
@@ -298,15 +349,15 @@ def _fused_stacked_sgd_step(
             elif placement == 1:
                 grad = _activation_backward(grad, acts[j], activation)
                 grad, gamma_grad, beta_grad = _stacked_batch_norm_backward(grad, flats[j], means[j], invstds[j], gammas[j], running_means[j], running_vars[j], eps)
-                _update(gammas[j], gamma_grad, keep, all_kept, lr)
-                _update(betas[j], beta_grad, keep, all_kept, lr)
+                _stacked_update(gammas[j], gamma_grad, keep, all_kept, lr)
+                _stacked_update(betas[j], beta_grad, keep, all_kept, lr)
             else:
                 grad, gamma_grad, beta_grad = _stacked_batch_norm_backward(grad, flats[j], means[j], invstds[j], gammas[j], running_means[j], running_vars[j], eps)
-                _update(gammas[j], gamma_grad, keep, all_kept, lr)
-                _update(betas[j], beta_grad, keep, all_kept, lr)
+                _stacked_update(gammas[j], gamma_grad, keep, all_kept, lr)
+                _stacked_update(betas[j], beta_grad, keep, all_kept, lr)
                 grad = _activation_backward(grad, acts[j], activation)
-        _update(weights[i], weight_grad, keep, all_kept, lr)
-        _update(biases[i], bias_grad, keep, all_kept, lr)
+        _stacked_update(weights[i], weight_grad, keep, all_kept, lr)
+        _stacked_update(biases[i], bias_grad, keep, all_kept, lr)
     return losses, correct
 
 
@@ -327,26 +378,27 @@ def _gather(images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, stan
     return x, labels.index_select(0, rows)
 
 
-def _fused_sgd_steps(
+def _fused_steps(
     images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
     weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, momentum: float, cumulative: bool, eps: float,
+    optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
     losses: torch.Tensor, correct: torch.Tensor,
 ) -> int:
-    """``rows.shape[0]`` steps of :func:`_fused_sgd_step`, step s on the batch ``rows[s]``;
+    """``rows.shape[0]`` steps of :func:`_fused_step`, step s on the batch ``rows[s]``;
     each step's loss and share classified right go to ``losses[s]``, ``correct[s]``. Stops
     after the first step whose loss is not finite; returns the number of steps taken."""
-    steps = rows.shape[0]
-    for s in range(steps):
+    count = rows.shape[0]
+    for s in range(count):
         x, y = _gather(images, labels, rows[s], standardise, pixel_mean, pixel_std)
-        loss, right = _fused_sgd_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts,
-                                      activation, placement, lr, momentum, cumulative, eps)
+        loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement,
+                                  momentum, cumulative, eps, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
         losses[s] = loss
         correct[s] = right
         if not math.isfinite(float(loss)):
             return s + 1
-    return steps
+    return count
 
 
 def _fused_stacked_sgd_steps(
@@ -356,7 +408,7 @@ def _fused_stacked_sgd_steps(
     counts: List[torch.Tensor], training: torch.Tensor, activation: int, placement: int, lr: float, momentum: float, cumulative: bool, eps: float,
     losses: torch.Tensor, correct: torch.Tensor,
 ) -> int:
-    """The stacked :func:`_fused_sgd_steps`: ``rows`` is (steps, K, B), ``losses`` and
+    """The stacked :func:`_fused_steps` (plain SGD): ``rows`` is (steps, K, B), ``losses`` and
     ``correct`` (steps, K). Stops after the first step at which a model with ``training[k]``
     has a loss that is not finite (the caller then stops that model)."""
     steps, count, batch = rows.shape[0], rows.shape[1], rows.shape[2]
@@ -411,7 +463,7 @@ def _as_written(scripted):
 
 
 def scripted_step():
-    return _as_written(_scripted(_fused_sgd_step))
+    return _as_written(_scripted(_fused_step))
 
 
 def scripted_stacked_step():
@@ -419,7 +471,7 @@ def scripted_stacked_step():
 
 
 def scripted_steps():
-    return _as_written(_scripted(_fused_sgd_steps))
+    return _as_written(_scripted(_fused_steps))
 
 
 def scripted_stacked_steps():
@@ -558,36 +610,37 @@ class MLPStep:
                 grad = grad.mm(linear.weight)
         self._saved = ()
 
-    def fused_sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: float):
-        """Forward, backward and plain SGD in one TorchScript call: ``(loss, share classified
-        right)``, or None
-        when this step needs the Python path (a hook to call, a frozen parameter, no
-        TorchScript). Parameters are not updated when the loss is not finite."""
+    def fused_step(self, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer):
+        """Forward, backward and ``optimizer``'s update in one TorchScript call: ``(loss, share
+        classified right)``, or None when this step needs the Python path (a hook to call, a
+        frozen parameter, an optimiser setting :func:`_update` does not cover, no TorchScript).
+        Parameters are not updated when the loss is not finite."""
         step = scripted_step()
-        arguments = self._model_arguments(lr)
+        arguments = self._fused_arguments_for(optimizer)
         if step is None or arguments is None:
             return None
         with torch.no_grad():
             return step(x, y, *arguments)
 
-    def fused_sgd_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
-                        lr: float, losses: torch.Tensor, correct: torch.Tensor) -> int | None:
-        """``len(rows)`` fused steps in one TorchScript call (see :func:`_fused_sgd_steps`):
+    def fused_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
+                    optimizer: torch.optim.Optimizer, losses: torch.Tensor, correct: torch.Tensor) -> int | None:
+        """``len(rows)`` fused steps in one TorchScript call (see :func:`_fused_steps`):
         the number of steps taken, or None where the Python path is needed."""
         steps = scripted_steps()
-        arguments = self._model_arguments(lr)
+        arguments = self._fused_arguments_for(optimizer)
         if steps is None or arguments is None:
             return None
         with torch.no_grad():
             return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *arguments, losses, correct)
 
-    def fusable(self) -> bool:
+    def fusable(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether the fused calls can take the next step (else they return None)."""
-        return scripted_step() is not None and scripted_steps() is not None and self._model_arguments(0.0) is not None
+        return scripted_step() is not None and scripted_steps() is not None and self._fused_arguments_for(optimizer, dry_run=True) is not None
 
-    def _model_arguments(self, lr: float):
-        """The fused functions' arguments after the batch: the model's own tensors (updated
-        in place) and settings; None when a hook or a frozen parameter needs the Python step."""
+    def _fused_arguments_for(self, optimizer: torch.optim.Optimizer, dry_run: bool = False):
+        """The fused functions' arguments after the batch: the model's own tensors (updated in
+        place), its settings, and the optimiser's settings and state (created as torch.optim
+        creates it, so either path can take the next step). None when the Python path is needed."""
         if _hooked(*self.modules) or not all(p.requires_grad for p in self.parameters):
             return None
         if self._fused_arguments is None:
@@ -595,10 +648,14 @@ class MLPStep:
             momentum = norms[0].momentum if norms else 0.0
             tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
                        [n.running_mean for n in norms], [n.running_var for n in norms], [n.num_batches_tracked for n in norms])
-            settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2)
-            self._fused_arguments = (tensors, settings, 0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
-        tensors, settings, momentum, cumulative, eps = self._fused_arguments
-        return (*tensors, *settings, float(lr), momentum, cumulative, eps)
+            settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2,
+                        0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
+            # _fused_step's parameter order: weight, bias of each linear layer, then gamma, beta of each BN
+            ordered = [p for l in self.linears for p in (l.weight, l.bias)] + [p for n in norms for p in (n.weight, n.bias)]
+            self._fused_arguments = (tensors, settings, ordered)
+        tensors, settings, ordered = self._fused_arguments
+        update = _optimizer_arguments(optimizer, ordered, dry_run)
+        return None if update is None else (*tensors, *settings, *update)
 
     @torch.no_grad()
     def sgd_step(self, lr: float) -> None:
@@ -677,6 +734,42 @@ class StackedMLPStep:
         momentum = self.momentum if self.has_norm else 0.0
         return (self.weights, self.biases, *norm, training, self.activation_code, placement, float(lr),
                 0.0 if momentum is None else float(momentum), momentum is None, float(self.eps) if self.has_norm else 0.0)
+
+
+def _optimizer_arguments(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], dry_run: bool = False):
+    """``(code, lr, first, hyper, firsts, seconds, steps)`` for :func:`_update`, reading and
+    creating ``optimizer``'s state for ``params`` as torch.optim does; None for an optimiser
+    or a setting it does not cover (the Python path then calls ``optimizer.step()``)."""
+    if len(optimizer.param_groups) != 1 or {id(p) for p in optimizer.param_groups[0]["params"]} != {id(p) for p in params}:
+        return None
+    group = optimizer.param_groups[0]
+    if isinstance(group["lr"], torch.Tensor) or group.get("weight_decay", 0) != 0 or group.get("maximize") or group.get("differentiable") or group.get("fused"):
+        return None
+    state = optimizer.state
+    if type(optimizer) is torch.optim.SGD:
+        if group["dampening"] != 0 or group["nesterov"]:
+            return None
+        if group["momentum"] == 0:
+            return _SGD, float(group["lr"]), False, [], [], [], []
+        first = any("momentum_buffer" not in state[p] or state[p]["momentum_buffer"] is None for p in params)
+        if first and not dry_run:  # torch.optim.SGD's buffer starts as a copy of the first gradient: _update copies into it
+            for p in params:
+                state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        buffers = [] if dry_run else [state[p]["momentum_buffer"] for p in params]
+        return _MOMENTUM, float(group["lr"]), first, [float(group["momentum"])], buffers, [], []
+    if type(optimizer) is torch.optim.Adam:
+        if group["amsgrad"] or group.get("capturable") or group.get("decoupled_weight_decay") or isinstance(group["betas"][0], torch.Tensor):
+            return None
+        if not dry_run:
+            for p in params:
+                if len(state[p]) == 0:  # as Adam._init_group creates it
+                    state[p]["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                    state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        firsts, seconds, steps = ([], [], []) if dry_run else ([state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq", "step"))
+        return _ADAM, float(group["lr"]), False, [float(beta1), float(beta2), float(group["eps"])], firsts, seconds, steps
+    return None
 
 
 def stack_key(model: Net, batch_size: int):

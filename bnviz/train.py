@@ -191,8 +191,8 @@ class Run:
                 recorder.attach(self.model)
         # the hand-written step where it covers the model exactly (after attach: hooks opt out)
         self.engine = engine_for(self.model, self.sampler.batch_size) if use_engine else None
-        # the fused step does the update itself: for plain SGD, with no recorder reading gradients
-        self._fusable = train_cfg.optimizer == "sgd" and not any(hasattr(r, "after_backward") for r in self.recorders)
+        # the fused step does the update itself (SGD, momentum, Adam): with no recorder reading gradients
+        self._fusable = not any(hasattr(r, "after_backward") for r in self.recorders)
         # and many fused steps run as one call when nothing needs Python between steps
         self._chunkable = self._fusable and train_cfg.on_nonfinite_loss == "stop" and not any(
             hasattr(r, name) for r in self.recorders for name in ("on_batch", "after_step"))
@@ -253,7 +253,7 @@ class Run:
                     recorder.on_batch(self.step + 1, x, y)
             policy = self.train_cfg.on_nonfinite_loss
             saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
-            fused = engine.fused_sgd_step(x, y, self.train_cfg.lr) if engine is not None and self._fusable else None
+            fused = engine.fused_step(x, y, optimizer) if engine is not None and self._fusable else None
             if fused is not None:  # forward, backward and update in one call (none if the loss is not finite)
                 loss, correct = fused
             elif engine is not None:
@@ -305,13 +305,13 @@ class Run:
         """``steps`` steps in one engine call (it stops early at a loss that is not finite:
         the run diverged there). False, with nothing done, where the engine needs the
         step-by-step path."""
-        if not self.engine.fusable():
+        if not self.engine.fusable(self.optimizer):
             return False
         images, standardise = batch_source(self.train_x)
         rows = torch.stack([self.sampler.next_indices() for _ in range(steps)])
         losses = torch.empty(steps, dtype=next(self.model.parameters()).dtype, device=self.device)
         correct = torch.empty(steps, dtype=torch.float32, device=self.device)
-        taken = self.engine.fused_sgd_steps(images, self.train_y, rows, standardise, self.train_cfg.lr, losses, correct)
+        taken = self.engine.fused_steps(images, self.train_y, rows, standardise, self.optimizer, losses, correct)
         loss_values = losses[:taken].tolist()
         self.step += taken
         self.step_loss.extend(loss_values)

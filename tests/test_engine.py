@@ -33,9 +33,9 @@ def in_float64(run: Run) -> Run:
 
 
 @pytest.mark.parametrize("model_cfg", CASES.values(), ids=CASES.keys())
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
-    train_cfg = TrainConfig(steps=60, batch_size=60, lr=0.1, optimizer=optimizer, seed=2, eval_every=30, eval_examples=200)
+    train_cfg = TrainConfig(steps=60, batch_size=60, lr=0.01 if optimizer == "adam" else 0.1, optimizer=optimizer, seed=2, eval_every=30, eval_examples=200)
     fast, slow = in_float64(Run(model_cfg, train_cfg, mnist)), in_float64(Run(model_cfg, train_cfg, mnist, use_engine=False))
     assert isinstance(fast.engine, MLPStep) and slow.engine is None
     fast_result, slow_result = train_together([fast, slow])
@@ -45,10 +45,9 @@ def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
     np.testing.assert_allclose(fast_result.train_acc, slow_result.train_acc, atol=1e-9)
     for (name, mine), (_, theirs) in zip(fast.model.named_parameters(), slow.model.named_parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=name)
-        if optimizer == "sgd":  # the fused TorchScript step: forward, backward and update in one call, no .grad
-            assert mine.grad is None
-        else:  # the Python step: gradients in .grad for the torch optimiser
-            torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
+        assert mine.grad is None  # the fused TorchScript step: forward, backward and update in one call, no .grad
+        for key, value in slow.optimizer.state[theirs].items():  # the optimiser's state as torch.optim keeps it
+            torch.testing.assert_close(fast.optimizer.state[mine][key], value, rtol=1e-7, atol=1e-12, msg=f"{key} of {name}")
     for (name, mine), (_, theirs) in zip(fast.model.named_buffers(), slow.model.named_buffers()):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-10, msg=name)
 
@@ -209,21 +208,45 @@ def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeyp
 
 
 @pytest.mark.parametrize("norm", ["none", "batch"])
-def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm):
-    """A run whose recorders read gradients takes the Python step; the same run without them
-    takes the fused one. They must not drift apart, not even by one ulp (probes' 'leave no
-    trace' tests compare such runs with torch.equal)."""
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm, optimizer):
+    """A run whose recorders read gradients takes the Python step (and ``optimizer.step()``);
+    the same run without them takes the fused one. They must not drift apart, not even by
+    one ulp (probes' 'leave no trace' tests compare such runs with torch.equal)."""
     import bnviz.engine
 
-    model_cfg, train_cfg = ModelConfig(norm=norm, hidden=(32, 32)), TrainConfig(steps=20, batch_size=16, seed=0, eval_every=10, eval_examples=100)
+    model_cfg = ModelConfig(norm=norm, hidden=(32, 32))
+    train_cfg = TrainConfig(steps=20, batch_size=16, lr=0.003 if optimizer == "adam" else 0.1, optimizer=optimizer, seed=0, eval_every=10, eval_examples=100)
     fused = Run(model_cfg, train_cfg, mnist)
     fused.advance(20)
+    assert all(p.grad is None for p in fused.model.parameters())  # the fused step ran
     monkeypatch.setattr(bnviz.engine, "scripted_step", lambda: None)
     python = Run(model_cfg, train_cfg, mnist)
     python.advance(20)
+    assert all(p.grad is not None for p in python.model.parameters())  # the Python step ran
     assert fused.step_loss == python.step_loss
-    for (name, a), (_, b) in zip(fused.model.state_dict().items(), python.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    state_equal(fused.model, python.model)
+    for a, b in zip(fused.model.parameters(), python.model.parameters()):
+        assert fused.optimizer.state[a].keys() == python.optimizer.state[b].keys()
+        for key, value in python.optimizer.state[b].items():
+            assert torch.equal(fused.optimizer.state[a][key], value), key
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_a_run_can_switch_between_fused_and_python_steps(mnist, optimizer):
+    """Both paths keep torch.optim's state, so a run that takes the Python step for a while
+    (a probe watching a forward pass) goes on as if it had never left either path."""
+    model_cfg = ModelConfig(norm="batch", hidden=(32, 32))
+    train_cfg = TrainConfig(steps=30, batch_size=16, lr=0.003 if optimizer == "adam" else 0.1, optimizer=optimizer, seed=1, eval_every=30, eval_examples=100)
+    mixed, fused = Run(model_cfg, train_cfg, mnist), Run(model_cfg, train_cfg, mnist)
+    mixed.advance(10)
+    handle = mixed.model.blocks[0].norm.register_forward_hook(lambda *args: None)  # the Python path for 10 steps
+    mixed.advance(10)
+    handle.remove()
+    mixed.advance(10)
+    fused.advance(30)
+    assert mixed.step_loss == fused.step_loss
+    state_equal(mixed.model, fused.model)
 
 
 def uint8_and_float_stores(mnist):
