@@ -104,7 +104,7 @@ def _hooked(*modules: nn.Module) -> bool:
 def engine_for(model: Net, batch_size: int) -> "MLPStep | None":
     """An :class:`MLPStep` for ``model`` if it covers it exactly, else None (use autograd)."""
     cfg = model.cfg
-    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch") or cfg.activation not in _ACTIVATION:
+    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch", "layer", "group") or cfg.activation not in _ACTIVATION:
         return None
     if cfg.norm == "batch" and (batch_size < 2 or cfg.bn_eps <= 0):
         return None  # nn.BatchNorm1d raises for these; autograd shows its message
@@ -162,6 +162,31 @@ def _running_average_factor(count: torch.Tensor, momentum: float, cumulative: bo
 
 
 _SGD, _MOMENTUM, _ADAM = 0, 1, 2
+_NORM_KINDS = {nn.BatchNorm1d: 0, nn.LayerNorm: 1, nn.GroupNorm: 2}
+
+
+def _norm(v: torch.Tensor, i: int, kind: int, groups: int, gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor],
+          running_vars: List[torch.Tensor], counts: List[torch.Tensor], momentum: float, cumulative: bool, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Norm layer i in training mode, ``(out, mean, invstd)``, by the kernels the torch modules
+    call: ``nn.BatchNorm1d`` (kind 0, over the batch, updating the running statistics),
+    ``nn.LayerNorm`` (1, over each example's features), ``nn.GroupNorm`` (2, over each
+    example's groups of features)."""
+    if kind == 0:
+        factor = _running_average_factor(counts[i], momentum, cumulative)
+        return torch.native_batch_norm(v, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+    if kind == 1:
+        return torch.native_layer_norm(v, [v.shape[1]], gammas[i], betas[i], eps)
+    return torch.native_group_norm(v, gammas[i], betas[i], v.shape[0], v.shape[1], 1, groups, eps)
+
+
+def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, i: int, kind: int, groups: int, gammas: List[torch.Tensor],
+                   betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor], eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(d input, d gamma, d beta)`` of :func:`_norm`, by autograd's own backward kernels."""
+    if kind == 0:
+        return torch.ops.aten.native_batch_norm_backward(grad, v, gammas[i], running_means[i], running_vars[i], mean, invstd, True, eps, [True, True, True])
+    if kind == 1:
+        return torch.ops.aten.native_layer_norm_backward(grad, v, [v.shape[1]], mean, invstd, gammas[i], betas[i], [True, True, True])
+    return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], 1, groups, [True, True, True])
 
 
 def _update(param: torch.Tensor, grad: torch.Tensor, k: int, optimizer: int, lr: float, first: bool, hyper: List[float],
@@ -197,13 +222,14 @@ def _update(param: torch.Tensor, grad: torch.Tensor, k: int, optimizer: int, lr:
 def _fused_step(
     x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, groups: int, momentum: float, cumulative: bool, eps: float,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One training step of an MLP, in place on its tensors and the optimiser's state (see
-    :func:`_update`; parameter k is weight i at 2i, bias i at 2i+1, then BN's gamma j at
-    2L+2j and beta j at 2L+2j+1): ``(loss, share of the batch classified right)``. No
-    update when the loss is not finite."""
+    :func:`_update`; parameter k is weight i at 2i, bias i at 2i+1, then the norm's gamma j
+    at 2L+2j and beta j at 2L+2j+1; the norm is BN, LayerNorm or GroupNorm, see
+    :func:`_norm`): ``(loss, share of the batch classified right)``. No update when the
+    loss is not finite."""
     h = x.flatten(1)
     inputs: List[torch.Tensor] = []
     acts: List[torch.Tensor] = []
@@ -218,15 +244,14 @@ def _fused_step(
             a = _activate(z, activation)
             h = a
         else:
-            factor = _running_average_factor(counts[i], momentum, cumulative)
             if placement == 1:
-                n, mean, invstd = torch.native_batch_norm(z, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+                n, mean, invstd = _norm(z, i, norm_kind, groups, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps)
                 bn_inputs.append(z)
                 a = _activate(n, activation)
                 h = a
             else:
                 a = _activate(z, activation)
-                h, mean, invstd = torch.native_batch_norm(a, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+                h, mean, invstd = _norm(a, i, norm_kind, groups, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps)
                 bn_inputs.append(a)
             means.append(mean)
             invstds.append(invstd)
@@ -250,13 +275,11 @@ def _fused_step(
                 grad = _activation_backward(grad, acts[j], activation)
             elif placement == 1:
                 grad = _activation_backward(grad, acts[j], activation)
-                grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
-                    grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
+                grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, groups, gammas, betas, running_means, running_vars, eps)
                 _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
                 _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
             else:
-                grad, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
-                    grad, bn_inputs[j], gammas[j], running_means[j], running_vars[j], means[j], invstds[j], True, eps, [True, True, True])
+                grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, groups, gammas, betas, running_means, running_vars, eps)
                 _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
                 _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
                 grad = _activation_backward(grad, acts[j], activation)
@@ -382,7 +405,7 @@ def _fused_steps(
     images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
     weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, groups: int, momentum: float, cumulative: bool, eps: float,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
     losses: torch.Tensor, correct: torch.Tensor,
 ) -> int:
@@ -392,8 +415,8 @@ def _fused_steps(
     count = rows.shape[0]
     for s in range(count):
         x, y = _gather(images, labels, rows[s], standardise, pixel_mean, pixel_std)
-        loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement,
-                                  momentum, cumulative, eps, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
+        loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement, norm_kind,
+                                  groups, momentum, cumulative, eps, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
         losses[s] = loss
         correct[s] = right
         if not math.isfinite(float(loss)):
@@ -492,17 +515,22 @@ class MLPStep:
         self.activation = _ACTIVATION[model.cfg.activation]  # in place: its input is not needed again
         self.activation_copy = ACTIVATIONS[model.cfg.activation]()
         self.linears = [block.linear for block in model.blocks] + [model.head]
-        self.norms = [block.norm if isinstance(block.norm, nn.BatchNorm1d) else None for block in model.blocks]
+        self.norms = [block.norm if type(block.norm) in _NORM_KINDS else None for block in model.blocks]
         self._saved: tuple = ()
         self.parameters = list(model.parameters())
         self.modules = list(model.modules())
         self._fused_arguments = None
 
-    def _batch_norm(self, norm: nn.BatchNorm1d, x: torch.Tensor):
-        # nn.BatchNorm1d.forward in training mode, step for step
-        norm.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-        out, mean, invstd = torch.native_batch_norm(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, momentum, norm.eps)
+    def _batch_norm(self, norm: nn.Module, x: torch.Tensor):
+        # the norm module's forward in training mode, step for step (BN updates its running statistics)
+        if isinstance(norm, nn.BatchNorm1d):
+            norm.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+            out, mean, invstd = torch.native_batch_norm(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, momentum, norm.eps)
+        elif isinstance(norm, nn.LayerNorm):
+            out, mean, invstd = torch.native_layer_norm(x, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
+        else:
+            out, mean, invstd = torch.native_group_norm(x, norm.weight, norm.bias, x.shape[0], x.shape[1], 1, norm.num_groups, norm.eps)
         return out, (x, mean, invstd)
 
     @torch.no_grad()
@@ -575,11 +603,17 @@ class MLPStep:
         self._saved_blocks.append((kept["input"], kept["bn"], kept["a"]))
         return out
 
-    def _batch_norm_backward(self, norm: nn.BatchNorm1d, grad: torch.Tensor, bn_saved) -> torch.Tensor:
+    def _batch_norm_backward(self, norm: nn.Module, grad: torch.Tensor, bn_saved) -> torch.Tensor:
         x, mean, invstd = bn_saved
-        grad_in, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad, x, norm.weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps, [True, True, True]
-        )
+        if isinstance(norm, nn.BatchNorm1d):
+            grad_in, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+                grad, x, norm.weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps, [True, True, True])
+        elif isinstance(norm, nn.LayerNorm):
+            grad_in, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
+                grad, x, list(norm.normalized_shape), mean, invstd, norm.weight, norm.bias, [True, True, True])
+        else:
+            grad_in, grad_weight, grad_bias = torch.ops.aten.native_group_norm_backward(
+                grad, x, mean, invstd, norm.weight, x.shape[0], x.shape[1], 1, norm.num_groups, [True, True, True])
         _set_grad(norm.weight, grad_weight)
         _set_grad(norm.bias, grad_bias)
         return grad_in
@@ -645,10 +679,12 @@ class MLPStep:
             return None
         if self._fused_arguments is None:
             norms = [n for n in self.norms if n is not None]
-            momentum = norms[0].momentum if norms else 0.0
+            batch_norms = [n for n in norms if isinstance(n, nn.BatchNorm1d)]
+            momentum = batch_norms[0].momentum if batch_norms else 0.0
             tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
-                       [n.running_mean for n in norms], [n.running_var for n in norms], [n.num_batches_tracked for n in norms])
+                       [n.running_mean for n in batch_norms], [n.running_var for n in batch_norms], [n.num_batches_tracked for n in batch_norms])
             settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2,
+                        _NORM_KINDS[type(norms[0])] if norms else 0, getattr(norms[0], "num_groups", 1) if norms else 1,
                         0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
             # _fused_step's parameter order: weight, bias of each linear layer, then gamma, beta of each BN
             ordered = [p for l in self.linears for p in (l.weight, l.bias)] + [p for n in norms for p in (n.weight, n.bias)]
@@ -775,6 +811,6 @@ def _optimizer_arguments(optimizer: torch.optim.Optimizer, params: list[nn.Param
 def stack_key(model: Net, batch_size: int):
     """Models with equal keys can train as one :class:`StackedMLPStep` (None: not stackable)."""
     cfg = model.cfg
-    if engine_for(model, batch_size) is None or _hooked(*model.modules()):
+    if cfg.norm not in ("none", "batch") or engine_for(model, batch_size) is None or _hooked(*model.modules()):
         return None
     return (cfg, batch_size, next(model.parameters()).dtype, next(model.parameters()).device)

@@ -289,8 +289,12 @@ class NonlinearityInputs:
     def attach(self, model):
         self.blocks = list(model.blocks)
         self.max_slope = [steepest_slope(block.act) for block in self.blocks]
-        for index, block in enumerate(self.blocks):
-            block.register_forward_hook(lambda module, inputs, output, i=index: self._keep_output(module, output, i))
+
+    def watch_evaluation(self, model):
+        """Hooks for the evaluation passes only (the trainer removes them after each): no hook
+        is on the model while it trains, so training takes the engine's fused step."""
+        return [block.register_forward_hook(lambda module, inputs, output, i=index: self._keep_output(module, output, i))
+                for index, block in enumerate(self.blocks)]
 
     def _keep_output(self, module, output, index):
         if not module.training:  # evaluation passes only

@@ -13,8 +13,14 @@ Recorders observe a run without changing it. They may implement any of::
     on_batch(step, x, y)                       the batch step ``step`` is about to train on
     after_backward(step, model)                gradients present, weights not yet updated
     after_step(step, model)                    after the optimiser step
+    watch_evaluation(model) -> [hook handles]  hooks for one evaluation pass, removed after it
     on_eval(step, model, activations)          activations[i]: input of block i's nonlinearity
     finish() -> dict[str, np.ndarray]          stored in ``TrainResult.records``
+
+Which hooks a run's recorders have decides how fast it trains (:mod:`bnviz.engine`): with
+none acting during training, the steps between evaluations run as one engine call; a
+forward hook on the model or ``after_backward`` needs the Python step; ``on_batch`` or
+``after_step`` one engine call per step.
 
 Several runs can advance together (:func:`train_together`), so a page can
 draw all their curves as they grow.
@@ -221,7 +227,13 @@ class Run:
 
     def _evaluate(self) -> None:
         self._flush_correct()
-        loss, accuracy, activations = evaluate(self.model, self.eval_x, self.eval_y, capture=self.needs_activations)
+        # recorders that watch evaluation passes hook the model for this one only
+        handles = [handle for r in self.recorders if hasattr(r, "watch_evaluation") for handle in r.watch_evaluation(self.model)]
+        try:
+            loss, accuracy, activations = evaluate(self.model, self.eval_x, self.eval_y, capture=self.needs_activations)
+        finally:
+            for handle in handles:
+                handle.remove()
         since = max(0, len(self.step_loss) - self.train_cfg.eval_every) if self.eval_step else 0
         recent_loss = self.step_loss[since:]
         self.eval_step.append(self.step)

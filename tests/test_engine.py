@@ -16,6 +16,8 @@ CASES = {
     "BN tanh, momentum None": ModelConfig(norm="batch", activation="tanh", bn_momentum=None, hidden=(32, 16)),
     "identity, N(0,1) init": ModelConfig(norm="batch", activation="identity", init="normal", hidden=(20,)),
     "relu no BN": ModelConfig(activation="relu", hidden=(64, 64)),
+    "LayerNorm relu": ModelConfig(norm="layer", activation="relu", hidden=(48, 32)),
+    "GroupNorm after tanh": ModelConfig(norm="group", groups=4, activation="tanh", placement="after", hidden=(32, 16)),
 }
 
 
@@ -81,12 +83,13 @@ def test_one_step_gradients_equal_autograd(model_cfg):
     "model_cfg, batch_size",
     [
         (ModelConfig(arch="cnn", hidden=(4,)), 8),
-        (ModelConfig(norm="layer"), 8),
+        (ModelConfig(arch="cnn", hidden=(4,), norm="layer"), 8),
         (ModelConfig(activation="gelu"), 8),
         (ModelConfig(norm="batch"), 1),  # BatchNorm1d's own error message for a batch of one
         (ModelConfig(norm="noisy_batch"), 8),
+        (ModelConfig(norm="batch_renorm"), 8),
     ],
-    ids=["cnn", "layernorm", "gelu", "BN batch of 1", "noisy BN"],
+    ids=["cnn", "cnn layernorm", "gelu", "BN batch of 1", "noisy BN", "batch renorm"],
 )
 def test_engine_declines_what_it_does_not_cover(model_cfg, batch_size):
     assert engine_for(build_model(model_cfg, seed=0), batch_size) is None
@@ -207,7 +210,7 @@ def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeyp
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm, optimizer):
     """A run whose recorders read gradients takes the Python step (and ``optimizer.step()``);
@@ -262,7 +265,7 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("store", ["uint8", "float"])
-@pytest.mark.parametrize("model_cfg", [CASES["no BN sigmoid"], CASES["BN after relu"], CASES["BN tanh, momentum None"]], ids=["no BN", "BN after relu", "BN momentum None"])
+@pytest.mark.parametrize("model_cfg", [CASES["no BN sigmoid"], CASES["BN after relu"], CASES["BN tanh, momentum None"], CASES["LayerNorm relu"]], ids=["no BN", "BN after relu", "BN momentum None", "LayerNorm"])
 def test_many_steps_in_one_call_equal_one_call_per_step(mnist, model_cfg, store):
     """Up to each evaluation the steps run as one engine call that gathers its own batches
     (from uint8 pixels or the float copy); bit for bit the run one call per step gives."""
