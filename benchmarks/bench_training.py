@@ -3,6 +3,7 @@
 Times, in one run on this machine (issue 11):
 
 1. one model (the paper's 784-100-100-100-10 sigmoid MLP, batch 60, SGD lr 0.1), no BN and BN;
+   and with LayerNorm and Adam (lr 0.001), the optimiser of the norm-comparison sweeps;
 2. the paper's experiment shape: the BN and no-BN models trained together, extrapolated
    to 50,000 steps each, on one core and as the app runs it (a worker thread per core);
    and the time to the paper page's first curves;
@@ -47,6 +48,7 @@ from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS, Run, TrainConfig, evaluat
 IN_FEATURES = 28 * 28
 CLASSES = 10
 LR = 0.1
+ADAM_LR = 0.001
 SWEEP_SEEDS = 5
 SWEEP_MODELS = (("no BN", "none", "before"), ("BN before", "batch", "before"), ("BN after", "batch", "after"))
 
@@ -54,14 +56,14 @@ SWEEP_MODELS = (("no BN", "none", "before"), ("BN before", "batch", "before"), (
 # ------------------------------------------------------------------ the straightforward loop
 def sequential_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
     """``nn.Sequential`` with the same layers and the same initial weights as bnviz's
-    ``build_model(cfg, seed)`` (MLP, norm "none" or "batch"): its parameters and buffers
-    are copied over in order."""
+    ``build_model(cfg, seed)`` (MLP, norm "none", "batch" or "layer"): its parameters and
+    buffers are copied over in order."""
     layers: list[nn.Module] = [nn.Flatten()]
     width_in = IN_FEATURES
     for width in cfg.hidden:
         layers.append(nn.Linear(width_in, width))
         act = ACTIVATIONS[cfg.activation]()
-        norm = [nn.BatchNorm1d(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)] if cfg.norm == "batch" else []
+        norm = {"batch": [nn.BatchNorm1d(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)], "layer": [nn.LayerNorm(width, eps=cfg.bn_eps)], "none": []}[cfg.norm]
         layers += norm + [act] if cfg.placement == "before" else [act] + norm
         width_in = width
     layers.append(nn.Linear(width_in, CLASSES))
@@ -77,9 +79,9 @@ def sequential_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
     return model
 
 
-def straight_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sampler: BatchSampler, steps: int, lr: float = LR) -> list[float]:
-    """The loop everyone writes first; returns every step's loss."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+def straight_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sampler: BatchSampler, steps: int, lr: float = LR, optimizer: str = "sgd") -> list[float]:
+    """The loop everyone writes first (SGD, or ``optimizer="adam"``); returns every step's loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     losses = []
     for _ in range(steps):
@@ -92,21 +94,22 @@ def straight_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sampler: B
     return losses
 
 
-def loop_seconds(cfg: ModelConfig, seed: int, steps: int, data) -> float:
+def loop_seconds(cfg: ModelConfig, seed: int, steps: int, data, lr: float = LR, optimizer: str = "sgd") -> float:
     """Wall time of the straightforward loop (model construction included, as bnviz's is)."""
     started = time.perf_counter()
     model = sequential_model(cfg, seed)
-    straight_loop(model, data.train_x, data.train_y, BatchSampler(len(data.train_y), PAPER_BATCH_SIZE, seed=seed + 1), steps)
+    straight_loop(model, data.train_x, data.train_y, BatchSampler(len(data.train_y), PAPER_BATCH_SIZE, seed=seed + 1), steps, lr, optimizer)
     return time.perf_counter() - started
 
 
-def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int, threads: int | None = None, stack: bool = True) -> float:
+def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int, threads: int | None = None, stack: bool = True,
+                  lr: float = LR, optimizer: str = "sgd") -> float:
     """Wall time of bnviz's trainer on ``models`` (config, seed) trained together, from
     building the runs to the final full-test-set evaluation. ``threads=None``: as the
     app runs it (one worker thread per usable core); ``stack``: seeds of one setting
     trained as one stacked model."""
     started = time.perf_counter()
-    runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=LR, seed=seed, eval_every=eval_every), data) for cfg, seed in models]
+    runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=lr, optimizer=optimizer, seed=seed, eval_every=eval_every), data) for cfg, seed in models]
     train_together(runs, threads=threads, stack=stack)
     return time.perf_counter() - started
 
@@ -203,6 +206,9 @@ def main() -> None:
     for name, cfg in (("no BN", plain), ("BN", bn)):
         singles[name] = (loop_seconds(cfg, 0, steps, data), bnviz_seconds([(cfg, 0)], steps, data, args.eval_every, threads=1))
         line(name, *singles[name], steps, evaluation_seconds(data, steps, args.eval_every, 1))
+    layer_norm = ModelConfig(norm="layer")
+    line("LayerNorm, Adam lr 0.001", loop_seconds(layer_norm, 0, steps, data, ADAM_LR, "adam"),
+         bnviz_seconds([(layer_norm, 0)], steps, data, args.eval_every, threads=1, lr=ADAM_LR, optimizer="adam"), steps, evaluation_seconds(data, steps, args.eval_every, 1))
     torch.set_num_threads(2)
     two = loop_seconds(plain, 0, steps, data)
     torch.set_num_threads(1)

@@ -407,20 +407,30 @@ def _fused_steps(
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
     counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, groups: int, momentum: float, cumulative: bool, eps: float,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
-    losses: torch.Tensor, correct: torch.Tensor,
+    losses: torch.Tensor, correct: torch.Tensor, stop: bool, rollback: bool,
 ) -> int:
     """``rows.shape[0]`` steps of :func:`_fused_step`, step s on the batch ``rows[s]``;
-    each step's loss and share classified right go to ``losses[s]``, ``correct[s]``. Stops
-    after the first step whose loss is not finite; returns the number of steps taken."""
+    each step's loss and share classified right go to ``losses[s]``, ``correct[s]``.
+    A step whose loss is not finite updates no parameter; then, as the trainer's
+    ``on_nonfinite_loss`` says, the call ``stop``s there, or goes on, after restoring BN's
+    running statistics as they were before the step (``rollback``) or not ("skip").
+    Returns the number of steps taken."""
     count = rows.shape[0]
+    buffers = running_means + running_vars + counts
     for s in range(count):
         x, y = _gather(images, labels, rows[s], standardise, pixel_mean, pixel_std)
+        saved: List[torch.Tensor] = []
+        if rollback:
+            saved = [buffer.clone() for buffer in buffers]
         loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement, norm_kind,
                                   groups, momentum, cumulative, eps, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
         losses[s] = loss
         correct[s] = right
         if not math.isfinite(float(loss)):
-            return s + 1
+            if stop:
+                return s + 1
+            for buffer, before in zip(buffers, saved):
+                buffer.copy_(before)
     return count
 
 
@@ -657,15 +667,17 @@ class MLPStep:
             return step(x, y, *arguments)
 
     def fused_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
-                    optimizer: torch.optim.Optimizer, losses: torch.Tensor, correct: torch.Tensor) -> int | None:
-        """``len(rows)`` fused steps in one TorchScript call (see :func:`_fused_steps`):
-        the number of steps taken, or None where the Python path is needed."""
+                    optimizer: torch.optim.Optimizer, losses: torch.Tensor, correct: torch.Tensor, on_nonfinite_loss: str = "stop") -> int | None:
+        """``len(rows)`` fused steps in one TorchScript call (see :func:`_fused_steps`; the
+        policy is the trainer's ``on_nonfinite_loss``): the number of steps taken, or None
+        where the Python path is needed."""
         steps = scripted_steps()
         arguments = self._fused_arguments_for(optimizer)
         if steps is None or arguments is None:
             return None
         with torch.no_grad():
-            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *arguments, losses, correct)
+            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *arguments, losses, correct,
+                         on_nonfinite_loss == "stop", on_nonfinite_loss == "rollback")
 
     def fusable(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether the fused calls can take the next step (else they return None)."""

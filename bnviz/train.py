@@ -200,8 +200,7 @@ class Run:
         # the fused step does the update itself (SGD, momentum, Adam): with no recorder reading gradients
         self._fusable = not any(hasattr(r, "after_backward") for r in self.recorders)
         # and many fused steps run as one call when nothing needs Python between steps
-        self._chunkable = self._fusable and train_cfg.on_nonfinite_loss == "stop" and not any(
-            hasattr(r, name) for r in self.recorders for name in ("on_batch", "after_step"))
+        self._chunkable = self._fusable and not any(hasattr(r, name) for r in self.recorders for name in ("on_batch", "after_step"))
         self.step = 0
         self.step_loss: list[float] = []
         self.step_correct: list[float] = []
@@ -323,17 +322,20 @@ class Run:
         rows = torch.stack([self.sampler.next_indices() for _ in range(steps)])
         losses = torch.empty(steps, dtype=next(self.model.parameters()).dtype, device=self.device)
         correct = torch.empty(steps, dtype=torch.float32, device=self.device)
-        taken = self.engine.fused_steps(images, self.train_y, rows, standardise, self.optimizer, losses, correct)
+        policy = self.train_cfg.on_nonfinite_loss
+        taken = self.engine.fused_steps(images, self.train_y, rows, standardise, self.optimizer, losses, correct, policy)
         loss_values = losses[:taken].tolist()
+        first_step = self.step + 1
         self.step += taken
         self.step_loss.extend(loss_values)
-        if math.isfinite(loss_values[-1]):
-            self._pending_correct.append(correct[:taken])
-        else:  # as the step-by-step path records a diverged step
-            self._pending_correct.append(correct[: taken - 1])
-            self._flush_correct()
-            self.step_correct.append(float("nan"))
+        # as the step-by-step path records them: a step with a non-finite loss has no accuracy
+        nonfinite = [index for index, value in enumerate(loss_values) if not math.isfinite(value)]
+        correct[nonfinite] = float("nan")
+        self._pending_correct.append(correct[:taken])
+        if policy == "stop" and nonfinite:  # only the last step can be: the call stopped there
             self.diverged_step = self.step
+        else:
+            self.skipped_steps.extend(first_step + index for index in nonfinite)
         return True
 
     def result(self, final: bool = True) -> TrainResult:
