@@ -189,34 +189,38 @@ def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invs
     return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], 1, groups, [True, True, True])
 
 
-def _update(param: torch.Tensor, grad: torch.Tensor, k: int, optimizer: int, lr: float, first: bool, hyper: List[float],
-            firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor]) -> None:
-    """Parameter ``k``'s update, op for op as torch.optim computes it on the CPU (its
-    single-tensor code; defaults: no weight decay, dampening, Nesterov or AMSGrad): plain
-    SGD; SGD with momentum ``hyper[0]`` (buffer ``firsts[k]``, a copy of the gradient at
-    the ``first`` step); Adam with betas ``hyper[0:2]`` and eps ``hyper[2]`` (moments
-    ``firsts[k]``, ``seconds[k]``, step count ``steps[k]``)."""
+def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], optimizer: int, lr: float, first: bool, hyper: List[float],
+                   firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor]) -> None:
+    """Every parameter's update, as torch.optim computes it on the CPU (its single-tensor
+    code, each op here its ``_foreach`` form: one call for all parameters, the same kernel
+    per tensor; defaults: no weight decay, dampening, Nesterov or AMSGrad): plain SGD; SGD
+    with momentum ``hyper[0]`` (buffers ``firsts``, a copy of the gradients at the
+    ``first`` step); Adam with betas ``hyper[0:2]`` and eps ``hyper[2]`` (moments
+    ``firsts``, ``seconds``, step counts ``steps``, all equal: every parameter is updated)."""
     if optimizer == 0:
-        param.sub_(grad, alpha=lr)
+        torch._foreach_add_(params, grads, alpha=-lr)
     elif optimizer == 1:
-        buffer = firsts[k]
         if first:
-            buffer.copy_(grad)
+            torch._foreach_copy_(firsts, grads)
         else:
-            buffer.mul_(hyper[0]).add_(grad, alpha=1)
-        param.add_(buffer, alpha=-lr)
+            torch._foreach_mul_(firsts, hyper[0])
+            torch._foreach_add_(firsts, grads, alpha=1)
+        torch._foreach_add_(params, firsts, alpha=-lr)
     else:
         beta1, beta2, eps = hyper[0], hyper[1], hyper[2]
-        steps[k].add_(1)
-        firsts[k].lerp_(grad, 1 - beta1)
-        seconds[k].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = float(steps[k])
+        torch._foreach_add_(steps, 1)
+        torch._foreach_lerp_(firsts, grads, 1 - beta1)
+        torch._foreach_mul_(seconds, beta2)
+        torch._foreach_addcmul_(seconds, grads, grads, 1 - beta2)
+        step = float(steps[0])
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
-        denom = (seconds[k].sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(firsts[k], denom, value=-step_size)
+        denom = torch._foreach_sqrt(seconds)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, firsts, denom, -step_size)
 
 
 def _fused_step(
@@ -226,7 +230,7 @@ def _fused_step(
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One training step of an MLP, in place on its tensors and the optimiser's state (see
-    :func:`_update`; parameter k is weight i at 2i, bias i at 2i+1, then the norm's gamma j
+    :func:`_apply_updates`; parameter k is weight i at 2i, bias i at 2i+1, then the norm's gamma j
     at 2L+2j and beta j at 2L+2j+1; the norm is BN, LayerNorm or GroupNorm, see
     :func:`_norm`): ``(loss, share of the batch classified right)``. No update when the
     loss is not finite."""
@@ -265,26 +269,29 @@ def _fused_step(
         return loss, correct
     grad = torch.ops.aten.nll_loss_backward(torch.ones([], dtype=log_probs.dtype, device=log_probs.device), log_probs, y, None, 1, -100, total_weight)
     grad = torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
+    params: List[torch.Tensor] = []
+    grads: List[torch.Tensor] = []
+    order: List[int] = []  # each parameter's k, for the optimiser's state
     for i in range(layers - 1, -1, -1):
-        weight_grad = grad.t().mm(inputs[i])
-        bias_grad = grad.sum(0)
+        params += [weights[i], biases[i]]
+        grads += [grad.t().mm(inputs[i]), grad.sum(0)]
+        order += [2 * i, 2 * i + 1]
         if i > 0:
             j = i - 1
             grad = grad.mm(weights[i])
             if placement == 0:
                 grad = _activation_backward(grad, acts[j], activation)
-            elif placement == 1:
-                grad = _activation_backward(grad, acts[j], activation)
-                grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, groups, gammas, betas, running_means, running_vars, eps)
-                _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
-                _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
             else:
+                if placement == 1:
+                    grad = _activation_backward(grad, acts[j], activation)
                 grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, groups, gammas, betas, running_means, running_vars, eps)
-                _update(gammas[j], gamma_grad, 2 * layers + 2 * j, optimizer, lr, first, hyper, firsts, seconds, steps)
-                _update(betas[j], beta_grad, 2 * layers + 2 * j + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
-                grad = _activation_backward(grad, acts[j], activation)
-        _update(weights[i], weight_grad, 2 * i, optimizer, lr, first, hyper, firsts, seconds, steps)
-        _update(biases[i], bias_grad, 2 * i + 1, optimizer, lr, first, hyper, firsts, seconds, steps)
+                if placement == 2:
+                    grad = _activation_backward(grad, acts[j], activation)
+                params += [gammas[j], betas[j]]
+                grads += [gamma_grad, beta_grad]
+                order += [2 * layers + 2 * j, 2 * layers + 2 * j + 1]
+    _apply_updates(params, grads, optimizer, lr, first, hyper, [firsts[k] for k in order] if len(firsts) > 0 else firsts,
+                   [seconds[k] for k in order] if len(seconds) > 0 else seconds, [steps[k] for k in order] if len(steps) > 0 else steps)
     return loss, correct
 
 
