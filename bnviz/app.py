@@ -59,6 +59,9 @@ def _release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+LIVE_REDRAW_SECONDS = 0.5
+
+
 def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):
     """The experiment's result for ``config``: from the store, or computed once with progress.
 
@@ -73,16 +76,19 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
             return cached
         experiment = get_experiment(name)
         bar = st.progress(0.0, text=f"{label}…")
-        last_draw = [0.0]
+        next_draw = [0.0]
 
         def compute(report):
             def progress(fraction: float, message: str, partial=None):
                 report(fraction, message, partial)
                 bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
-                now = time.monotonic()
-                if live is not None and partial is not None and now - last_draw[0] > 0.3:
+                if live is not None and partial is not None and time.monotonic() >= next_draw[0]:
+                    started = time.monotonic()
                     live(partial)
-                    last_draw[0] = now
+                    # Drawing holds the GIL and a core the training threads want: redraw twice a
+                    # second at most, and spend at most a fifth of the time drawing.
+                    now = time.monotonic()
+                    next_draw[0] = now + max(LIVE_REDRAW_SECONDS, 4 * (now - started))
 
             return experiment.run(config, progress)
 
