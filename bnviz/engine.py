@@ -25,10 +25,11 @@ BN's running statistics are exactly ``nn.BatchNorm1d``'s: the same
 ``num_batches_tracked``, and the cumulative average when ``momentum=None``.
 :class:`StackedMLPStep` trains K seeds of one configuration as one batched model.
 
-The engine covers ``arch="mlp"`` with norm "none" or "batch", BN before or after the
-activation, sigmoid/tanh/ReLU/identity; :func:`engine_for` decides. Anything else (the
-CNN, the RNN, LayerNorm, GroupNorm, Batch Renorm, ghost BN) trains through autograd in
-the same trainer.
+The engine covers ``arch="mlp"`` with no norm, BN, LayerNorm, GroupNorm, ghost BN or
+Batch Renorm (:func:`_norm`), before or after the activation, sigmoid/tanh/ReLU/identity;
+:func:`engine_for` decides. (Batch Renorm's ``last_r``/``last_d``, which only its module's
+own forward records, are not kept.) Anything else (the CNN, the RNN, noisy BN) trains
+through autograd in the same trainer.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 
 from .data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD
 from .models import ACTIVATIONS, Net
+from .renorm import BatchRenorm1d, GhostBatchNorm1d, ghost_batch_sizes, renorm_limits
 
 # activation, in place -> its backward from the activation's *output*: autograd's own kernels
 _ACTIVATION = {
@@ -104,9 +106,9 @@ def _hooked(*modules: nn.Module) -> bool:
 def engine_for(model: Net, batch_size: int) -> "MLPStep | None":
     """An :class:`MLPStep` for ``model`` if it covers it exactly, else None (use autograd)."""
     cfg = model.cfg
-    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch", "layer", "group") or cfg.activation not in _ACTIVATION:
+    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch", "layer", "group", "ghost_batch", "batch_renorm") or cfg.activation not in _ACTIVATION:
         return None
-    if cfg.norm == "batch" and (batch_size < 2 or cfg.bn_eps <= 0):
+    if cfg.norm in ("batch", "ghost_batch", "batch_renorm") and (batch_size < 2 or cfg.bn_eps <= 0):
         return None  # nn.BatchNorm1d raises for these; autograd shows its message
     if _unsupported_hooks(model) or len({p.dtype for p in model.parameters()}) != 1:
         return None
@@ -162,31 +164,90 @@ def _running_average_factor(count: torch.Tensor, momentum: float, cumulative: bo
 
 
 _SGD, _MOMENTUM, _ADAM = 0, 1, 2
-_NORM_KINDS = {nn.BatchNorm1d: 0, nn.LayerNorm: 1, nn.GroupNorm: 2}
+_NORM_KINDS = {nn.BatchNorm1d: 0, nn.LayerNorm: 1, nn.GroupNorm: 2, GhostBatchNorm1d: 3, BatchRenorm1d: 4}
 
 
-def _norm(v: torch.Tensor, i: int, kind: int, groups: int, gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor],
-          running_vars: List[torch.Tensor], counts: List[torch.Tensor], momentum: float, cumulative: bool, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Norm layer i in training mode, ``(out, mean, invstd)``, by the kernels the torch modules
-    call: ``nn.BatchNorm1d`` (kind 0, over the batch, updating the running statistics),
+def _norm(v: torch.Tensor, i: int, kind: int, size: int, gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor],
+          running_vars: List[torch.Tensor], counts: List[torch.Tensor], momentum: float, cumulative: bool, eps: float,
+          r_limit: float, d_limit: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Norm layer i in training mode, ``(out, mean, invstd)``, by the kernels the modules call:
+    ``nn.BatchNorm1d`` (kind 0, over the batch, updating the running statistics),
     ``nn.LayerNorm`` (1, over each example's features), ``nn.GroupNorm`` (2, over each
-    example's groups of features)."""
+    example's ``size`` groups of features), bnviz's ``GhostBatchNorm1d`` (3, BN on each
+    ghost batch of ``size`` examples in turn; mean and invstd stacked per ghost batch) and
+    ``BatchRenorm1d`` (4, with the clipping limits in force, ``r_limit``, ``d_limit``; its
+    ops as the module's forward; "mean" holds the batch mean, r and d stacked)."""
     if kind == 0:
         factor = _running_average_factor(counts[i], momentum, cumulative)
         return torch.native_batch_norm(v, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
     if kind == 1:
         return torch.native_layer_norm(v, [v.shape[1]], gammas[i], betas[i], eps)
-    return torch.native_group_norm(v, gammas[i], betas[i], v.shape[0], v.shape[1], 1, groups, eps)
+    if kind == 2:
+        return torch.native_group_norm(v, gammas[i], betas[i], v.shape[0], v.shape[1], 1, size, eps)
+    if kind == 4:
+        batch_var, batch_mean = torch.var_mean(v, [0], correction=0)
+        batch_std = torch.sqrt(batch_var + eps)
+        running_std = torch.sqrt(running_vars[i] + eps)
+        r = (batch_std / running_std).clamp(1.0 / r_limit, r_limit)
+        d = ((batch_mean - running_means[i]) / running_std).clamp(-d_limit, d_limit)
+        scale = r / batch_std
+        shift = d - batch_mean * scale
+        scale, shift = scale * gammas[i], shift * gammas[i] + betas[i]
+        factor = _running_average_factor(counts[i], momentum, cumulative)
+        count = v.shape[0]
+        running_means[i].mul_(1 - factor).add_(factor * batch_mean)
+        running_vars[i].mul_(1 - factor).add_(factor * batch_var * count / (count - 1))
+        return v * scale + shift, torch.stack([batch_mean, r, d]), batch_std.reciprocal()
+    outs: List[torch.Tensor] = []
+    means: List[torch.Tensor] = []
+    invstds: List[torch.Tensor] = []
+    for part in v.split(ghost_batch_sizes(v.shape[0], size)):
+        factor = _running_average_factor(counts[i], momentum, cumulative)
+        out, mean, invstd = torch.native_batch_norm(part, gammas[i], betas[i], running_means[i], running_vars[i], True, factor, eps)
+        outs.append(out)
+        means.append(mean)
+        invstds.append(invstd)
+    return torch.cat(outs), torch.stack(means), torch.stack(invstds)
 
 
-def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, i: int, kind: int, groups: int, gammas: List[torch.Tensor],
+def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, i: int, kind: int, size: int, gammas: List[torch.Tensor],
                    betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor], eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(d input, d gamma, d beta)`` of :func:`_norm`, by autograd's own backward kernels."""
     if kind == 0:
         return torch.ops.aten.native_batch_norm_backward(grad, v, gammas[i], running_means[i], running_vars[i], mean, invstd, True, eps, [True, True, True])
     if kind == 1:
         return torch.ops.aten.native_layer_norm_backward(grad, v, [v.shape[1]], mean, invstd, gammas[i], betas[i], [True, True, True])
-    return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], 1, groups, [True, True, True])
+    if kind == 2:
+        return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], 1, size, [True, True, True])
+    if kind == 4:  # r and d are constants (stop_gradient): BN's backward with weight gamma * r; d gamma = r * (BN's) + d * d beta
+        r, d = mean[1], mean[2]
+        grad_in, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
+            grad, v, gammas[i] * r, running_means[i], running_vars[i], mean[0], invstd, True, eps, [True, True, True])
+        return grad_in, gamma_grad * r + beta_grad * d, beta_grad
+    sizes = ghost_batch_sizes(v.shape[0], size)
+    grad_parts, v_parts = grad.split(sizes), v.split(sizes)
+    grads_in: List[torch.Tensor] = []
+    gamma_grad, beta_grad = torch.zeros_like(gammas[i]), torch.zeros_like(betas[i])
+    for c in range(len(sizes)):
+        grad_in, gamma_part, beta_part = torch.ops.aten.native_batch_norm_backward(
+            grad_parts[c], v_parts[c], gammas[i], running_means[i], running_vars[i], mean[c], invstd[c], True, eps, [True, True, True])
+        grads_in.append(grad_in)
+        gamma_grad, beta_grad = gamma_grad + gamma_part, beta_grad + beta_part
+    return torch.cat(grads_in), gamma_grad, beta_grad
+
+
+def _norm_settings(norm: nn.Module) -> tuple[int, int, float, bool, float]:
+    """``(kind, size, momentum, cumulative, eps)`` of a norm module for :func:`_norm`."""
+    momentum = getattr(norm, "momentum", 0.0)
+    size = norm.num_groups if isinstance(norm, nn.GroupNorm) else getattr(norm, "virtual_batch_size", 1)
+    return _NORM_KINDS[type(norm)], int(size), 0.0 if momentum is None else float(momentum), momentum is None, float(norm.eps)
+
+
+def _norm_buffers(norm: nn.Module) -> tuple[list, list, list]:
+    """A norm module's running statistics as :func:`_norm`'s lists (none for LN, GN)."""
+    if isinstance(norm, nn.BatchNorm1d):
+        return [norm.running_mean], [norm.running_var], [norm.num_batches_tracked]
+    return [], [], []
 
 
 def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], optimizer: int, lr: float, first: bool, hyper: List[float],
@@ -226,7 +287,8 @@ def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], optimi
 def _fused_step(
     x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, groups: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
+    r_limit: float, d_limit: float,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One training step of an MLP, in place on its tensors and the optimiser's state (see
@@ -249,13 +311,13 @@ def _fused_step(
             h = a
         else:
             if placement == 1:
-                n, mean, invstd = _norm(z, i, norm_kind, groups, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps)
+                n, mean, invstd = _norm(z, i, norm_kind, norm_size, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps, r_limit, d_limit)
                 bn_inputs.append(z)
                 a = _activate(n, activation)
                 h = a
             else:
                 a = _activate(z, activation)
-                h, mean, invstd = _norm(a, i, norm_kind, groups, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps)
+                h, mean, invstd = _norm(a, i, norm_kind, norm_size, gammas, betas, running_means, running_vars, counts, momentum, cumulative, eps, r_limit, d_limit)
                 bn_inputs.append(a)
             means.append(mean)
             invstds.append(invstd)
@@ -284,7 +346,7 @@ def _fused_step(
             else:
                 if placement == 1:
                     grad = _activation_backward(grad, acts[j], activation)
-                grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, groups, gammas, betas, running_means, running_vars, eps)
+                grad, gamma_grad, beta_grad = _norm_backward(grad, bn_inputs[j], means[j], invstds[j], j, norm_kind, norm_size, gammas, betas, running_means, running_vars, eps)
                 if placement == 2:
                     grad = _activation_backward(grad, acts[j], activation)
                 params += [gammas[j], betas[j]]
@@ -412,12 +474,14 @@ def _fused_steps(
     images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
     weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, groups: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
+    limits: torch.Tensor,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
     losses: torch.Tensor, correct: torch.Tensor, stop: bool, rollback: bool,
 ) -> int:
     """``rows.shape[0]`` steps of :func:`_fused_step`, step s on the batch ``rows[s]``;
-    each step's loss and share classified right go to ``losses[s]``, ``correct[s]``.
+    each step's loss and share classified right go to ``losses[s]``, ``correct[s]``; Batch
+    Renorm's clipping limits at step s are ``limits[s]`` (empty for other norms).
     A step whose loss is not finite updates no parameter; then, as the trainer's
     ``on_nonfinite_loss`` says, the call ``stop``s there, or goes on, after restoring BN's
     running statistics as they were before the step (``rollback``) or not ("skip").
@@ -429,8 +493,11 @@ def _fused_steps(
         saved: List[torch.Tensor] = []
         if rollback:
             saved = [buffer.clone() for buffer in buffers]
+        r_limit, d_limit = 1.0, 0.0
+        if limits.shape[0] > 0:
+            r_limit, d_limit = float(limits[s, 0]), float(limits[s, 1])
         loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement, norm_kind,
-                                  groups, momentum, cumulative, eps, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
+                                  norm_size, momentum, cumulative, eps, r_limit, d_limit, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
         losses[s] = loss
         correct[s] = right
         if not math.isfinite(float(loss)):
@@ -535,21 +602,17 @@ class MLPStep:
         self.activation_copy = ACTIVATIONS[model.cfg.activation]()
         self.linears = [block.linear for block in model.blocks] + [model.head]
         self.norms = [block.norm if type(block.norm) in _NORM_KINDS else None for block in model.blocks]
+        self._renorm = next((n for n in self.norms if isinstance(n, BatchRenorm1d)), None)  # its step count sets the clipping limits
         self._saved: tuple = ()
         self.parameters = list(model.parameters())
         self.modules = list(model.modules())
         self._fused_arguments = None
 
     def _batch_norm(self, norm: nn.Module, x: torch.Tensor):
-        # the norm module's forward in training mode, step for step (BN updates its running statistics)
-        if isinstance(norm, nn.BatchNorm1d):
-            norm.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-            out, mean, invstd = torch.native_batch_norm(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, momentum, norm.eps)
-        elif isinstance(norm, nn.LayerNorm):
-            out, mean, invstd = torch.native_layer_norm(x, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
-        else:
-            out, mean, invstd = torch.native_group_norm(x, norm.weight, norm.bias, x.shape[0], x.shape[1], 1, norm.num_groups, norm.eps)
+        # the norm module's forward in training mode (BN updates its running statistics): the fused step's function
+        kind, size, momentum, cumulative, eps = _norm_settings(norm)
+        limits = norm.current_limits() if isinstance(norm, BatchRenorm1d) else (1.0, 0.0)
+        out, mean, invstd = _norm(x, 0, kind, size, [norm.weight], [norm.bias], *_norm_buffers(norm), momentum, cumulative, eps, *limits)
         return out, (x, mean, invstd)
 
     @torch.no_grad()
@@ -624,15 +687,9 @@ class MLPStep:
 
     def _batch_norm_backward(self, norm: nn.Module, grad: torch.Tensor, bn_saved) -> torch.Tensor:
         x, mean, invstd = bn_saved
-        if isinstance(norm, nn.BatchNorm1d):
-            grad_in, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-                grad, x, norm.weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps, [True, True, True])
-        elif isinstance(norm, nn.LayerNorm):
-            grad_in, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
-                grad, x, list(norm.normalized_shape), mean, invstd, norm.weight, norm.bias, [True, True, True])
-        else:
-            grad_in, grad_weight, grad_bias = torch.ops.aten.native_group_norm_backward(
-                grad, x, mean, invstd, norm.weight, x.shape[0], x.shape[1], 1, norm.num_groups, [True, True, True])
+        kind, size, _, _, eps = _norm_settings(norm)
+        running_means, running_vars, _ = _norm_buffers(norm)
+        grad_in, grad_weight, grad_bias = _norm_backward(grad, x, mean, invstd, 0, kind, size, [norm.weight], [norm.bias], running_means, running_vars, eps)
         _set_grad(norm.weight, grad_weight)
         _set_grad(norm.bias, grad_bias)
         return grad_in
@@ -672,8 +729,9 @@ class MLPStep:
         arguments = self._fused_arguments_for(optimizer)
         if step is None or arguments is None:
             return None
+        tensors, settings, update = arguments
         with torch.no_grad():
-            return step(x, y, *arguments)
+            return step(x, y, *tensors, *settings, *self._renorm_limits(1)[0], *update)
 
     def fused_steps(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool,
                     optimizer: torch.optim.Optimizer, losses: torch.Tensor, correct: torch.Tensor, on_nonfinite_loss: str = "stop") -> int | None:
@@ -684,9 +742,21 @@ class MLPStep:
         arguments = self._fused_arguments_for(optimizer)
         if steps is None or arguments is None:
             return None
+        tensors, settings, update = arguments
+        renorm = self._renorm_limits(len(rows))
+        limits = torch.tensor(renorm if self._renorm is not None else [], dtype=torch.float64).reshape(-1, 2)
         with torch.no_grad():
-            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *arguments, losses, correct,
+            return steps(images, labels, rows, standardise, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, *tensors, *settings, limits, *update, losses, correct,
                          on_nonfinite_loss == "stop", on_nonfinite_loss == "rollback")
+
+    def _renorm_limits(self, steps: int) -> list[tuple[float, float]]:
+        """Batch Renorm's clipping limits ``(r_max, d_max)`` for the next ``steps`` steps, as
+        its module computes them from its step count (every layer's count is the same);
+        ``(1, 0)`` where there is no Batch Renorm (unused)."""
+        if self._renorm is None:
+            return [(1.0, 0.0)] * steps
+        done = int(self._renorm.num_batches_tracked)
+        return [renorm_limits(done + s, self._renorm.r_max, self._renorm.d_max, self._renorm.warmup_steps) for s in range(steps)]
 
     def fusable(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether the fused calls can take the next step (else they return None)."""
@@ -700,19 +770,17 @@ class MLPStep:
             return None
         if self._fused_arguments is None:
             norms = [n for n in self.norms if n is not None]
-            batch_norms = [n for n in norms if isinstance(n, nn.BatchNorm1d)]
-            momentum = batch_norms[0].momentum if batch_norms else 0.0
+            buffers = [_norm_buffers(n) for n in norms]
             tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
-                       [n.running_mean for n in batch_norms], [n.running_var for n in batch_norms], [n.num_batches_tracked for n in batch_norms])
+                       *([b for layer in buffers for b in layer[k]] for k in range(3)))
             settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2,
-                        _NORM_KINDS[type(norms[0])] if norms else 0, getattr(norms[0], "num_groups", 1) if norms else 1,
-                        0.0 if momentum is None else float(momentum), momentum is None, float(norms[0].eps) if norms else 0.0)
+                        *(_norm_settings(norms[0]) if norms else (0, 1, 0.0, False, 0.0)))
             # _fused_step's parameter order: weight, bias of each linear layer, then gamma, beta of each BN
             ordered = [p for l in self.linears for p in (l.weight, l.bias)] + [p for n in norms for p in (n.weight, n.bias)]
             self._fused_arguments = (tensors, settings, ordered)
         tensors, settings, ordered = self._fused_arguments
         update = _optimizer_arguments(optimizer, ordered, dry_run)
-        return None if update is None else (*tensors, *settings, *update)
+        return None if update is None else (tensors, settings, update)
 
     @torch.no_grad()
     def sgd_step(self, lr: float) -> None:

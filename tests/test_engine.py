@@ -18,6 +18,11 @@ CASES = {
     "relu no BN": ModelConfig(activation="relu", hidden=(64, 64)),
     "LayerNorm relu": ModelConfig(norm="layer", activation="relu", hidden=(48, 32)),
     "GroupNorm after tanh": ModelConfig(norm="group", groups=4, activation="tanh", placement="after", hidden=(32, 16)),
+    "ghost BN of 4, momentum None": ModelConfig(norm="ghost_batch", ghost_batch_size=4, bn_momentum=None, hidden=(32, 16)),
+    "ghost BN of 16 after tanh": ModelConfig(norm="ghost_batch", ghost_batch_size=16, activation="tanh", placement="after", hidden=(32,)),
+    # limits relax from step 5 (plain BN before) to r_max 2 at step 40, d_max 1 at 25: every regime within a 60-step run
+    "Batch Renorm, warm-up 5": ModelConfig(norm="batch_renorm", renorm_r_max=2.0, renorm_d_max=1.0, renorm_warmup_steps=5, hidden=(32, 16)),
+    "Batch Renorm after relu, no warm-up": ModelConfig(norm="batch_renorm", renorm_r_max=1.5, renorm_d_max=0.5, renorm_warmup_steps=0, activation="relu", placement="after", hidden=(24,)),
 }
 
 
@@ -49,7 +54,8 @@ def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=name)
         assert mine.grad is None  # the fused TorchScript step: forward, backward and update in one call, no .grad
         for key, value in slow.optimizer.state[theirs].items():  # the optimiser's state as torch.optim keeps it
-            torch.testing.assert_close(fast.optimizer.state[mine][key], value, rtol=1e-7, atol=1e-12, msg=f"{key} of {name}")
+            # (moments of gradients ~1e-3 that Batch Renorm's closed-form backward and autograd's op-by-op chain round differently)
+            torch.testing.assert_close(fast.optimizer.state[mine][key], value, rtol=1e-6, atol=1e-10, msg=f"{key} of {name}")
     for (name, mine), (_, theirs) in zip(fast.model.named_buffers(), slow.model.named_buffers()):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-10, msg=name)
 
@@ -87,9 +93,9 @@ def test_one_step_gradients_equal_autograd(model_cfg):
         (ModelConfig(activation="gelu"), 8),
         (ModelConfig(norm="batch"), 1),  # BatchNorm1d's own error message for a batch of one
         (ModelConfig(norm="noisy_batch"), 8),
-        (ModelConfig(norm="batch_renorm"), 8),
+        (ModelConfig(norm="batch_renorm"), 1),
     ],
-    ids=["cnn", "cnn layernorm", "gelu", "BN batch of 1", "noisy BN", "batch renorm"],
+    ids=["cnn", "cnn layernorm", "gelu", "BN batch of 1", "noisy BN", "batch renorm of 1"],
 )
 def test_engine_declines_what_it_does_not_cover(model_cfg, batch_size):
     assert engine_for(build_model(model_cfg, seed=0), batch_size) is None
@@ -210,7 +216,7 @@ def test_without_torchscript_the_python_stack_gives_the_same_runs(mnist, monkeyp
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group"])
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group", "ghost_batch", "batch_renorm"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm, optimizer):
     """A run whose recorders read gradients takes the Python step (and ``optimizer.step()``);
@@ -218,7 +224,7 @@ def test_fused_and_python_steps_agree_bit_for_bit(mnist, monkeypatch, norm, opti
     one ulp (probes' 'leave no trace' tests compare such runs with torch.equal)."""
     import bnviz.engine
 
-    model_cfg = ModelConfig(norm=norm, hidden=(32, 32))
+    model_cfg = ModelConfig(norm=norm, hidden=(32, 32), ghost_batch_size=6, renorm_warmup_steps=4)
     train_cfg = TrainConfig(steps=20, batch_size=16, lr=0.003 if optimizer == "adam" else 0.1, optimizer=optimizer, seed=0, eval_every=10, eval_examples=100)
     fused = Run(model_cfg, train_cfg, mnist)
     fused.advance(20)
