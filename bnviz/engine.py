@@ -27,9 +27,11 @@ BN's running statistics are exactly ``nn.BatchNorm1d``'s: the same
 
 The engine covers ``arch="mlp"`` with no norm, BN, LayerNorm, GroupNorm, ghost BN or
 Batch Renorm (:func:`_norm`), before or after the activation, sigmoid/tanh/ReLU/identity;
-:func:`engine_for` decides. (Batch Renorm's ``last_r``/``last_d``, which only its module's
-own forward records, are not kept.) Anything else (the CNN, the RNN, noisy BN) trains
-through autograd in the same trainer.
+and the small CNN with no norm, BN, LayerNorm or GroupNorm through the fused calls only
+(autograd where they decline). :func:`engine_for` decides. (Batch Renorm's
+``last_r``/``last_d``, which only its module's own forward records, are not kept.)
+Anything else (InstanceNorm, the RNN, noisy BN) trains through autograd in the same
+trainer.
 """
 from __future__ import annotations
 
@@ -106,7 +108,8 @@ def _hooked(*modules: nn.Module) -> bool:
 def engine_for(model: Net, batch_size: int) -> "MLPStep | None":
     """An :class:`MLPStep` for ``model`` if it covers it exactly, else None (use autograd)."""
     cfg = model.cfg
-    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch", "layer", "group", "ghost_batch", "batch_renorm") or cfg.activation not in _ACTIVATION:
+    norms = ("none", "batch", "layer", "group", "ghost_batch", "batch_renorm") if cfg.arch == "mlp" else ("none", "batch", "layer", "group")
+    if cfg.arch not in ("mlp", "cnn") or cfg.norm not in norms or cfg.activation not in _ACTIVATION:
         return None
     if cfg.norm in ("batch", "ghost_batch", "batch_renorm") and (batch_size < 2 or cfg.bn_eps <= 0):
         return None  # nn.BatchNorm1d raises for these; autograd shows its message
@@ -164,7 +167,7 @@ def _running_average_factor(count: torch.Tensor, momentum: float, cumulative: bo
 
 
 _SGD, _MOMENTUM, _ADAM = 0, 1, 2
-_NORM_KINDS = {nn.BatchNorm1d: 0, nn.LayerNorm: 1, nn.GroupNorm: 2, GhostBatchNorm1d: 3, BatchRenorm1d: 4}
+_NORM_KINDS = {nn.BatchNorm1d: 0, nn.BatchNorm2d: 0, nn.LayerNorm: 1, nn.GroupNorm: 2, GhostBatchNorm1d: 3, BatchRenorm1d: 4}
 
 
 def _norm(v: torch.Tensor, i: int, kind: int, size: int, gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor],
@@ -183,7 +186,7 @@ def _norm(v: torch.Tensor, i: int, kind: int, size: int, gammas: List[torch.Tens
     if kind == 1:
         return torch.native_layer_norm(v, [v.shape[1]], gammas[i], betas[i], eps)
     if kind == 2:
-        return torch.native_group_norm(v, gammas[i], betas[i], v.shape[0], v.shape[1], 1, size, eps)
+        return torch.native_group_norm(v, gammas[i], betas[i], v.shape[0], v.shape[1], v[0, 0].numel(), size, eps)
     if kind == 4:
         batch_var, batch_mean = torch.var_mean(v, [0], correction=0)
         batch_std = torch.sqrt(batch_var + eps)
@@ -218,7 +221,7 @@ def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invs
     if kind == 1:
         return torch.ops.aten.native_layer_norm_backward(grad, v, [v.shape[1]], mean, invstd, gammas[i], betas[i], [True, True, True])
     if kind == 2:
-        return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], 1, size, [True, True, True])
+        return torch.ops.aten.native_group_norm_backward(grad, v, mean, invstd, gammas[i], v.shape[0], v.shape[1], v[0, 0].numel(), size, [True, True, True])
     if kind == 4:  # r and d are constants (stop_gradient): BN's backward with weight gamma * r; d gamma = r * (BN's) + d * d beta
         r, d = mean[1], mean[2]
         grad_in, gamma_grad, beta_grad = torch.ops.aten.native_batch_norm_backward(
@@ -245,7 +248,7 @@ def _norm_settings(norm: nn.Module) -> tuple[int, int, float, bool, float]:
 
 def _norm_buffers(norm: nn.Module) -> tuple[list, list, list]:
     """A norm module's running statistics as :func:`_norm`'s lists (none for LN, GN)."""
-    if isinstance(norm, nn.BatchNorm1d):
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         return [norm.running_mean], [norm.running_var], [norm.num_batches_tracked]
     return [], [], []
 
@@ -287,17 +290,22 @@ def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], optimi
 def _fused_step(
     x: torch.Tensor, y: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], pools: List[bool], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
     r_limit: float, d_limit: float,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One training step of an MLP, in place on its tensors and the optimiser's state (see
+    """One training step of an MLP, or of the CNN (``pools`` non-empty: each hidden layer a
+    3x3 convolution, padding 1, then a 2x2 max-pool where ``pools[i]``), in place on its
+    tensors and the optimiser's state (see
     :func:`_apply_updates`; parameter k is weight i at 2i, bias i at 2i+1, then the norm's gamma j
     at 2L+2j and beta j at 2L+2j+1; the norm is BN, LayerNorm or GroupNorm, see
     :func:`_norm`): ``(loss, share of the batch classified right)``. No update when the
     loss is not finite."""
-    h = x.flatten(1)
+    conv = len(pools) > 0
+    h = x.flatten(1) if not conv else (x.unsqueeze(1) if x.dim() == 3 else x)  # uint8 batches come as (B, 28, 28)
     inputs: List[torch.Tensor] = []
+    pool_inputs: List[torch.Tensor] = []
+    pool_indices: List[torch.Tensor] = []
     acts: List[torch.Tensor] = []
     bn_inputs: List[torch.Tensor] = []
     means: List[torch.Tensor] = []
@@ -305,7 +313,10 @@ def _fused_step(
     layers = len(weights)
     for i in range(layers - 1):
         inputs.append(h)
-        z = torch.addmm(biases[i], h, weights[i].t())
+        if conv:
+            z = torch.ops.aten.convolution(h, weights[i], biases[i], [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+        else:
+            z = torch.addmm(biases[i], h, weights[i].t())
         if placement == 0:
             a = _activate(z, activation)
             h = a
@@ -322,6 +333,15 @@ def _fused_step(
             means.append(mean)
             invstds.append(invstd)
         acts.append(a)
+        if conv and pools[i]:
+            pool_inputs.append(h)
+            h, index = torch.ops.aten.max_pool2d_with_indices(h, [2, 2], [2, 2], [0, 0], [1, 1], False)
+            pool_indices.append(index)
+        else:
+            pool_inputs.append(h)
+            pool_indices.append(h)  # unused
+    head_shape = h.shape
+    h = h.flatten(1)
     inputs.append(h)
     logits = torch.addmm(biases[layers - 1], h, weights[layers - 1].t())
     log_probs = torch.log_softmax(logits, 1)
@@ -336,11 +356,23 @@ def _fused_step(
     order: List[int] = []  # each parameter's k, for the optimiser's state
     for i in range(layers - 1, -1, -1):
         params += [weights[i], biases[i]]
-        grads += [grad.t().mm(inputs[i]), grad.sum(0)]
         order += [2 * i, 2 * i + 1]
+        if conv and i < layers - 1:
+            grad_input, weight_grad, bias_grad = torch.ops.aten.convolution_backward(
+                grad, inputs[i], weights[i], [weights[i].shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [i > 0, True, True])
+            grads += [weight_grad, bias_grad]
+        else:
+            grads += [grad.t().mm(inputs[i]), grad.sum(0)]
+            grad_input = grad
+            if i > 0:
+                grad_input = grad.mm(weights[i])
+                if conv:
+                    grad_input = grad_input.view(head_shape)
         if i > 0:
             j = i - 1
-            grad = grad.mm(weights[i])
+            grad = grad_input
+            if conv and pools[j]:
+                grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, pool_inputs[j], [2, 2], [2, 2], [0, 0], [1, 1], False, pool_indices[j])
             if placement == 0:
                 grad = _activation_backward(grad, acts[j], activation)
             else:
@@ -474,7 +506,7 @@ def _fused_steps(
     images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, standardise: bool, pixel_mean: float, pixel_std: float,
     weights: List[torch.Tensor], biases: List[torch.Tensor],
     gammas: List[torch.Tensor], betas: List[torch.Tensor], running_means: List[torch.Tensor], running_vars: List[torch.Tensor],
-    counts: List[torch.Tensor], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
+    counts: List[torch.Tensor], pools: List[bool], activation: int, placement: int, norm_kind: int, norm_size: int, momentum: float, cumulative: bool, eps: float,
     limits: torch.Tensor,
     optimizer: int, lr: float, first: bool, hyper: List[float], firsts: List[torch.Tensor], seconds: List[torch.Tensor], steps: List[torch.Tensor],
     losses: torch.Tensor, correct: torch.Tensor, stop: bool, rollback: bool,
@@ -496,7 +528,7 @@ def _fused_steps(
         r_limit, d_limit = 1.0, 0.0
         if limits.shape[0] > 0:
             r_limit, d_limit = float(limits[s, 0]), float(limits[s, 1])
-        loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, activation, placement, norm_kind,
+        loss, right = _fused_step(x, y, weights, biases, gammas, betas, running_means, running_vars, counts, pools, activation, placement, norm_kind,
                                   norm_size, momentum, cumulative, eps, r_limit, d_limit, optimizer, lr, first and s == 0, hyper, firsts, seconds, steps)
         losses[s] = loss
         correct[s] = right
@@ -596,6 +628,8 @@ class MLPStep:
 
     def __init__(self, model: Net):
         self.model = model
+        # the CNN has the fused calls only; where they decline (a hook, a gradient to read) it trains through autograd
+        self.has_python_step = model.cfg.arch == "mlp"
         self.norm_first = model.cfg.placement == "before"
         self.activation_backward = _BACKWARD_FROM_OUTPUT[model.cfg.activation]
         self.activation = _ACTIVATION[model.cfg.activation]  # in place: its input is not needed again
@@ -772,7 +806,8 @@ class MLPStep:
             norms = [n for n in self.norms if n is not None]
             buffers = [_norm_buffers(n) for n in norms]
             tensors = ([l.weight for l in self.linears], [l.bias for l in self.linears], [n.weight for n in norms], [n.bias for n in norms],
-                       *([b for layer in buffers for b in layer[k]] for k in range(3)))
+                       *([b for layer in buffers for b in layer[k]] for k in range(3)),
+                       [block.pool is not None for block in self.model.blocks] if self.model.cfg.arch == "cnn" else [])
             settings = (_ACTIVATION_CODES[self.model.cfg.activation], 0 if not norms else 1 if self.norm_first else 2,
                         *(_norm_settings(norms[0]) if norms else (0, 1, 0.0, False, 0.0)))
             # _fused_step's parameter order: weight, bias of each linear layer, then gamma, beta of each BN
@@ -900,6 +935,6 @@ def _optimizer_arguments(optimizer: torch.optim.Optimizer, params: list[nn.Param
 def stack_key(model: Net, batch_size: int):
     """Models with equal keys can train as one :class:`StackedMLPStep` (None: not stackable)."""
     cfg = model.cfg
-    if cfg.norm not in ("none", "batch") or engine_for(model, batch_size) is None or _hooked(*model.modules()):
+    if cfg.arch != "mlp" or cfg.norm not in ("none", "batch") or engine_for(model, batch_size) is None or _hooked(*model.modules()):
         return None
     return (cfg, batch_size, next(model.parameters()).dtype, next(model.parameters()).device)

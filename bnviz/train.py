@@ -265,9 +265,10 @@ class Run:
             policy = self.train_cfg.on_nonfinite_loss
             saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
             fused = engine.fused_step(x, y, optimizer) if engine is not None and self._fusable else None
+            python_step = engine is not None and engine.has_python_step
             if fused is not None:  # forward, backward and update in one call (none if the loss is not finite)
                 loss, correct = fused
-            elif engine is not None:
+            elif python_step:
                 loss, logits = engine.forward(x, y)
             else:
                 optimizer.zero_grad(set_to_none=True)
@@ -295,11 +296,11 @@ class Run:
                 self.step_correct.append(float("nan"))
                 break
             if fused is None:
-                engine.backward() if engine is not None else loss.backward()
+                engine.backward() if python_step else loss.backward()
                 for recorder in self.recorders:
                     if hasattr(recorder, "after_backward"):
                         recorder.after_backward(self.step, model)
-                if engine is not None and self.train_cfg.optimizer == "sgd":
+                if python_step and self.train_cfg.optimizer == "sgd":
                     engine.sgd_step(self.train_cfg.lr)
                 else:
                     optimizer.step()

@@ -39,7 +39,16 @@ def in_float64(run: Run) -> Run:
     return run
 
 
-@pytest.mark.parametrize("model_cfg", CASES.values(), ids=CASES.keys())
+# the CNN: fused calls only (3x3 convolutions, 2x2 max-pools while the image is 4 or more wide: 28 -> 14 -> 7 -> 3)
+CNN_CASES = {
+    "CNN BN": ModelConfig(arch="cnn", hidden=(4, 8), norm="batch"),
+    "CNN GroupNorm after relu": ModelConfig(arch="cnn", hidden=(4, 8, 8), norm="group", groups=2, activation="relu", placement="after"),
+    "CNN LayerNorm tanh": ModelConfig(arch="cnn", hidden=(4, 6), norm="layer", activation="tanh"),
+    "CNN no norm": ModelConfig(arch="cnn", hidden=(4,), activation="relu"),
+}
+
+
+@pytest.mark.parametrize("model_cfg", [*CASES.values(), *CNN_CASES.values()], ids=[*CASES.keys(), *CNN_CASES.keys()])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_engine_matches_autograd_over_a_run(mnist, model_cfg, optimizer):
     train_cfg = TrainConfig(steps=60, batch_size=60, lr=0.01 if optimizer == "adam" else 0.1, optimizer=optimizer, seed=2, eval_every=30, eval_examples=200)
@@ -88,14 +97,14 @@ def test_one_step_gradients_equal_autograd(model_cfg):
 @pytest.mark.parametrize(
     "model_cfg, batch_size",
     [
-        (ModelConfig(arch="cnn", hidden=(4,)), 8),
-        (ModelConfig(arch="cnn", hidden=(4,), norm="layer"), 8),
+        (ModelConfig(arch="rnn", hidden=(4,)), 8),
+        (ModelConfig(arch="cnn", hidden=(4,), norm="instance"), 8),
         (ModelConfig(activation="gelu"), 8),
         (ModelConfig(norm="batch"), 1),  # BatchNorm1d's own error message for a batch of one
         (ModelConfig(norm="noisy_batch"), 8),
         (ModelConfig(norm="batch_renorm"), 1),
     ],
-    ids=["cnn", "cnn layernorm", "gelu", "BN batch of 1", "noisy BN", "batch renorm of 1"],
+    ids=["rnn", "cnn instancenorm", "gelu", "BN batch of 1", "noisy BN", "batch renorm of 1"],
 )
 def test_engine_declines_what_it_does_not_cover(model_cfg, batch_size):
     assert engine_for(build_model(model_cfg, seed=0), batch_size) is None
@@ -333,3 +342,27 @@ def test_a_stack_gathers_its_batches_in_one_call_as_it_would_step_by_step(mnist)
         assert a.result().step_loss.tolist() == b.result().step_loss.tolist()
         np.testing.assert_array_equal(a.result().train_acc, b.result().train_acc)
         state_equal(a.model, b.model)
+
+
+def test_a_cnn_with_a_hook_trains_through_autograd(mnist):
+    """The CNN has no Python step: with a forward hook on it, the run takes autograd's path."""
+    model_cfg, train_cfg = CNN_CASES["CNN BN"], TrainConfig(steps=6, batch_size=20, seed=0, eval_every=3, eval_examples=100)
+    hooked, plain = Run(model_cfg, train_cfg, mnist), Run(model_cfg, train_cfg, mnist, use_engine=False)
+    seen = []
+    hooked.model.blocks[0].norm.register_forward_hook(lambda module, inputs, output: seen.append(module.training))
+    hooked.advance(6), plain.advance(6)
+    assert seen.count(True) == 6 and all(p.grad is not None for p in hooked.model.parameters())
+    np.testing.assert_allclose(hooked.step_loss, plain.step_loss, rtol=1e-5)
+
+
+def test_the_fused_functions_compile():
+    """A scripting error would silently send every run down the slower Python path."""
+    import os
+
+    from bnviz.engine import _compile, _fused_stacked_sgd_steps, _fused_step, _fused_steps
+
+    if os.environ.get("BNVIZ_TORCHSCRIPT") == "0":
+        pytest.skip("TorchScript switched off")
+
+    for function in (_fused_step, _fused_steps, _fused_stacked_sgd_steps):
+        assert _compile(function) is not None, function.__name__
