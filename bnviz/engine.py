@@ -298,7 +298,7 @@ def _fused_step(
     3x3 convolution, padding 1, then a 2x2 max-pool where ``pools[i]``), in place on its
     tensors and the optimiser's state (see
     :func:`_apply_updates`; parameter k is weight i at 2i, bias i at 2i+1, then the norm's gamma j
-    at 2L+2j and beta j at 2L+2j+1; the norm is BN, LayerNorm or GroupNorm, see
+    at 2L+2j and beta j at 2L+2j+1; the norms are those
     :func:`_norm`): ``(loss, share of the batch classified right)``. No update when the
     loss is not finite."""
     conv = len(pools) > 0
