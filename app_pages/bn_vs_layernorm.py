@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
@@ -128,9 +128,7 @@ st.caption(
 sweep_result = run_experiment("norm_comparison", sweep_config, label="Batch-size sweep")
 small, large = min(sweep_config.batch_sizes), max(sweep_config.batch_sizes)
 draw_chart(st, batch_size_chart(sweep_result), width="stretch")
-diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in sweep_result.runs.items() if run.diverged]
-if diverged:
-    st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
+diverged_sweep_warning(sweep_result.runs)
 
 
 def mean_accuracy(norm: str, index: int) -> float:

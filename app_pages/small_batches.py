@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, chart_mark, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_frame, closed_form_frame, closed_form_heatmap, mismatch_chart, schedule_chart, seed_frame, summary_frame
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
 from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
@@ -81,9 +81,7 @@ st.caption(
 result = run_experiment("small_batches", config, label="Batch-size sweep")
 small, large = min(config.batch_sizes), max(config.batch_sizes)
 draw_chart(st, accuracy_chart(result), width="stretch")
-diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in result.runs.items() if run.diverged]
-if diverged:
-    st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
+diverged_sweep_warning(result.runs)
 
 metric_columns = st.columns(len(config.norms))
 for column, norm in zip(metric_columns, config.norms):

@@ -284,6 +284,14 @@ def chart_mark() -> int:
     return _session_charts().count
 
 
+def diverged_sweep_warning(runs: dict) -> None:
+    """One warning naming the runs of a batch-size sweep that diverged (``runs`` maps
+    ``(norm, batch size, seed)`` to a result); they are left out of the sweep's means."""
+    diverged = [f"{run.label} (batch {key[1]}, seed {key[2]}, step {run.diverged_step})" for key, run in runs.items() if run.diverged]
+    if diverged:
+        st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
+
+
 def draw_chart(where, chart, **kwargs) -> None:
     """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder), and keep
     the chart for a later :func:`downloads` to offer as an image. A placeholder redrawn
