@@ -51,8 +51,6 @@ for column, placement in ((left, "before"), (right, "after")):
     column.graphviz_chart(mlp_dot(config.hidden_widths, with_bn=True, activation=act_name, placement=placement))
 
 # Which learning rate the curves show: a view of the runs, it trains nothing.
-if st.session_state.get("placement.view_lr") not in lrs:
-    st.session_state["placement.view_lr"] = config.first_lr
 view_lr = controls.radio("Curves and verdict at learning rate", "view_lr", sorted(lrs), config.first_lr, format_func=lambda v: f"{v:g}", horizontal=True)
 
 verdict_slot = st.container()
@@ -126,8 +124,6 @@ st.markdown(
     f"on the 1,000 test images, at learning rate {view_lr:g}."
 )
 layer_options = list(range(1, depth + 1))
-if st.session_state.get("placement.layer") not in layer_options:
-    st.session_state["placement.layer"] = depth
 layer = controls.select("Hidden layer to look into", "layer", layer_options, depth, format_func=lambda v: f"layer {v}")
 draw_chart(st, histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
 edges = result.histogram_edges

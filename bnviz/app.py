@@ -197,6 +197,7 @@ class Controls:
 
     def select(self, label: str, key: str, options: Sequence, default, help: str | None = None, slider: bool = False, format_func=str, **kwargs):
         """A selectbox (or ``select_slider``) over fixed options; URL values must be one of them."""
+        self._forget_stale_choice(key, options, default)
         session_key = self._seed(key, _one_of(options), default)
         widget = self.container.select_slider if slider else self.container.selectbox
         value = widget(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
@@ -231,6 +232,7 @@ class Controls:
         return tuple(value)
 
     def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
+        self._forget_stale_choice(key, options, default)
         session_key = self._seed(key, _one_of(options), default)
         value = self.container.radio(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
         self._publish(key, value)
@@ -248,6 +250,14 @@ class Controls:
         value = self.container.toggle(label, key=session_key, help=help)
         self._publish(key, value)
         return value
+
+    def _forget_stale_choice(self, key: str, options: Sequence, default) -> None:
+        """A choice whose options depend on other controls (a learning rate among those
+        trained, a layer among the model's): a value no longer offered goes back to the
+        default. Only a value already in the session: a link's value is read as usual."""
+        session_key = self._session_key(key)
+        if session_key in st.session_state and st.session_state[session_key] not in list(options):
+            st.session_state[session_key] = default
 
     def show_notes(self) -> None:
         for note in dict.fromkeys(self.notes):
@@ -357,11 +367,11 @@ def _apply_preset(scope: str, query: dict) -> None:
     """Button callback: put a preset's values into the page's controls (before they are drawn)."""
     for key, value in query.items():
         session_key = f"{scope}.{key}"
-        if isinstance(value, tuple):  # a range (Controls.select_range) starts from its ".initial" value
+        if isinstance(value, tuple):  # a range (Controls.select_range) is drawn from its ".initial" value
             st.session_state[f"{session_key}.initial"] = value
-            st.session_state.pop(session_key, None)
-        else:
-            st.session_state[session_key] = value
+        # Set through the Session State API, so the new value is also sent to the browser: a
+        # widget value left only in the browser (a range popped here once) came back at the next click.
+        st.session_state[session_key] = value
 
 
 def preset_links(page: str) -> None:

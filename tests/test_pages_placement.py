@@ -44,3 +44,12 @@ def test_bad_link_values_are_ignored_with_a_note():
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
     assert "banana" in notes and "0.3,7" in notes and "seeds" in notes
+
+
+def test_a_link_reopens_the_view_it_names():
+    """view_lr and layer depend on other controls; a link's values must still be read."""
+    at = open_page("app_pages/placement.py", **FAST | {"depth": 2, "view_lr": "1.0", "layer": 1}).run()
+    assert not at.exception and not at.info
+    assert at.radio(key="placement.view_lr").value == 1.0
+    assert at.selectbox(key="placement.layer").value == 1
+    assert any(h.value == "Verdict at learning rate 1" for h in at.subheader)
