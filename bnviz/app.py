@@ -156,7 +156,12 @@ class Controls:
     def _session_key(self, key: str) -> str:
         return f"{self.scope}.{key}"
 
+    def _remember_default(self, key: str, default) -> None:
+        """Each control's default, for the page's "Reset all" (:func:`_reset_all`)."""
+        st.session_state.setdefault(_defaults_key(self.scope), {})[key] = default
+
     def _seed(self, key: str, parse: Callable[[str], Any], default):
+        self._remember_default(key, default)
         session_key = self._session_key(key)
         if session_key not in st.session_state:
             raw = st.query_params.get(key)
@@ -217,6 +222,7 @@ class Controls:
 
         # Streamlit decides "range or single" from ``value``, not from session state, so the
         # starting range is kept under its own key and passed as ``value`` (once: the widget then keeps its own).
+        self._remember_default(key, tuple(default))
         session_key = self._session_key(key)
         initial_key = f"{session_key}.initial"
         if initial_key not in st.session_state:
@@ -363,6 +369,19 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
             svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")
 
 
+def _defaults_key(scope: str) -> str:
+    return f"bnviz.defaults.{scope}"
+
+
+def _reset_all(scope: str) -> None:
+    """Button callback: every control of the page back to its default, seed included, and a
+    URL with no settings (the presenter view stays as it is)."""
+    _apply_preset(scope, dict(st.session_state.get(_defaults_key(scope), {})))
+    for key in list(st.query_params):
+        if key != PRESENTER_KEY:
+            del st.query_params[key]
+
+
 def _apply_preset(scope: str, query: dict) -> None:
     """Button callback: put a preset's values into the page's controls (before they are drawn)."""
     for key, value in query.items():
@@ -387,6 +406,8 @@ def preset_links(page: str) -> None:
     row.caption("Classroom presets:")
     for name, (_experiment, query) in queries.items():
         row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query))
+    row.button("Reset all", key=f"{presets.scope}.reset", icon=":material/restart_alt:", on_click=_reset_all, args=(presets.scope,),
+               help="Every control on this page back to its default, the seed included (a preset changes only its own controls).")
     page_url = st.context.url or ""
     with row.popover("Links", icon=":material/link:", help="Each preset as a link: it opens this page with the preset's settings."):
         st.caption("Send a link: it opens this page with that preset's settings (copy button at the right of each).")

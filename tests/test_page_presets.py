@@ -119,3 +119,17 @@ def test_a_preset_runs_for_real_and_links_are_shown():
 def test_link_text_matches_the_controls_url_format():
     assert PagePresets.link("http://host/placement", {"lr": (0.3, 3.0), "opt": "sgd"}) == "http://host/placement?lr=0.3%2C3.0&opt=sgd"
     assert PagePresets.link("http://host/x", {}) == "http://host/x"
+
+
+def test_reset_all_returns_every_control_seed_included(monkeypatch):
+    """"Default view" resets what presets change; "Reset all" resets everything, the seed too."""
+    recorder = Recorder("placement")
+    monkeypatch.setattr(bnviz.app, "run_experiment", recorder)
+    at = open_page("app_pages/placement.py", steps=50, seeds=2, lr="0.3,1.0", width=32, depth=1).run()
+    assert recorder.configs[-1].steps == 50 and recorder.configs[-1].lrs == (0.3, 1.0)
+    at.button(key="placement.reset").click().run()
+    assert not at.exception
+    default = get_experiment("placement").default_config()
+    assert recorder.configs[-1] == default
+    assert tuple(at.select_slider(key="placement.lr").value) == (min(default.lrs), max(default.lrs))
+    assert at.query_params["steps"] == str(default.steps)  # the URL mirrors the defaults again

@@ -53,6 +53,18 @@ def test_placement_presets_keep_their_learning_rate_range(browser, app_url, arti
             assert range_thumbs(page, "Learning rates (log scale)") == [f"{low:g}", f"{high:g}"], f"the range slider after “{name}”"
             page.get_by_text("Settings of the experiment").first.click()
             assert page_problems(page, "placement") == []
+        # "Reset all": every control, the range and the light query's own values included
+        click_preset(page, "Adam")
+        page.get_by_role("button", name="Reset all").first.click()
+        wait_idle(page)
+        from bnviz.experiments import get_experiment
+
+        default = get_experiment("placement").default_config()
+        query = url_query(page)
+        assert (query["opt"], query["lr"], query["steps"], query["width"]) == (
+            default.optimizer, url_text((min(default.lrs), max(default.lrs))), str(default.steps), str(default.width))
+        page.get_by_text("Settings of the experiment").first.click()
+        assert range_thumbs(page, "Learning rates (log scale)") == [f"{min(default.lrs):g}", f"{max(default.lrs):g}"]
         assert console.errors == []
     finally:
         page.screenshot(path=str(artifacts / "placement-presets.png"))
