@@ -418,21 +418,49 @@ def preset_links(page: str) -> None:
 
 # ------------------------------------------------------------------ presenter view
 PRESENTER_KEY = "presenter"  # in the URL, so a teacher's link keeps it
-PRESENTER_SCALE = 1.35  # text and chart fonts; browser zoom (Ctrl +) enlarges everything on top
+PRESENTER_SCALE = 1.35  # the main area's zoom and the charts' fonts; browser zoom (Ctrl +) adds to it
+
+# The main area zoomed as a whole (CSS ``zoom``, as browser zoom but not the sidebar): sliders
+# with their values, metrics, titles, equations, dropdowns and diagrams grow together and
+# re-lay out to the narrower width, so nothing is struck through or clipped (scaling only the
+# text once put slider values over their tracks). Charts are the exception: Vega sizes a chart
+# from its container's on-screen width, so a zoomed chart overflowed by the zoom factor. They
+# are drawn unzoomed at the full width, with their fonts (axes, legends, titles, annotations)
+# scaled by the same factor instead (``bnviz.charts`` reads it). Labels that Streamlit cuts
+# with "…" wrap.
+PRESENTER_CSS = (
+    "<style>"
+    "[data-testid='stMainBlockContainer'] {{ zoom: {scale:.2f}; }}"
+    "[data-testid='stMainBlockContainer'] [data-testid='stVegaLiteChart'] {{ zoom: {unzoom:.6f}; }}"
+    "[data-testid='stMain'] :is([data-testid='stMetricLabel'], [data-testid='stWidgetLabel']) :is(div, p) "
+    "{{ white-space: normal; overflow: visible; text-overflow: clip; }}"
+    "</style>"
+)
+
+
+# Every view, phones included: a wide equation or a wide chart (the pooling grids, faceted
+# histograms) scrolls sideways inside its own box instead of being cut off at the page's edge.
+BASE_CSS = (
+    "<style>"
+    "[data-testid='stMain'] .katex-display { overflow-x: auto; overflow-y: hidden; padding-bottom: 2px; }"
+    "[data-testid='stMain'] [data-testid='stVegaLiteChart'] { overflow-x: auto; }"
+    "</style>"
+)
 
 
 def presenter_view() -> float:
     """The sidebar's "Presenter view" toggle (mirrored in the URL as ``?presenter=true``).
 
-    On: page text and every chart's fonts grow by ``PRESENTER_SCALE``. Called once by the
-    entry point, before the page runs, so every page gets it. Returns the scale in force.
+    On: the page's main area is drawn ``PRESENTER_SCALE`` times larger (:data:`PRESENTER_CSS`),
+    charts at full width with fonts as large. Called once by the entry point, before the page
+    runs, so every page gets it; only this session's view changes. Returns the scale in force.
     """
     from . import charts
 
     session_key = "app.presenter"
     if session_key not in st.session_state:
         st.session_state[session_key] = st.query_params.get(PRESENTER_KEY, "").lower() in ("true", "1")
-    on = st.sidebar.toggle("Presenter view", key=session_key, help="Larger text and chart labels for a projector; the page's link keeps it.")
+    on = st.sidebar.toggle("Presenter view", key=session_key, help="Everything on the page larger for a projector (×1.35: text, controls, equations, diagrams, chart labels); the page's link keeps it.")
     if on:
         st.query_params[PRESENTER_KEY] = "true"
     elif PRESENTER_KEY in st.query_params:
@@ -440,15 +468,7 @@ def presenter_view() -> float:
     scale = PRESENTER_SCALE if on else 1.0
     st.session_state["bnviz.chart_scale"] = scale
     charts.set_scale_source(_session_chart_scale)
-    if on:
-        # text only: scaling the root font would also scale Streamlit's rem-based paddings and sidebar
-        st.html(
-            "<style>"
-            f"[data-testid='stMain'] [data-testid='stMarkdownContainer'] :is(p, li, td, th) {{ font-size: {scale:.2f}rem; }}"
-            f"[data-testid='stMain'] [data-testid='stMetricValue'] [data-testid='stMarkdownContainer'] p {{ font-size: {2.25 * scale:.2f}rem; }}"
-            f"[data-testid='stMain'] [data-testid='stCaptionContainer'] p {{ font-size: {0.875 * scale:.2f}rem; }}"
-            "</style>"
-        )
+    st.html(BASE_CSS + (PRESENTER_CSS.format(scale=scale, unzoom=1 / scale) if on else ""))
     return scale
 
 
@@ -458,6 +478,21 @@ def _session_chart_scale() -> float:
         return float(st.session_state.get("bnviz.chart_scale", 1.0))
     except Exception:  # noqa: BLE001 - no Streamlit session (CLI, tests): the normal size
         return 1.0
+
+
+def article_path(pages: Sequence, current) -> None:
+    """Previous / next page in the article's order, under the page (the entry point calls it
+    after the page ran): a class can follow the story without the sidebar."""
+    order = [page.url_path for page in pages]
+    if current.url_path not in order:
+        return
+    index = order.index(current.url_path)
+    st.divider()
+    back, _gap, forward = st.columns([2, 1, 2])
+    if index > 0:
+        back.page_link(pages[index - 1], label=f"Previous: {pages[index - 1].title}", icon=":material/arrow_back:")
+    if index + 1 < len(pages):
+        forward.page_link(pages[index + 1], label=f"Next: {pages[index + 1].title}", icon=":material/arrow_forward:")
 
 
 def source_expander(*objects, title: str = "Read the code") -> None:

@@ -1,4 +1,4 @@
-"""The sidebar's "Presenter view": larger text and chart fonts, kept in the URL, per session."""
+"""The sidebar's "Presenter view": the main area zoomed, chart fonts scaled, kept in the URL, per session."""
 import json
 
 import altair as alt
@@ -22,7 +22,7 @@ def test_presenter_link_enlarges_chart_fonts_and_toggle_restores_them():
     toggle = at.sidebar.toggle(key="app.presenter")
     assert toggle.value is True
     assert _axis_font_sizes(at) == {round(14 * PRESENTER_SCALE)}
-    assert any("font-size" in html.proto.body for html in at.get("html"))
+    assert any(f"zoom: {PRESENTER_SCALE:.2f}" in html.proto.body for html in at.get("html"))
     toggle.set_value(False).run()
     assert not at.exception
     assert _axis_font_sizes(at) == {14}
@@ -36,6 +36,7 @@ def test_normal_view_by_default():
     assert not at.exception
     assert at.sidebar.toggle(key="app.presenter").value is False
     assert _axis_font_sizes(at) == {14}
+    assert not any("zoom" in html.proto.body for html in at.get("html"))
 
 
 def test_chart_theme_reads_the_scale_when_a_chart_is_serialised():
@@ -44,6 +45,14 @@ def test_chart_theme_reads_the_scale_when_a_chart_is_serialised():
         charts.set_scale_source(lambda: 2.0)
         assert chart.to_dict()["config"]["axis"]["labelFontSize"] == 28
         assert chart.to_dict()["config"]["title"]["fontSize"] == 34
+        assert charts.font_size(13) == 26  # annotations' own sizes follow
     finally:
         charts.set_scale_source(lambda: 1.0)
     assert chart.to_dict()["config"]["axis"]["labelFontSize"] == 14
+
+
+def test_pages_link_to_the_next_one_in_the_article_order():
+    at = open_page("streamlit_app.py", steps="100").run()
+    assert not at.exception
+    links = [link.proto.label for link in at.get("page_link")]
+    assert links == ["Next: Normalization math"]  # home is first: no "Previous"

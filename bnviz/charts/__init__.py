@@ -90,6 +90,12 @@ def set_scale_source(source: Callable[[], float]) -> None:
     _scale_source = source
 
 
+def font_size(pixels: float) -> int:
+    """A chart annotation's font size in the running session's view (presenter view: larger).
+    The theme cannot reach a text mark's own ``fontSize``, so charts pass theirs through here."""
+    return round(pixels * _scale_source())
+
+
 @alt.theme.register("bnviz", enable=True)
 def projector_theme() -> alt.theme.ThemeConfig:
     scale = _scale_source()
@@ -99,7 +105,9 @@ def projector_theme() -> alt.theme.ThemeConfig:
             "axis": text,
             "legend": {**text, "symbolSize": round(140 * scale), "labelLimit": round(260 * scale)},
             "header": text,
-            "title": {"fontSize": round(17 * scale)},
+            # larger titles in the same width: break them into lines at their commas (Vega's lineBreak)
+            "title": {"fontSize": round(17 * scale), **({"lineBreak": ", "} if scale > 1 else {})},
+            "text": {"fontSize": round(11 * scale)},  # text marks that set no size of their own
         }
     )
 

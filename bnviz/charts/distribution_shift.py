@@ -4,7 +4,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, log_axis, series_scale
+from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, font_size, log_axis, series_scale
 
 # Train/eval mode, layers and finite/NaN are not models: the shared series colours, never a model's
 # (BN's blue, no BN's red). A fix's bar is the colour of the model it runs: BN's, or the retrained
@@ -40,12 +40,12 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
     bars = base.mark_bar(size=22, opacity=0.85).encode(y=y, y2="max_abs:Q")
     ticks = base.mark_tick(thickness=2, size=22).encode(y="p99_abs:Q", color=alt.value("white"))  # visible on both modes' bars
     broken = (base.transform_filter(alt.datum.nonfinite > 0).transform_calculate(label="format(datum.nonfinite, ',') + ' NaN/inf'")
-              .mark_text(color=NONFINITE_TEXT_COLOR, fontSize=13, fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
+              .mark_text(color=NONFINITE_TEXT_COLOR, fontSize=font_size(13), fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
     layers = [bars, ticks, broken]
     if float16_line:
         limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
         layers.append(limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q"))
-        layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0)))
+        layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0)))
     return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer, log scale")
 
 
@@ -83,7 +83,7 @@ def fixes_chart(result) -> alt.Chart:
               axis=alt.Axis(format="%") if result.accuracy_defined else log_axis(frame[measure]))
     base = alt.Chart(frame).encode(y=alt.Y("fix:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)))
     bars = base.mark_bar().encode(x=x, color=alt.Color("model:N", scale=color_scale(frame["model"]), legend=None), tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=".1%"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
-    text = base.mark_text(align="left", dx=6, fontSize=14).encode(x=alt.X(f"{measure}:Q"), text="label:N",
+    text = base.mark_text(align="left", dx=6, fontSize=font_size(14)).encode(x=alt.X(f"{measure}:Q"), text="label:N",
                                                                    color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value(NONFINITE_TEXT_COLOR), alt.value("#333")))
     return alt.layer(bars, text).properties(height=44 * len(frame), title="The fixes, on the same model and the same shifted images")
 
@@ -110,5 +110,5 @@ def eps_sweep_chart(result) -> alt.Chart:
     )
     limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
     rule = limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q")
-    label = limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=13).encode(y="limit:Q", text="text:N", x=alt.value(0))
+    label = limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0))
     return alt.layer(line, points, rule, label).properties(height=CHART_HEIGHT, title="Route (b): smaller eps, larger outputs, float16 overflow")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.normalization_math import LINEAR_SLOPE, SATURATED_SLOPE, NormalizationMathResult
-from . import CHART_HEIGHT, PALETTE, SERIES_COLORS, finite_or_none, series_scale
+from . import CHART_HEIGHT, PALETTE, SERIES_COLORS, finite_or_none, font_size, series_scale
 
 # the four stages of one neuron's values, with the result field that holds each
 STEPS = {
@@ -61,7 +61,7 @@ def step_histogram(result: NormalizationMathResult, step: str, neuron_position: 
         .properties(height=SMALL_HEIGHT)
     )
     if data.empty:  # every value NaN (eps = 0 on a constant neuron): say so instead of empty axes
-        return alt.Chart(pd.DataFrame({"text": ["all values NaN"]}), title=step).mark_text(fontSize=18, color="#E45756").encode(text="text:N").properties(height=SMALL_HEIGHT)
+        return alt.Chart(pd.DataFrame({"text": ["all values NaN"]}), title=step).mark_text(fontSize=font_size(18), color="#E45756").encode(text="text:N").properties(height=SMALL_HEIGHT)
     if STEPS[step] != "x_hat":
         return bars
     low, high = min(-3.5, float(data["start"].min())), max(3.5, float(data["end"].max()))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..experiments.paper_figure1 import PAPER_PERCENTILES, Figure1Result
 from ..experiments.paper_lr_claims import LrClaimsResult
-from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none
+from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none, font_size
 
 # Fig. 1(a)'s vertical axis
 PAPER_ACCURACY_AXIS = (0.7, 1.0)
@@ -108,7 +108,7 @@ def lr_curves_chart(result: LrClaimsResult, total_steps: int | None = None) -> a
     crosses = alt.Chart().transform_filter(alt.datum.kind == "diverged").mark_point(shape="cross", size=260, filled=True, clip=True).encode(
         x=x, y=y, color=color, tooltip=[alt.Tooltip("note:N", title="diverged")]
     )
-    notes = alt.Chart().transform_filter(alt.datum.kind == "diverged").mark_text(align="left", dx=10, dy=-14, fontSize=13, fontWeight="bold").encode(
+    notes = alt.Chart().transform_filter(alt.datum.kind == "diverged").mark_text(align="left", dx=10, dy=-14, fontSize=font_size(13), fontWeight="bold").encode(
         x=x, y=y, color=color, text="note:N"
     )
     return (
@@ -148,7 +148,7 @@ def steps_to_target_chart(rows: Sequence[dict]) -> alt.FacetChart:
         color=color,
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("text:N", title="steps"), alt.Tooltip("target:Q", format=".1%")],
     )
-    labels = alt.Chart().mark_text(align="left", dx=4, fontSize=13).encode(x="text_x:Q", y=y, yOffset=y_offset, text="text:N", color=color)
+    labels = alt.Chart().mark_text(align="left", dx=4, fontSize=font_size(13)).encode(x="text_x:Q", y=y, yOffset=y_offset, text="text:N", color=color)
     return (
         alt.layer(bars, labels, data=data)
         .properties(width=FACET_WIDTH_TWO + 200, height=alt.Step(40))

@@ -10,7 +10,7 @@ from ..experiments.bessel_mismatch import BesselResult, closed_form_ratio
 from ..experiments.small_batches import SmallBatchesConfig, SmallBatchesResult
 from ..models import model_label
 from ..renorm import renorm_limits
-from . import CHART_HEIGHT, color_scale, series_scale
+from . import CHART_HEIGHT, color_scale, font_size, series_scale
 
 
 def summary_frame(result: SmallBatchesResult) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def closed_form_heatmap() -> alt.LayerChart:
         color=alt.Color("ratio:Q", title="eval / train", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
         tooltip=["m:O", "depth:O", alt.Tooltip("ratio:Q", format=".4f")],
     )
-    text = base.mark_text(fontSize=12).encode(
+    text = base.mark_text(fontSize=font_size(12)).encode(
         text="label:N", color=alt.condition(alt.datum.ratio > 0.6, alt.value("black"), alt.value("white")),
     )
     return alt.layer(cells, text).properties(height=560)

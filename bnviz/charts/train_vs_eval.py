@@ -5,7 +5,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, series_scale
+from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, font_size, series_scale
 
 # The estimates of one neuron's statistics, each with one colour on this page. Short labels,
 # so a half-width chart's legend never cuts one off (the page's caption says that the
@@ -115,7 +115,7 @@ def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
             tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=".2%")],
         )
     )
-    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=14).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
+    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=font_size(14)).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
     return (bars + text).properties(height=CHART_HEIGHT)
 
 
