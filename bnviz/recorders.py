@@ -64,9 +64,8 @@ class BatchNormStats:
         self.rows: dict[str, list[np.ndarray]] = {k: [] for k in ("bn_batch_mean", "bn_batch_var", "bn_running_mean", "bn_running_var")}
         self.steps: list[int] = []
 
-    def attach(self, model):
-        self.norm = model.blocks[self.block].norm
-        self.norm.register_forward_hook(self._hook)
+    def watch_training(self, model):
+        return [model.blocks[self.block].norm.register_forward_hook(self._hook)]
 
     def _hook(self, module, inputs, output):
         if not module.training:
@@ -128,8 +127,8 @@ class ShadowRunningStats:
         self.running_mean = self.running_var = None
         self.num_batches_tracked = 0
 
-    def attach(self, model):
-        model.blocks[self.block].norm.register_forward_hook(self._hook)
+    def watch_training(self, model):
+        return [model.blocks[self.block].norm.register_forward_hook(self._hook)]
 
     def _hook(self, module, inputs, output):
         if not module.training:
@@ -225,8 +224,9 @@ class ActivationDrift:
         self.model = model
         self.num_blocks = len(model.blocks)
         self.block_index = self.block % self.num_blocks
-        for index, block in enumerate(model.blocks):
-            block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i))
+
+    def watch_training(self, model):
+        return [block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i)) for index, block in enumerate(model.blocks)]
 
     def _hook(self, module, x, index):
         if not module.training or getattr(self.model, "bnviz_probing", False):
@@ -308,8 +308,8 @@ class NonlinearityInputs:
         self.max_slope = [steepest_slope(block.act) for block in self.blocks]
 
     def watch_evaluation(self, model):
-        """Hooks for the evaluation passes only (the trainer removes them after each): no hook
-        is on the model while it trains, so training takes the engine's fused step."""
+        """Hooks for the evaluation passes only (the trainer removes them after each): nothing
+        watches the training steps, so they may run in the accelerator."""
         return [block.register_forward_hook(lambda module, inputs, output, i=index: self._keep_output(module, output, i))
                 for index, block in enumerate(self.blocks)]
 
