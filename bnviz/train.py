@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, check
 from . import engine
+from .config import Config, check
 from .data import MNIST, BatchSampler, class_subset, first_examples
 from .models import ModelConfig, Net, build_model
 from .stacking import StackedModels, can_stack
