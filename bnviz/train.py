@@ -22,10 +22,9 @@ Recorders observe a run without changing it. They may implement any of::
     finish() -> dict[str, np.ndarray]          stored in ``TrainResult.records``
 
 The rule for speed: a recorder with any of the per-step hooks (:data:`PER_STEP_HOOKS`)
-makes every step of its run a plain Python step. Without one, the steps between two
-evaluations are the recorders' own business no more, and :mod:`bnviz.engine` (the optional
-accelerator) may take them in one call, with the same numbers; it declines what it does not
-cover. Runs that differ only in their seed can train as one model batched over the seeds
+makes every step of its run a plain Python step. Without one, nothing needs Python between
+two evaluations, and :mod:`bnviz.engine` (the optional accelerator) may take those steps in
+one call, with the same numbers; it declines what it does not cover. Runs that differ only in their seed can train as one model batched over the seeds
 (:class:`RunGroup`, ``torch.func``).
 
 Several runs can advance together (:func:`train_together`), so a page can
@@ -284,9 +283,14 @@ class Run:
         """Up to ``steps`` steps in one accelerator call, on batches gathered at once (it stops
         early after a loss that is not finite)."""
         steps = max(1, min(steps, CHUNK_EXAMPLES // self.sampler.batch_size))
+        sampler_state = self.sampler.state()
         rows = torch.cat([self.sampler.next_indices() for _ in range(steps)])
         x, y = self.train_x[rows], self.train_y[rows]
         losses, correct = engine.steps(self.model, self.optimizer, x.view(steps, -1, *x.shape[1:]), y.view(steps, -1))
+        if len(losses) < steps:  # it stopped early: the batches it did not use are the next steps'
+            self.sampler.restore(sampler_state)
+            for _ in range(len(losses)):
+                self.sampler.next_indices()
         self._record(losses, correct)
 
     def _record(self, losses: torch.Tensor, correct: torch.Tensor, buffers_before: list[torch.Tensor] | None = None) -> None:
