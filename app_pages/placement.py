@@ -5,8 +5,9 @@ from bnviz.app import Controls, device_caption, draw_chart, downloads, format_pe
 from bnviz.charts.placement import band_chart, band_records, histogram_chart, layer_chart, layer_records, sweep_chart, sweep_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.placement import LABELS, LR_LADDER, PLACEMENT_ACTIVATIONS, PlacementConfig, paired_difference, verdict
-from bnviz.recorders import FLAT_SLOPE_FRACTION, NonlinearityInputs
+from bnviz.recorders import NonlinearityInputs
 from bnviz.train import OPTIMIZERS
+from bnviz.unit_stats import FLAT_SLOPE_FRACTION
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "SGD with momentum 0.9", "adam": "Adam"}
 ACTIVATION_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "ReLU", "gelu": "GELU", "elu": "ELU"}

@@ -8,7 +8,7 @@ from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_fram
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
 from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
 from bnviz.models import model_label
-from bnviz.recorders import BesselProbe, TrainEvalMismatch
+from bnviz.probes import BesselProbe, TrainEvalMismatch
 from bnviz.renorm import PAPER_D_MAX_REACHED, PAPER_R_MAX_REACHED, PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS, GhostBatchNorm1d, BatchRenorm1d, renorm_limits
 
 AGREEMENT = 0.01  # measured within 1% of the closed form

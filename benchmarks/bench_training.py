@@ -8,8 +8,11 @@ Times, in one run on this machine (issue 11):
    to 50,000 steps each, on one core and as the app runs it (a worker thread per core);
    and the time to the paper page's first curves;
 3. a 5-seed x 3-placement sweep (no BN, BN before, BN after; ReLU) at a few hundred steps,
-   extrapolated to 2,000 steps: runs one by one, seeds stacked, stacked + all cores;
-5. on CUDA, when present: the paper's experiment on the GPU.
+   extrapolated to 2,000 steps: runs one by one, seeds stacked by torch.func, as the app;
+5. on CUDA, when present: the paper's experiment on the GPU, and 5 seeds stacked or not.
+
+Parts 1 and 2 also time bnviz with every step on the plain path (``accelerate=False``): what
+the accelerator (``bnviz.engine``) is worth.
 
 The straightforward loop is ``nn.Sequential`` + ``torch.optim.SGD``, a batch drawn by
 indexing a tensor, ``loss.item()`` every step, no evaluation. bnviz's trainer
@@ -102,14 +105,16 @@ def loop_seconds(cfg: ModelConfig, seed: int, steps: int, data, lr: float = LR, 
     return time.perf_counter() - started
 
 
-def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int, threads: int | None = None, stack: bool = True,
-                  lr: float = LR, optimizer: str = "sgd") -> float:
+def bnviz_seconds(models: list[tuple[ModelConfig, int]], steps: int, data, eval_every: int, threads: int | None = None, stack: bool | None = None,
+                  lr: float = LR, optimizer: str = "sgd", accelerate: bool = True) -> float:
     """Wall time of bnviz's trainer on ``models`` (config, seed) trained together, from
-    building the runs to the final full-test-set evaluation. ``threads=None``: as the
-    app runs it (one worker thread per usable core); ``stack``: seeds of one setting
-    trained as one stacked model."""
+    building the runs to the final full-test-set evaluation. ``threads=None``, ``stack=None``:
+    as the app runs it (one worker thread per usable core; seeds stacked where
+    ``bnviz.train.stacking_pays``); ``stack=True``: seeds of one setting trained as one model
+    batched by torch.func; ``accelerate=False``: every step on the plain path (no bnviz.engine)."""
     started = time.perf_counter()
-    runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=lr, optimizer=optimizer, seed=seed, eval_every=eval_every), data) for cfg, seed in models]
+    runs = [Run(cfg, TrainConfig(steps=steps, batch_size=PAPER_BATCH_SIZE, lr=lr, optimizer=optimizer, seed=seed, eval_every=eval_every), data, accelerate=accelerate)
+            for cfg, seed in models]
     train_together(runs, threads=threads, stack=stack)
     return time.perf_counter() - started
 
@@ -206,6 +211,8 @@ def main() -> None:
     for name, cfg in (("no BN", plain), ("BN", bn)):
         singles[name] = (loop_seconds(cfg, 0, steps, data), bnviz_seconds([(cfg, 0)], steps, data, args.eval_every, threads=1))
         line(name, *singles[name], steps, evaluation_seconds(data, steps, args.eval_every, 1))
+        line(f"{name}, plain steps (no accelerator)", singles[name][0], bnviz_seconds([(cfg, 0)], steps, data, args.eval_every, threads=1, accelerate=False),
+             steps, evaluation_seconds(data, steps, args.eval_every, 1))
     layer_norm = ModelConfig(norm="layer")
     line("LayerNorm, Adam lr 0.001", loop_seconds(layer_norm, 0, steps, data, ADAM_LR, "adam"),
          bnviz_seconds([(layer_norm, 0)], steps, data, args.eval_every, threads=1, lr=ADAM_LR, optimizer="adam"), steps, evaluation_seconds(data, steps, args.eval_every, 1))
@@ -221,6 +228,7 @@ def main() -> None:
     line("bnviz on 1 core (ms per step of both)", loop_s, bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every, threads=1), steps, eval_s)
     engine_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every)
     line(f"bnviz on {training_threads(2)} cores, as the app runs", loop_s, engine_s, steps, eval_s)
+    line(f"bnviz on {training_threads(2)} cores, plain steps", loop_s, bnviz_seconds([(plain, 0), (bn, 0)], steps, data, args.eval_every, accelerate=False), steps, eval_s)
     scale = PAPER_STEPS / steps
     engine_full = (engine_s - eval_s) * scale + evaluation_seconds(data, PAPER_STEPS, args.eval_every, 2)
     print(f"  per {PAPER_STEPS:,} steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_full:5.1f} s, loop/bnviz {loop_s * scale / engine_full:4.2f} "
@@ -232,9 +240,9 @@ def main() -> None:
     loop_s = sum(loop_seconds(cfg, seed, sweep_steps, data) for cfg, seed in sweep)
     eval_s = evaluation_seconds(data, sweep_steps, args.eval_every, len(sweep))
     line("bnviz 1 core, runs one by one", loop_s, bnviz_seconds(sweep, sweep_steps, data, args.eval_every, threads=1, stack=False), sweep_steps, eval_s)
-    line("bnviz 1 core, seeds stacked", loop_s, bnviz_seconds(sweep, sweep_steps, data, args.eval_every, threads=1), sweep_steps, eval_s)
+    line("bnviz 1 core, seeds stacked (torch.func)", loop_s, bnviz_seconds(sweep, sweep_steps, data, args.eval_every, threads=1, stack=True), sweep_steps, eval_s)
     engine_s = bnviz_seconds(sweep, sweep_steps, data, args.eval_every)
-    line(f"bnviz {training_threads(len(SWEEP_MODELS))} cores + stacked, as the app", loop_s, engine_s, sweep_steps, eval_s)
+    line(f"bnviz {training_threads(len(sweep))} cores, as the app", loop_s, engine_s, sweep_steps, eval_s)
     scale = 2000 / sweep_steps
     engine_full = (engine_s - eval_s) * scale + evaluation_seconds(data, 2000, args.eval_every, len(sweep))
     print(f"  per 2,000 steps each: loop {loop_s * scale:5.1f} s, bnviz {engine_full:5.1f} s, loop/bnviz {loop_s * scale / engine_full:4.2f} "
@@ -258,6 +266,10 @@ def main() -> None:
         bnviz_seconds([(plain, 0), (bn, 0)], 200, cuda_data, args.eval_every)  # warm-up
         cuda_s = bnviz_seconds([(plain, 0), (bn, 0)], steps, cuda_data, args.eval_every)
         print(f"  {steps:,} steps each: {cuda_s:.2f} s; per {PAPER_STEPS:,} steps each: {cuda_s * PAPER_STEPS / steps:.1f} s (target: <= 3 s)")
+        seeds = [(bn, seed) for seed in range(SWEEP_SEEDS)]
+        for stack in (False, True):
+            seconds = bnviz_seconds(seeds, sweep_steps, cuda_data, args.eval_every, stack=stack)
+            print(f"  {SWEEP_SEEDS} BN seeds, {sweep_steps:,} steps each, {'stacked (torch.func)' if stack else 'one by one'}: {seconds:.2f} s")
 
 
 if __name__ == "__main__":

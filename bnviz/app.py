@@ -278,14 +278,9 @@ class _DrawnCharts:
         self.pending: dict[Any, tuple[int, Any]] = {}  # key -> (position, chart) not offered yet
 
 
-_CHARTS: dict[str, _DrawnCharts] = {}
-
-
 def _session_charts() -> _DrawnCharts:
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return _CHARTS.setdefault(ctx.session_id if ctx is not None else "", _DrawnCharts())
+    # st.session_state is the browser session's own: the charts it was shown
+    return st.session_state.setdefault("bnviz.drawn_charts", _DrawnCharts())
 
 
 def new_script_run() -> None:

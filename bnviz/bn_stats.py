@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import BnvizError
+from .models import Net
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -214,10 +215,12 @@ def forward_independent_batches(model: nn.Module, batches: torch.Tensor, train_m
 
     if train_mode and batches.shape[1] < 2:
         raise BnvizError("Train-mode BN needs at least 2 examples per batch: one value has no variance.")
-    probe = copy.deepcopy(model)
-    for module in probe.modules():  # a recorder's hooks would observe the probe: drop them from the copy
-        module._forward_hooks.clear()
-        module._forward_pre_hooks.clear()
+    if isinstance(model, Net):  # a copy without the hooks recorders put on the model (they would observe the probe)
+        with torch.device("meta"):
+            probe = Net(model.cfg)
+        probe.load_state_dict(model.state_dict(), assign=True)  # the model's tensors, only read
+    else:
+        probe = copy.deepcopy(model)
     if train_mode:
         replace_all_batch_norm_modules_(probe)
     probe.train(train_mode)

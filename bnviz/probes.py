@@ -1,5 +1,8 @@
-"""Probes: recorders that re-run the current training batch between steps.
+"""Probes: recorders that take extra passes through the model without changing the run.
 
+Two kinds. One-shot probes (:class:`SingleInputConsistency`, :class:`TrainEvalMismatch`,
+:class:`BesselProbe`, at the end of this module) take a copy of the model at one evaluation.
+Step probes re-run the current training batch between steps:
 Santurkar et al. 2018 ("How Does Batch Normalization Help Optimization?",
 arXiv 1805.11604) measure training with extra forward/backward passes on the
 batch a step trains on: the gradient a layer would see after the layers below
@@ -24,6 +27,7 @@ batch's own statistics.
 """
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 
@@ -283,3 +287,165 @@ class LowerLayerChange(_EveryKSteps):
             "lower_change_loss": np.asarray(self.loss_change, dtype=float).reshape(-1, n),
             "lower_change_step": np.asarray(self.steps, dtype=np.int64),
         }
+
+
+# ------------------------------------------------------------------ one-shot probes
+# At one evaluation, a copy of the model (``copy.deepcopy``) answers a question the run
+# itself cannot: the run goes on untouched.
+class SingleInputConsistency:
+    """One probe input through the model in each mode: does its output depend on the mode or on its batch-mates?
+
+    At the evaluation of step ``at_step`` (None: every evaluation; ``finish``
+    keeps the last), on a copy of the model, because a train-mode forward
+    moves BN's running averages::
+
+        eval_alone     eval mode, the probe alone (a batch of 1)
+        eval_batch     eval mode, the probe first in a batch with ``mates_a``
+        train_batch_a  train mode (batch statistics), the probe with ``mates_a``
+        train_batch_b  train mode, the probe with other batch-mates ``mates_b``
+        train_alone    train mode, the probe alone: NaN when torch refuses
+                       (BN with one value per channel has no variance)
+
+    and the accuracy on ``check_x``/``check_y`` in eval mode and in train mode
+    with batches of ``len(mates_a) + 1`` (what the batch statistics give).
+    Records ``mode_logits`` (5, classes) in the order of ``MODES``,
+    ``train_alone_error`` (torch's message, "" when it ran) and
+    ``mode_accuracy`` [eval mode, train mode].
+    """
+
+    MODES = ("eval_alone", "eval_batch", "train_batch_a", "train_batch_b", "train_alone")
+
+    def __init__(self, probe: torch.Tensor, mates_a: torch.Tensor, mates_b: torch.Tensor, check_x: torch.Tensor, check_y: torch.Tensor, at_step: int | None = None):
+        self.probe, self.mates_a, self.mates_b = probe, mates_a, mates_b
+        self.at_step = at_step
+        self.check_x, self.check_y = check_x, check_y
+        self.logits: np.ndarray | None = None
+        self.error = ""
+        self.accuracy = np.full(2, np.nan)
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if self.at_step is not None and step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model)
+        probe_model.eval()
+        outputs = [probe_model(self.probe)[0], probe_model(torch.cat([self.probe, self.mates_a]))[0]]
+        eval_correct = (probe_model(self.check_x).argmax(dim=1) == self.check_y).sum().item()
+        probe_model.train()
+        outputs += [probe_model(torch.cat([self.probe, self.mates_a]))[0], probe_model(torch.cat([self.probe, self.mates_b]))[0]]
+        self.error = ""
+        try:
+            outputs.append(probe_model(self.probe)[0])
+        except ValueError as exc:  # torch: "Expected more than 1 value per channel when training"
+            self.error = str(exc)
+            outputs.append(torch.full_like(outputs[0], float("nan")))
+        size = len(self.mates_a) + 1
+        train_correct = sum((probe_model(self.check_x[i : i + size]).argmax(dim=1) == self.check_y[i : i + size]).sum().item() for i in range(0, len(self.check_y) - size + 1, size))
+        checked = (len(self.check_y) // size) * size
+        self.accuracy = np.array([eval_correct / len(self.check_y), train_correct / max(checked, 1)])
+        self.logits = torch.stack(outputs).double().cpu().numpy()
+
+    def finish(self):
+        return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
+
+
+def _freeze_running_statistics(model) -> None:
+    """Momentum 0 on every BN-like layer: train-mode passes leave its running averages as they are."""
+    for module in model.modules():
+        if hasattr(module, "running_mean") and hasattr(module, "momentum"):
+            module.momentum = 0.0
+
+
+class TrainEvalMismatch:
+    """Test digits through the trained model in train mode (batch statistics) and in eval mode.
+
+    At the evaluation of step ``at_step``, on a copy of the model whose
+    running averages are frozen (momentum 0, so the probe's train-mode passes
+    do not move them), ``check_x`` goes through in batches of ``batch_size``
+    (the training batch size; a last partial batch is dropped) in train mode,
+    and whole in eval mode. Records ``mismatch`` = [eval accuracy, train-mode
+    accuracy, share of digits whose predicted class differs between the modes,
+    mean |logit difference|]. Norms without batch statistics give 0 difference.
+    """
+
+    NAMES = ("eval accuracy", "train-mode accuracy", "prediction changes", "mean |logit change|")
+
+    def __init__(self, check_x: torch.Tensor, check_y: torch.Tensor, batch_size: int, at_step: int):
+        self.check_x, self.check_y, self.batch_size, self.at_step = check_x, check_y, batch_size, at_step
+        self.values = np.full(len(self.NAMES), np.nan)
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model)
+        _freeze_running_statistics(probe_model)
+        count = (len(self.check_y) // self.batch_size) * self.batch_size
+        x, y = self.check_x[:count], self.check_y[:count]
+        probe_model.eval()
+        eval_logits = probe_model(x)
+        probe_model.train()
+        train_logits = torch.cat([probe_model(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)])
+        eval_pred, train_pred = eval_logits.argmax(dim=1), train_logits.argmax(dim=1)
+        self.values = np.array([
+            (eval_pred == y).float().mean().item(),
+            (train_pred == y).float().mean().item(),
+            (eval_pred != train_pred).float().mean().item(),
+            (eval_logits - train_logits).abs().mean().item(),
+        ])
+
+    def finish(self):
+        return {"mismatch": self.values}
+
+
+class BesselProbe:
+    """How eval mode rescales a deep BN chain when the running statistics are one batch's own.
+
+    At the evaluation of step ``at_step``, on a copy of the model, for each
+    batch of ``m`` examples in ``batches``: every BN layer gets momentum 1,
+    one train-mode pass stores that batch's mean and *unbiased* variance
+    (torch's convention) as the running statistics, then the same batch goes
+    through in eval mode. Per BN layer l (in forward order) records
+    ``bessel_ratio`` (batches, layers) = ||y_eval - mean|| / ||y_train - mean||,
+    each output centred over the batch, and ``bessel_mean_gap`` (batches,
+    layers) = max |batch mean of y_eval - batch mean of y_train|.
+    """
+
+    def __init__(self, batches: list[torch.Tensor], at_step: int):
+        self.batches, self.at_step = batches, at_step
+        self.ratio = self.mean_gap = np.empty((0, 0))
+
+    @torch.no_grad()
+    def on_eval(self, step, model, activations):
+        if step != self.at_step:
+            return
+        probe_model = copy.deepcopy(model).double()  # float64: eval mode at m = 2 amplifies rounding errors layer by layer
+        layers = [m for m in probe_model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for layer in layers:
+            layer.momentum = 1.0
+        outputs: list[torch.Tensor] = []
+        handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().double())) for layer in layers]
+        ratios, gaps = [], []
+        try:
+            for x in self.batches:
+                outputs.clear()
+                probe_model.train()
+                probe_model(x.double())
+                train_out = list(outputs)
+                outputs.clear()
+                probe_model.eval()
+                probe_model(x.double())
+                ratio_row, gap_row = [], []
+                for train_y, eval_y in zip(train_out, outputs):
+                    train_mean, eval_mean = train_y.mean(dim=0), eval_y.mean(dim=0)
+                    ratio_row.append(((eval_y - eval_mean).norm() / (train_y - train_mean).norm()).item())
+                    gap_row.append((eval_mean - train_mean).abs().max().item())
+                ratios.append(ratio_row)
+                gaps.append(gap_row)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.ratio, self.mean_gap = np.asarray(ratios), np.asarray(gaps)
+
+    def finish(self):
+        return {"bessel_ratio": self.ratio, "bessel_mean_gap": self.mean_gap}

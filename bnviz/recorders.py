@@ -1,27 +1,12 @@
-"""Recorders: what a run observes, without changing it. See :mod:`bnviz.train`."""
+"""Recorders: what a run observes at its steps and evaluations, without changing it. See
+:mod:`bnviz.train` for the hooks and the rule that keeps them free. Probes that take a copy
+of the model, or re-run a batch, are in :mod:`bnviz.probes`."""
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import torch
 
-
-def column_quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``torch.quantile(values, q, dim=0)`` for a 2-D ``values``, bit for bit (tested), about
-    5x faster on the CPU: the columns are sorted by numpy (torch's CPU sort of a (2000, 100)
-    tensor takes ~12 ms, numpy's ~1.5 ms; sorted values are the same whatever the algorithm),
-    then interpolated with torch.quantile's own ops ("linear"; a column with a NaN gives NaN)."""
-    if values.device.type != "cpu" or values.dim() != 2 or values.shape[0] == 0:
-        return torch.quantile(values, q, dim=0)
-    ordered = torch.from_numpy(np.sort(values.T.numpy(), axis=1))  # (columns, n), NaN last as in torch.sort
-    last_index = ordered.shape[1] - 1
-    ranks = (q * last_index).expand(ordered.shape[0], -1).clone()  # (columns, quantiles)
-    ranks.masked_fill_(ordered.isnan().any(dim=1, keepdim=True), last_index)
-    below = ranks.to(torch.long)
-    weights = ranks - below
-    above = ranks.ceil_().to(torch.long)
-    return ordered.gather(1, below).lerp_(ordered.gather(1, above), weights).T
+from .unit_stats import FLAT_SLOPE_FRACTION, activation_slope, column_quantiles, is_flat, steepest_slope  # noqa: F401 (their home before issue 23)
 
 
 class UnitPercentiles:
@@ -64,9 +49,8 @@ class BatchNormStats:
         self.rows: dict[str, list[np.ndarray]] = {k: [] for k in ("bn_batch_mean", "bn_batch_var", "bn_running_mean", "bn_running_var")}
         self.steps: list[int] = []
 
-    def attach(self, model):
-        self.norm = model.blocks[self.block].norm
-        self.norm.register_forward_hook(self._hook)
+    def watch_training(self, model):
+        return [model.blocks[self.block].norm.register_forward_hook(self._hook)]
 
     def _hook(self, module, inputs, output):
         if not module.training:
@@ -128,8 +112,8 @@ class ShadowRunningStats:
         self.running_mean = self.running_var = None
         self.num_batches_tracked = 0
 
-    def attach(self, model):
-        model.blocks[self.block].norm.register_forward_hook(self._hook)
+    def watch_training(self, model):
+        return [model.blocks[self.block].norm.register_forward_hook(self._hook)]
 
     def _hook(self, module, inputs, output):
         if not module.training:
@@ -225,8 +209,9 @@ class ActivationDrift:
         self.model = model
         self.num_blocks = len(model.blocks)
         self.block_index = self.block % self.num_blocks
-        for index, block in enumerate(model.blocks):
-            block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i))
+
+    def watch_training(self, model):
+        return [block.act.register_forward_pre_hook(lambda module, inputs, i=index: self._hook(module, inputs[0], i)) for index, block in enumerate(model.blocks)]
 
     def _hook(self, module, x, index):
         if not module.training or getattr(self.model, "bnviz_probing", False):
@@ -251,30 +236,6 @@ class ActivationDrift:
             out[key] = out[key].reshape(-1, getattr(self, "num_blocks", 0))
         out["drift_step"] = np.asarray(self.steps, dtype=np.int64)
         return out
-
-
-# A unit whose slope is under a tenth of its activation's steepest passes back less
-# than a tenth of the gradient it could: "saturated" (sigmoid, tanh) or "inactive" (ReLU).
-FLAT_SLOPE_FRACTION = 0.1
-
-
-def activation_slope(act, x: torch.Tensor) -> torch.Tensor:
-    """f'(x) elementwise for an elementwise activation module ``act``, by autograd."""
-    with torch.enable_grad():
-        x = x.detach().clone().requires_grad_(True)
-        (slope,) = torch.autograd.grad(act(x).sum(), x)
-    return slope
-
-
-def steepest_slope(act) -> float:
-    """max |f'(x)| over x in [-20, 20] (sigmoid 0.25, tanh and ReLU 1, GELU about 1.13)."""
-    return activation_slope(act, torch.linspace(-20.0, 20.0, 40_001, dtype=torch.float64)).abs().max().item()
-
-
-def is_flat(act, x: torch.Tensor) -> torch.Tensor:
-    """Where ``|f'(x)| < FLAT_SLOPE_FRACTION * max |f'|``: saturated or inactive."""
-    return activation_slope(act, x).abs() < FLAT_SLOPE_FRACTION * steepest_slope(act)
-
 
 class NonlinearityInputs:
     """What each hidden layer's nonlinearity receives, and what the layer passes on.
@@ -308,8 +269,8 @@ class NonlinearityInputs:
         self.max_slope = [steepest_slope(block.act) for block in self.blocks]
 
     def watch_evaluation(self, model):
-        """Hooks for the evaluation passes only (the trainer removes them after each): no hook
-        is on the model while it trains, so training takes the engine's fused step."""
+        """Hooks for the evaluation passes only (the trainer removes them after each): nothing
+        watches the training steps, so they may run in the accelerator."""
         return [block.register_forward_hook(lambda module, inputs, output, i=index: self._keep_output(module, output, i))
                 for index, block in enumerate(self.blocks)]
 
@@ -351,160 +312,5 @@ class NonlinearityInputs:
         return out
 
 
-class SingleInputConsistency:
-    """One probe input through the model in each mode: does its output depend on the mode or on its batch-mates?
-
-    At the evaluation of step ``at_step`` (None: every evaluation; ``finish``
-    keeps the last), on a copy of the model, because a train-mode forward
-    moves BN's running averages::
-
-        eval_alone     eval mode, the probe alone (a batch of 1)
-        eval_batch     eval mode, the probe first in a batch with ``mates_a``
-        train_batch_a  train mode (batch statistics), the probe with ``mates_a``
-        train_batch_b  train mode, the probe with other batch-mates ``mates_b``
-        train_alone    train mode, the probe alone: NaN when torch refuses
-                       (BN with one value per channel has no variance)
-
-    and the accuracy on ``check_x``/``check_y`` in eval mode and in train mode
-    with batches of ``len(mates_a) + 1`` (what the batch statistics give).
-    Records ``mode_logits`` (5, classes) in the order of ``MODES``,
-    ``train_alone_error`` (torch's message, "" when it ran) and
-    ``mode_accuracy`` [eval mode, train mode].
-    """
-
-    MODES = ("eval_alone", "eval_batch", "train_batch_a", "train_batch_b", "train_alone")
-
-    def __init__(self, probe: torch.Tensor, mates_a: torch.Tensor, mates_b: torch.Tensor, check_x: torch.Tensor, check_y: torch.Tensor, at_step: int | None = None):
-        self.probe, self.mates_a, self.mates_b = probe, mates_a, mates_b
-        self.at_step = at_step
-        self.check_x, self.check_y = check_x, check_y
-        self.logits: np.ndarray | None = None
-        self.error = ""
-        self.accuracy = np.full(2, np.nan)
-
-    @torch.no_grad()
-    def on_eval(self, step, model, activations):
-        if self.at_step is not None and step != self.at_step:
-            return
-        probe_model = copy.deepcopy(model)
-        probe_model.eval()
-        outputs = [probe_model(self.probe)[0], probe_model(torch.cat([self.probe, self.mates_a]))[0]]
-        eval_correct = (probe_model(self.check_x).argmax(dim=1) == self.check_y).sum().item()
-        probe_model.train()
-        outputs += [probe_model(torch.cat([self.probe, self.mates_a]))[0], probe_model(torch.cat([self.probe, self.mates_b]))[0]]
-        self.error = ""
-        try:
-            outputs.append(probe_model(self.probe)[0])
-        except ValueError as exc:  # torch: "Expected more than 1 value per channel when training"
-            self.error = str(exc)
-            outputs.append(torch.full_like(outputs[0], float("nan")))
-        size = len(self.mates_a) + 1
-        train_correct = sum((probe_model(self.check_x[i : i + size]).argmax(dim=1) == self.check_y[i : i + size]).sum().item() for i in range(0, len(self.check_y) - size + 1, size))
-        checked = (len(self.check_y) // size) * size
-        self.accuracy = np.array([eval_correct / len(self.check_y), train_correct / max(checked, 1)])
-        self.logits = torch.stack(outputs).double().cpu().numpy()
-
-    def finish(self):
-        return {"mode_logits": self.logits, "train_alone_error": np.asarray(self.error), "mode_accuracy": self.accuracy}
-
-
-def _freeze_running_statistics(model) -> None:
-    """Momentum 0 on every BN-like layer: train-mode passes leave its running averages as they are."""
-    for module in model.modules():
-        if hasattr(module, "running_mean") and hasattr(module, "momentum"):
-            module.momentum = 0.0
-
-
-class TrainEvalMismatch:
-    """Test digits through the trained model in train mode (batch statistics) and in eval mode.
-
-    At the evaluation of step ``at_step``, on a copy of the model whose
-    running averages are frozen (momentum 0, so the probe's train-mode passes
-    do not move them), ``check_x`` goes through in batches of ``batch_size``
-    (the training batch size; a last partial batch is dropped) in train mode,
-    and whole in eval mode. Records ``mismatch`` = [eval accuracy, train-mode
-    accuracy, share of digits whose predicted class differs between the modes,
-    mean |logit difference|]. Norms without batch statistics give 0 difference.
-    """
-
-    NAMES = ("eval accuracy", "train-mode accuracy", "prediction changes", "mean |logit change|")
-
-    def __init__(self, check_x: torch.Tensor, check_y: torch.Tensor, batch_size: int, at_step: int):
-        self.check_x, self.check_y, self.batch_size, self.at_step = check_x, check_y, batch_size, at_step
-        self.values = np.full(len(self.NAMES), np.nan)
-
-    @torch.no_grad()
-    def on_eval(self, step, model, activations):
-        if step != self.at_step:
-            return
-        probe_model = copy.deepcopy(model)
-        _freeze_running_statistics(probe_model)
-        count = (len(self.check_y) // self.batch_size) * self.batch_size
-        x, y = self.check_x[:count], self.check_y[:count]
-        probe_model.eval()
-        eval_logits = probe_model(x)
-        probe_model.train()
-        train_logits = torch.cat([probe_model(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)])
-        eval_pred, train_pred = eval_logits.argmax(dim=1), train_logits.argmax(dim=1)
-        self.values = np.array([
-            (eval_pred == y).float().mean().item(),
-            (train_pred == y).float().mean().item(),
-            (eval_pred != train_pred).float().mean().item(),
-            (eval_logits - train_logits).abs().mean().item(),
-        ])
-
-    def finish(self):
-        return {"mismatch": self.values}
-
-
-class BesselProbe:
-    """How eval mode rescales a deep BN chain when the running statistics are one batch's own.
-
-    At the evaluation of step ``at_step``, on a copy of the model, for each
-    batch of ``m`` examples in ``batches``: every BN layer gets momentum 1,
-    one train-mode pass stores that batch's mean and *unbiased* variance
-    (torch's convention) as the running statistics, then the same batch goes
-    through in eval mode. Per BN layer l (in forward order) records
-    ``bessel_ratio`` (batches, layers) = ||y_eval - mean|| / ||y_train - mean||,
-    each output centred over the batch, and ``bessel_mean_gap`` (batches,
-    layers) = max |batch mean of y_eval - batch mean of y_train|.
-    """
-
-    def __init__(self, batches: list[torch.Tensor], at_step: int):
-        self.batches, self.at_step = batches, at_step
-        self.ratio = self.mean_gap = np.empty((0, 0))
-
-    @torch.no_grad()
-    def on_eval(self, step, model, activations):
-        if step != self.at_step:
-            return
-        probe_model = copy.deepcopy(model).double()  # float64: eval mode at m = 2 amplifies rounding errors layer by layer
-        layers = [m for m in probe_model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        for layer in layers:
-            layer.momentum = 1.0
-        outputs: list[torch.Tensor] = []
-        handles = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().double())) for layer in layers]
-        ratios, gaps = [], []
-        try:
-            for x in self.batches:
-                outputs.clear()
-                probe_model.train()
-                probe_model(x.double())
-                train_out = list(outputs)
-                outputs.clear()
-                probe_model.eval()
-                probe_model(x.double())
-                ratio_row, gap_row = [], []
-                for train_y, eval_y in zip(train_out, outputs):
-                    train_mean, eval_mean = train_y.mean(dim=0), eval_y.mean(dim=0)
-                    ratio_row.append(((eval_y - eval_mean).norm() / (train_y - train_mean).norm()).item())
-                    gap_row.append((eval_mean - train_mean).abs().max().item())
-                ratios.append(ratio_row)
-                gaps.append(gap_row)
-        finally:
-            for handle in handles:
-                handle.remove()
-        self.ratio, self.mean_gap = np.asarray(ratios), np.asarray(gaps)
-
-    def finish(self):
-        return {"bessel_ratio": self.ratio, "bessel_mean_gap": self.mean_gap}
+# The one-shot probes lived here before issue 23; their names stay importable from here.
+from .probes import BesselProbe, SingleInputConsistency, TrainEvalMismatch  # noqa: E402,F401

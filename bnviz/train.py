@@ -5,11 +5,15 @@ draws seeded batches by index from tensors already on the device, records the
 loss every step, evaluates on a fixed test subset every ``eval_every`` steps
 (eval mode, no stalls on the full set), and the full test set once at the end.
 A NaN or inf loss stops the run and marks it ``diverged``: a result, never an
-exception for the page.
+exception for the page (``TrainConfig.on_nonfinite_loss`` can skip such steps instead).
+
+One training step (:meth:`Run._step`) is the loop of any PyTorch tutorial: forward,
+cross-entropy, backward, ``optimizer.step()``, with the recorders' hooks in between.
 
 Recorders observe a run without changing it. They may implement any of::
 
     attach(model)                              once, before training
+    watch_training(model) -> [hook handles]    forward hooks on the model while it trains
     on_batch(step, x, y)                       the batch step ``step`` is about to train on
     after_backward(step, model)                gradients present, weights not yet updated
     after_step(step, model)                    after the optimiser step
@@ -17,10 +21,11 @@ Recorders observe a run without changing it. They may implement any of::
     on_eval(step, model, activations)          activations[i]: input of block i's nonlinearity
     finish() -> dict[str, np.ndarray]          stored in ``TrainResult.records``
 
-Which hooks a run's recorders have decides how fast it trains (:mod:`bnviz.engine`): with
-none acting during training, the steps between evaluations run as one engine call; a
-forward hook on the model or ``after_backward`` needs the Python step; ``on_batch`` or
-``after_step`` one engine call per step.
+The rule for speed: a recorder with any of the per-step hooks (:data:`PER_STEP_HOOKS`)
+makes every step of its run a plain Python step. Without one, nothing needs Python between
+two evaluations, and :mod:`bnviz.engine` (the optional accelerator) may take those steps in
+one call, with the same numbers; it declines what it does not cover. Runs that differ only in their seed can train as one model batched over the seeds
+(:class:`RunGroup`, ``torch.func``).
 
 Several runs can advance together (:func:`train_together`), so a page can
 draw all their curves as they grow.
@@ -39,10 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import engine
 from .config import Config, check
-from .data import MNIST, BatchSampler, batch_source, class_subset, first_examples
-from .engine import StackedMLPStep, engine_for, stack_key
+from .data import MNIST, BatchSampler, class_subset, first_examples
 from .models import ModelConfig, Net, build_model
+from .stacking import StackedModels, can_stack
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 # What a non-finite training loss does: "stop" marks the run diverged; "skip" skips that
@@ -53,6 +59,11 @@ NONFINITE_LOSS_POLICIES = ("stop", "skip", "rollback")
 # Ioffe & Szegedy 2015, Sec. 4.1: MNIST, mini-batches of 60 examples.
 PAPER_BATCH_SIZE = 60
 PAPER_STEPS = 50_000
+# Recorder hooks that need Python at every training step (see the module's docstring).
+PER_STEP_HOOKS = ("watch_training", "on_batch", "after_backward", "after_step")
+# The accelerator trains on batches gathered for a chunk of steps at once: at most this many
+# examples per chunk (8,192 MNIST images are 25 MB in float32).
+CHUNK_EXAMPLES = 8192
 
 
 def pick_device(preference: str | None = None) -> torch.device:
@@ -176,9 +187,13 @@ def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 200
 
 
 class Run:
-    """One model being trained: advance it with :meth:`advance`, read it with :meth:`result`."""
+    """One model being trained: advance it with :meth:`advance`, read it with :meth:`result`.
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: MNIST, recorders: Sequence = (), label: str | None = None, use_engine: bool = True):
+    ``accelerate``: let :mod:`bnviz.engine` take the steps it covers (same numbers, faster);
+    False trains every step on the plain path.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: MNIST, recorders: Sequence = (), label: str | None = None, accelerate: bool = True):
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.label = label or model_cfg.label
         self.recorders = list(recorders)
@@ -195,12 +210,10 @@ class Run:
         for recorder in self.recorders:
             if hasattr(recorder, "attach"):
                 recorder.attach(self.model)
-        # the hand-written step where it covers the model exactly (after attach: hooks opt out)
-        self.engine = engine_for(self.model, self.sampler.batch_size) if use_engine else None
-        # the fused step does the update itself (SGD, momentum, Adam): with no recorder reading gradients
-        self._fusable = not any(hasattr(r, "after_backward") for r in self.recorders)
-        # and many fused steps run as one call when nothing needs Python between steps
-        self._chunkable = self._fusable and not any(hasattr(r, name) for r in self.recorders for name in ("on_batch", "after_step"))
+        self.training_hooks = [handle for r in self.recorders if hasattr(r, "watch_training") for handle in r.watch_training(self.model)]
+        self.steps_in_python = any(hasattr(r, hook) for r in self.recorders for hook in PER_STEP_HOOKS)
+        # rollback restores the buffers saved before each step: only the plain step saves them
+        self.accelerate = accelerate and train_cfg.on_nonfinite_loss != "rollback"
         self.step = 0
         self.step_loss: list[float] = []
         self.step_correct: list[float] = []
@@ -219,6 +232,91 @@ class Run:
     def done(self) -> bool:
         return self.step >= self.train_cfg.steps or self.diverged_step is not None
 
+    def advance(self, num_steps: int) -> None:
+        """Train up to ``num_steps`` more steps (fewer if the run ends or diverges),
+        evaluating every ``eval_every`` steps and at the last."""
+        self.model.train()
+        started = time.perf_counter()
+        end = min(self.train_cfg.steps, self.step + num_steps)
+        while self.step < end and self.diverged_step is None:
+            if self._accelerated():
+                self._accelerated_steps(min(end, _next_evaluation(self.step, self.train_cfg)) - self.step)
+            else:
+                self._step()
+            if self.diverged_step is None and _evaluation_due(self.step, self.train_cfg):
+                self._evaluate()
+        self.seconds += time.perf_counter() - started
+
+    def _step(self) -> None:
+        """One training step, the plain way, with every recorder hook in its place."""
+        x, y = self._batch()
+        for recorder in self.recorders:
+            if hasattr(recorder, "on_batch"):  # probes re-run this batch between steps
+                recorder.on_batch(self.step + 1, x, y)
+        rollback = self.train_cfg.on_nonfinite_loss == "rollback"
+        buffers_before = [b.detach().clone() for b in self.model.buffers()] if rollback else None
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        correct = (logits.detach().argmax(dim=1) == y).float().mean().reshape(1)
+        if not math.isfinite(loss.item()):  # no update: the divergence policy decides (_record)
+            self._record(loss.detach().reshape(1), correct, buffers_before)
+            return
+        loss.backward()
+        for recorder in self.recorders:
+            if hasattr(recorder, "after_backward"):
+                recorder.after_backward(self.step + 1, self.model)
+        self.optimizer.step()
+        self._record(loss.detach().reshape(1), correct)
+        for recorder in self.recorders:
+            if hasattr(recorder, "after_step"):
+                recorder.after_step(self.step, self.model)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = self.sampler.next_indices()
+        return self.train_x[indices], self.train_y[indices]
+
+    def _accelerated(self) -> bool:
+        return self.accelerate and not self.steps_in_python and engine.can_run(self.model, self.optimizer, self.sampler.batch_size)
+
+    def _accelerated_steps(self, steps: int) -> None:
+        """Up to ``steps`` steps in one accelerator call, on batches gathered at once (it stops
+        early after a loss that is not finite)."""
+        steps = max(1, min(steps, CHUNK_EXAMPLES // self.sampler.batch_size))
+        sampler_state = self.sampler.state()
+        rows = torch.cat([self.sampler.next_indices() for _ in range(steps)])
+        x, y = self.train_x[rows], self.train_y[rows]
+        losses, correct = engine.steps(self.model, self.optimizer, x.view(steps, -1, *x.shape[1:]), y.view(steps, -1))
+        if len(losses) < steps:  # it stopped early: the batches it did not use are the next steps'
+            self.sampler.restore(sampler_state)
+            for _ in range(len(losses)):
+                self.sampler.next_indices()
+        self._record(losses, correct)
+
+    def _record(self, losses: torch.Tensor, correct: torch.Tensor, buffers_before: list[torch.Tensor] | None = None) -> None:
+        """The steps just taken: their losses and shares classified right, one per step.
+        Only the last can have a loss that is not finite (both paths stop there, with the
+        weights not updated), and the divergence policy is applied to it here:
+        ``"stop"`` ends the run; ``"skip"`` goes on; ``"rollback"`` also puts back
+        ``buffers_before`` (BN's running statistics before that step's forward)."""
+        loss_values = losses.tolist()
+        self.step += len(loss_values)
+        self.step_loss.extend(loss_values)
+        if math.isfinite(loss_values[-1]):
+            self._pending_correct.append(correct)
+            return
+        self._pending_correct.append(correct[:-1])
+        self._flush_correct()
+        self.step_correct.append(float("nan"))  # a step with a non-finite loss has no accuracy
+        if self.train_cfg.on_nonfinite_loss == "stop":  # a diverged run is a result: keep what was recorded
+            self.diverged_step = self.step
+            return
+        self.skipped_steps.append(self.step)
+        if buffers_before is not None:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers_before):
+                    buffer.copy_(saved)
+
     def _flush_correct(self) -> None:
         if self._pending_correct:
             self.step_correct.extend(torch.cat([c.reshape(-1) for c in self._pending_correct]).tolist())
@@ -234,9 +332,8 @@ class Run:
             for handle in handles:
                 handle.remove()
         since = max(0, len(self.step_loss) - self.train_cfg.eval_every) if self.eval_step else 0
-        recent_loss = self.step_loss[since:]
         self.eval_step.append(self.step)
-        finite_loss = [v for v in recent_loss if math.isfinite(v)]  # skipped steps (NaN) are left out
+        finite_loss = [v for v in self.step_loss[since:] if math.isfinite(v)]  # skipped steps (NaN) are left out
         finite_correct = [v for v in self.step_correct[since:] if math.isfinite(v)]
         self.train_loss.append(float(np.mean(finite_loss)) if finite_loss else float("nan"))
         self.train_acc.append(float(np.mean(finite_correct)) if finite_correct else float("nan"))
@@ -245,99 +342,6 @@ class Run:
         for recorder in self.recorders:
             if hasattr(recorder, "on_eval"):
                 recorder.on_eval(self.step, self.model, activations)
-
-    def advance(self, num_steps: int) -> None:
-        """Train up to ``num_steps`` more steps (fewer if the run ends or diverges)."""
-        model, optimizer, engine = self.model, self.optimizer, self.engine
-        model.train()
-        started = time.perf_counter()
-        end = min(self.train_cfg.steps, self.step + num_steps)
-        while self.step < end and self.diverged_step is None:
-            if self._chunkable and engine is not None and self._advance_fused(min(end, _next_evaluation(self.step, self.train_cfg)) - self.step):
-                if self.diverged_step is None and (self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps):
-                    self._evaluate()
-                continue
-            indices = self.sampler.next_indices()
-            x, y = self.train_x[indices], self.train_y[indices]
-            for recorder in self.recorders:
-                if hasattr(recorder, "on_batch"):  # probes re-run this batch between steps
-                    recorder.on_batch(self.step + 1, x, y)
-            policy = self.train_cfg.on_nonfinite_loss
-            saved_buffers = [b.detach().clone() for b in model.buffers()] if policy == "rollback" else None
-            fused = engine.fused_step(x, y, optimizer) if engine is not None and self._fusable else None
-            python_step = engine is not None and engine.has_python_step
-            if fused is not None:  # forward, backward and update in one call (none if the loss is not finite)
-                loss, correct = fused
-            elif python_step:
-                loss, logits = engine.forward(x, y)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, y)
-            loss_value = loss.item()
-            self.step += 1
-            if not math.isfinite(loss_value) and policy != "stop":
-                self.skipped_steps.append(self.step)
-                if saved_buffers is not None:
-                    with torch.no_grad():
-                        for buffer, saved in zip(model.buffers(), saved_buffers):
-                            buffer.copy_(saved)
-                self.step_loss.append(loss_value)
-                self._flush_correct()
-                self.step_correct.append(float("nan"))
-                if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
-                    self._evaluate()
-                continue
-            if not math.isfinite(loss_value):
-                # A diverged run is a result: keep what was recorded, mark the step.
-                self.diverged_step = self.step
-                self.step_loss.append(loss_value)
-                self._flush_correct()
-                self.step_correct.append(float("nan"))
-                break
-            if fused is None:
-                engine.backward() if python_step else loss.backward()
-                for recorder in self.recorders:
-                    if hasattr(recorder, "after_backward"):
-                        recorder.after_backward(self.step, model)
-                if python_step and self.train_cfg.optimizer == "sgd":
-                    engine.sgd_step(self.train_cfg.lr)
-                else:
-                    optimizer.step()
-            for recorder in self.recorders:
-                if hasattr(recorder, "after_step"):
-                    recorder.after_step(self.step, model)
-            self.step_loss.append(loss_value)
-            self._pending_correct.append(correct if fused is not None else (logits.detach().argmax(dim=1) == y).float().mean())
-            if self.step % self.train_cfg.eval_every == 0 or self.step == self.train_cfg.steps:
-                self._evaluate()
-        self.seconds += time.perf_counter() - started
-
-    def _advance_fused(self, steps: int) -> bool:
-        """``steps`` steps in one engine call (it stops early at a loss that is not finite:
-        the run diverged there). False, with nothing done, where the engine needs the
-        step-by-step path."""
-        if not self.engine.fusable(self.optimizer):
-            return False
-        images, standardise = batch_source(self.train_x)
-        rows = torch.stack([self.sampler.next_indices() for _ in range(steps)])
-        losses = torch.empty(steps, dtype=next(self.model.parameters()).dtype, device=self.device)
-        correct = torch.empty(steps, dtype=torch.float32, device=self.device)
-        policy = self.train_cfg.on_nonfinite_loss
-        taken = self.engine.fused_steps(images, self.train_y, rows, standardise, self.optimizer, losses, correct, policy)
-        loss_values = losses[:taken].tolist()
-        first_step = self.step + 1
-        self.step += taken
-        self.step_loss.extend(loss_values)
-        # as the step-by-step path records them: a step with a non-finite loss has no accuracy
-        nonfinite = [index for index, value in enumerate(loss_values) if not math.isfinite(value)]
-        correct[nonfinite] = float("nan")
-        self._pending_correct.append(correct[:taken])
-        if policy == "stop" and nonfinite:  # only the last step can be: the call stopped there
-            self.diverged_step = self.step
-        else:
-            self.skipped_steps.extend(first_step + index for index in nonfinite)
-        return True
 
     def result(self, final: bool = True) -> TrainResult:
         """The run so far. ``final`` also evaluates the full test set (once, at the end)."""
@@ -372,20 +376,19 @@ class Run:
 
 
 class RunGroup:
-    """Runs that differ only in their seed, trained in lockstep as one stacked model.
+    """Runs that differ only in their seed, trained in lockstep as one model batched over
+    the seeds (:class:`bnviz.stacking.StackedModels`).
 
-    :class:`bnviz.engine.StackedMLPStep` does every run's step in one set of batched
-    matmuls; each run keeps its own batches, evaluations, records and divergence (a run
-    whose loss turns non-finite stops there, with the weights and BN statistics it had,
-    as it would alone). Built by :func:`train_together` for runs that :func:`stack_groups`
-    finds compatible.
+    Each run keeps its own batches, evaluations, records and divergence policy (a run whose
+    loss turns non-finite stops there, with the weights and BN statistics it had, as it
+    would alone). Built by :func:`train_together` for runs that :func:`stack_groups` finds
+    compatible.
     """
 
     def __init__(self, runs: Sequence[Run]):
         self.runs = list(runs)
-        self.engine = StackedMLPStep([run.model for run in self.runs])
+        self.stack = StackedModels([run.model for run in self.runs], self.runs[0].train_cfg.lr)
         self.step = self.runs[0].step
-        self._diverged_buffers: dict[int, list[torch.Tensor]] = {}
         self._shared_data = all(run.train_x is self.runs[0].train_x for run in self.runs)
 
     @property
@@ -393,77 +396,44 @@ class RunGroup:
         return all(run.done for run in self.runs)
 
     def _batches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every run's next batch: (K, B, ...) images and (K, B) labels."""
         indices = [run.sampler.next_indices() for run in self.runs]
-        count, batch = len(indices), len(indices[0])
         if self._shared_data:  # one gather (and one uint8 -> float conversion) for all runs
-            rows = torch.cat(indices)
-            first = self.runs[0]
-            return first.train_x[rows].view(count, batch, *first.train_x.shape[1:]), first.train_y[rows].view(count, batch)
+            first, rows = self.runs[0], torch.cat(indices)
+            x, y = first.train_x[rows], first.train_y[rows]
+            return x.view(len(indices), -1, *x.shape[1:]), y.view(len(indices), -1)
         return torch.stack([run.train_x[i] for run, i in zip(self.runs, indices)]), torch.stack([run.train_y[i] for run, i in zip(self.runs, indices)])
 
     def advance(self, num_steps: int) -> None:
         started = time.perf_counter()
         cfg = self.runs[0].train_cfg
-        for run in self.runs:
-            run.model.train()
         end = min(cfg.steps, self.step + num_steps)
         while self.step < end and not self.done:
-            training = torch.tensor([index not in self._diverged_buffers for index in range(len(self.runs))], device=self.runs[0].device)
-            if self._shared_data:  # up to the next evaluation in one call
-                losses, correct = self._fused_steps(min(end, _next_evaluation(self.step, cfg)) - self.step, training)
-            else:
-                x, y = self._batches()
-                losses, correct = self.engine.fused_sgd_step(x, y, cfg.lr, training)
-                losses, correct = losses.unsqueeze(0), correct.unsqueeze(0)
-            self._record(losses, correct)
-        with torch.no_grad():  # a diverged run's BN buffers as they were when it stopped
-            for index, saved in self._diverged_buffers.items():
-                for buffer, value in zip(self.runs[index].model.buffers(), saved):
-                    buffer.copy_(value)
+            training = [not run.done for run in self.runs]
+            x, y = self._batches()
+            losses, correct = self.stack.step(x, y, torch.tensor(training, device=x.device))
+            self.step += 1
+            for index, run in enumerate(self.runs):
+                if not training[index]:
+                    continue
+                run._record(losses[index : index + 1], correct[index : index + 1])
+                if run.diverged_step is not None:  # it stops here, with the weights and BN statistics it has now
+                    self.stack.write_back(index)
+            if _evaluation_due(self.step, cfg):
+                self._write_back()
+                for run in self.runs:
+                    if run.diverged_step is None:
+                        run._evaluate()
+        self._write_back()  # each run's own model is the stack's slice again between calls
         share = (time.perf_counter() - started) / len(self.runs)
         for run in self.runs:
             run.seconds += share
 
 
-    def _fused_steps(self, steps: int, training: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to ``steps`` steps of every run in one engine call: (losses, correct), (taken, K)
-        each; it stops early at a step where a training run's loss is not finite."""
-        first = self.runs[0]
-        images, standardise = batch_source(first.train_x)
-        sampler_states = [run.sampler.state() for run in self.runs]
-        rows = torch.stack([torch.stack([run.sampler.next_indices() for run in self.runs]) for _ in range(steps)])
-        losses = torch.empty(steps, len(self.runs), dtype=next(first.model.parameters()).dtype, device=first.device)
-        correct = torch.empty(steps, len(self.runs), dtype=torch.float32, device=first.device)
-        taken = self.engine.fused_sgd_steps(images, first.train_y, rows, standardise, first.train_cfg.lr, training, losses, correct)
-        if taken < steps:  # a run diverged: the others go on from the first batch not used
-            for run, state in zip(self.runs, sampler_states):
-                run.sampler.restore(state)
-                for _ in range(taken):
-                    run.sampler.next_indices()
-        return losses[:taken], correct[:taken]
-
-    def _record(self, losses: torch.Tensor, correct: torch.Tensor) -> None:
-        """Each run's share of ``losses``/``correct`` (steps, K) as it would record them alone.
-        Only the last step can hold a newly diverged run: the engine stops there."""
-        cfg = self.runs[0].train_cfg
-        taken = losses.shape[0]
-        loss_columns = losses.t().tolist()
-        self.step += taken
+    def _write_back(self) -> None:
         for index, run in enumerate(self.runs):
-            if index in self._diverged_buffers:
-                continue
-            run.step += taken
-            run.step_loss.extend(loss_columns[index])
-            if math.isfinite(loss_columns[index][-1]):
-                run._pending_correct.append(correct[:, index])
-                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                    run._evaluate()
-            else:  # it stops here, with the weights and BN statistics it has now
-                run._pending_correct.append(correct[: taken - 1, index])
-                run._flush_correct()
-                run.step_correct.append(float("nan"))
-                run.diverged_step = run.step
-                self._diverged_buffers[index] = [b.detach().clone() for b in run.model.buffers()]
+            if run.diverged_step is None:
+                self.stack.write_back(index)
 
 
 def _next_evaluation(step: int, cfg: TrainConfig) -> int:
@@ -471,17 +441,16 @@ def _next_evaluation(step: int, cfg: TrainConfig) -> int:
     return min(cfg.steps, (step // cfg.eval_every + 1) * cfg.eval_every)
 
 
+def _evaluation_due(step: int, cfg: TrainConfig) -> bool:
+    return step % cfg.eval_every == 0 or step == cfg.steps
+
+
 def _stackable(run: Run):
     """The key under which ``run`` can share a :class:`RunGroup` (None: it trains alone)."""
     cfg = run.train_cfg
-    if run.engine is None or cfg.optimizer != "sgd" or cfg.on_nonfinite_loss != "stop" or run.step != 0:
+    if cfg.optimizer != "sgd" or cfg.on_nonfinite_loss == "rollback" or run.step != 0 or run.steps_in_python or not can_stack(run.model):
         return None
-    if any(hasattr(r, name) for r in run.recorders for name in ("on_batch", "after_backward", "after_step")):
-        return None
-    model_key = stack_key(run.model, run.sampler.batch_size)
-    if model_key is None:
-        return None
-    return (model_key, cfg.replace(seed=0), run.train_x.dtype)  # each run still reads its own data
+    return (run.model_cfg, cfg.replace(seed=0), run.train_x.dtype, str(run.device))  # each run still reads its own data
 
 
 def stack_groups(runs: Sequence[Run]) -> list[Run | RunGroup]:
@@ -528,19 +497,29 @@ def training_threads(num_runs: int) -> int:
     return max(1, min(num_runs, cores))
 
 
-def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None, threads: int | None = None, stack: bool = True) -> list[TrainResult]:
+def stacking_pays(runs: Sequence[Run]) -> bool:
+    """Whether seeds trained as one batched model (:class:`RunGroup`) should be faster than
+    separate runs: on a GPU, where one batched kernel costs about what one small one does.
+    Not on the CPU: there the accelerator's separate runs are faster (measured in
+    ``benchmarks/bench_training.py``, part 3)."""
+    return bool(runs) and all(run.device.type == "cuda" for run in runs)
+
+
+def train_together(runs: Sequence[Run], progress: ProgressFn | None = None, chunk: int | None = None, threads: int | None = None, stack: bool | None = None) -> list[TrainResult]:
     """Advance every run a chunk of steps at a time, reporting progress after each chunk.
 
     Interleaving lets a page draw all curves growing side by side; results are
     the same as training each run alone, since runs share no state. Two speed-ups
     change no result beyond float rounding (``tests/test_engine.py``): runs that
     differ only in their seed train as one stacked model (``stack``, see
-    :class:`RunGroup`), and units of work advance on worker threads, one chunk
-    per task, round robin (``threads``, default :func:`training_threads`).
+    :class:`RunGroup`; None: where :func:`stacking_pays`), and units of work advance
+    on worker threads, one chunk per task, round robin (``threads``, default
+    :func:`training_threads`).
     Progress is reported from the calling thread (Streamlit draws only from the
     script's thread), from snapshots taken between a unit's chunks.
     """
     runs = list(runs)
+    stack = stacking_pays(runs) if stack is None else stack
     units = stack_groups(runs) if stack else list(runs)
     members = [unit.runs if isinstance(unit, RunGroup) else [unit] for unit in units]
     total = sum(run.train_cfg.steps for run in runs)

@@ -8,7 +8,7 @@ from bnviz.errors import BnvizError
 from bnviz.experiments import norm_axes, norm_comparison, sequence_norms
 from bnviz.experiments.norm_axes import METHODS, NormAxesConfig, normalize_by_sets, statistic_sets
 from bnviz.models import ModelConfig, build_model
-from bnviz.recorders import SingleInputConsistency
+from bnviz.probes import SingleInputConsistency
 from bnviz.train import TrainConfig, train
 
 SHAPES = {"image": (3, 8, 4, 4), "features": (5, 8), "sequence": (4, 6, 8)}

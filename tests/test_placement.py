@@ -10,8 +10,9 @@ from bnviz.cache import ResultStore
 from bnviz.errors import BnvizError
 from bnviz.experiments.placement import LABELS, T_CRITICAL_95, CellConfig, PlacementConfig, paired_difference, run, verdict
 from bnviz.models import build_model
-from bnviz.recorders import FLAT_SLOPE_FRACTION, NonlinearityInputs, steepest_slope
+from bnviz.recorders import NonlinearityInputs
 from bnviz.train import Run, TrainConfig, evaluate, train_together
+from bnviz.unit_stats import FLAT_SLOPE_FRACTION, steepest_slope
 
 TINY = PlacementConfig(depth=1, width=16, lrs=(0.1,), seeds=2, steps=20, eval_every=10, eval_examples=200)
 

@@ -59,7 +59,7 @@ def test_bn_placement_order():
 def test_column_quantiles_equal_torch_quantile_bit_for_bit(shape):
     """The paper page's percentile recorder sorts with numpy (5x faster); the numbers are
     torch.quantile's, ties and a NaN column included."""
-    from bnviz.recorders import column_quantiles
+    from bnviz.unit_stats import column_quantiles
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))).double()
     x[:, 0] = 1.0

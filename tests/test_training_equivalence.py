@@ -20,14 +20,14 @@ CASES = [(ModelConfig(), torch.float32, "sgd"), (ModelConfig(norm="batch"), torc
 
 @pytest.mark.parametrize("model_cfg, dtype, optimizer", CASES, ids=["no BN", "BN", "BN after relu (float64)", "LayerNorm, Adam"])
 def test_loop_and_trainer_give_the_same_losses(mnist, model_cfg, dtype, optimizer):
-    """bnviz trains through its hand-written step (bnviz.engine) here. The ReLU net with BN
+    """bnviz trains through its accelerator (bnviz.engine) here. The ReLU net with BN
     after the activation is compared in float64: it is chaotic at lr 0.1, so float32
     rounding alone (the same sums in another order) grows to 1e-2 within ~35 steps."""
     seed = 3
     lr = 0.001 if optimizer == "adam" else 0.1
     train_cfg = TrainConfig(steps=STEPS, batch_size=60, lr=lr, optimizer=optimizer, seed=seed, eval_every=100, eval_examples=500)
     run = Run(model_cfg, train_cfg, mnist)
-    assert run.engine is not None
+    assert run._accelerated()
     if dtype == torch.float64:
         in_float64(run)
     engine = train_together([run])[0].step_loss

@@ -33,7 +33,7 @@ import numpy as np
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
-from ..recorders import BesselProbe
+from ..probes import BesselProbe
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from . import Experiment
 

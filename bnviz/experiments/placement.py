@@ -25,8 +25,9 @@ from ..cache import ResultStore
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, ModelConfig
-from ..recorders import NonlinearityInputs, is_flat
+from ..recorders import NonlinearityInputs
 from ..train import OPTIMIZERS, PAPER_BATCH_SIZE, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
+from ..unit_stats import is_flat
 from . import Experiment
 
 LABELS = ("no BN", "BN before", "BN after")
@@ -166,7 +167,7 @@ class PlacementResult:
         return self.runs[0].records["act_input_hist_edges"]
 
     def flat_at(self, x: np.ndarray) -> np.ndarray:
-        """Whether the activation is flat (saturated or inactive) at each x: :func:`bnviz.recorders.is_flat`."""
+        """Whether the activation is flat (saturated or inactive) at each x: :func:`bnviz.unit_stats.is_flat`."""
         return is_flat(ACTIVATIONS[self.config.activation](), torch.as_tensor(x, dtype=torch.float64)).numpy()
 
 

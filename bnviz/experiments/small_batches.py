@@ -21,7 +21,7 @@ import numpy as np
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig, model_label
-from ..recorders import TrainEvalMismatch
+from ..probes import TrainEvalMismatch
 from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
 from . import Experiment, train_in_waves
