@@ -28,6 +28,13 @@ def result_store() -> ResultStore:
     return ResultStore()
 
 
+def show_store_notice(store: ResultStore) -> None:
+    """The store's one notice (a cache folder it cannot use: results in memory only), once per session."""
+    if store.notice and not st.session_state.get("bnviz_store_notice_shown"):
+        st.session_state["bnviz_store_notice_shown"] = True
+        st.warning(store.notice)
+
+
 # glibc's malloc gives each new thread (training runs on worker threads) its own arena and
 # keeps what a computation freed for reuse: the server's resident memory then only grows.
 # Two arenas, and handing freed pages back after each computation, keep it near what is in
@@ -70,6 +77,7 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
     clear message and stops the page; it never becomes a traceback.
     """
     store = result_store()
+    show_store_notice(store)
     try:
         cached = store.get(name, config)
         if cached is not None:

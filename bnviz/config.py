@@ -3,20 +3,45 @@
 Every experiment takes one frozen dataclass. ``__post_init__`` validates at
 the boundary (scikit-learn style) and raises :class:`BnvizError` with a
 message that says what to change; everything below trusts the config.
+
+Before a config's own ``__post_init__`` runs, :func:`check_numbers` holds every
+config to the rules no field may break, so a new field cannot open the holes
+a hostile URL or ``--set`` finds: every number finite (no NaN, no infinity),
+every integer within +-2**31 - 1, and every seed (a field called ``seed`` or
+``*_seed``) between 0 and 2**32 - 1, what numpy and torch both accept.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any
 
 from .errors import BnvizError
 
+MAX_INTEGER = 2**31 - 1  # no count, size or step number in bnviz comes near it
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
+
 
 class Config:
-    """Mixin for frozen config dataclasses: copy with changes, JSON in and out."""
+    """Mixin for frozen config dataclasses: copy with changes, JSON in and out.
+
+    A subclass's ``__post_init__`` runs after :func:`check_numbers` (wrapped here).
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own_checks = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self):
+            check_numbers(self)
+            if own_checks is not None:
+                own_checks(self)
+
+        __post_init__.__doc__ = own_checks.__doc__ if own_checks is not None else None
+        cls.__post_init__ = __post_init__
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -89,7 +114,11 @@ def _coerce(value, hint, name):
         if value not in args:
             raise BnvizError(f"{name} must be one of {', '.join(map(str, args))}; got {value!r}.")
         return value
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            first = dataclasses.fields(hint)[0].name
+            example = json.dumps({first: hint().to_dict()[first]})
+            raise BnvizError(f"{name} must be a JSON object of {hint.__name__} settings, e.g. {name}={example}; got {value!r}.")
         return hint.from_dict(value)
     try:
         if hint is bool:
@@ -101,16 +130,44 @@ def _coerce(value, hint, name):
                 raise ValueError(value)
             return bool(value)
         if hint is int:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(value)
+            return int(value)  # OverflowError for an infinite float
         if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if hint is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError) as exc:
-        raise BnvizError(f"{name} must be a {hint.__name__}; got {value!r}.") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BnvizError(f"{name} must be {TYPE_WORDS.get(hint, hint.__name__)}; got {value!r}.") from exc
     return value
+
+
+TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def check_numbers(config) -> None:
+    """The rules every config obeys (see the module docstring), tuples' elements included."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if isinstance(number, float) and not math.isfinite(number):
+                raise BnvizError(f"{field.name} must be a finite number; got {number}.")
+            if field.name == "seed" or field.name.endswith("_seed"):
+                if not (isinstance(number, int) and 0 <= number <= MAX_SEED):
+                    raise BnvizError(f"{field.name} must be a whole number between 0 and {MAX_SEED:,}; got {_shown(number)}.")
+            elif isinstance(number, int) and abs(number) > MAX_INTEGER:
+                raise BnvizError(f"{field.name} must be between {-MAX_INTEGER:,} and {MAX_INTEGER:,} (and its own range, far smaller); got {_shown(number)}.")
+
+
+def _shown(number: int | float) -> str:
+    """A number as a message quotes it: 1e+30, not 31 digits."""
+    return f"{number:.3g}" if abs(number) >= 1e9 else repr(number)
 
 
 def check(condition: bool, message: str) -> None:

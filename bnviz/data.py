@@ -1,10 +1,18 @@
 """MNIST, offline, as whole tensors on one device; batches are drawn by index.
 
 The repo ships the verified MNIST copy in ``data/mnist`` (see its README for
-provenance, license and checksums). torchvision's ``MNIST`` reads the raw,
-uncompressed IDX files from ``<root>/MNIST/raw``; we decompress the shipped
-``.gz`` files there once, check their md5 sums, and never download unless the
-caller explicitly allows it as a fallback.
+provenance, license and checksums). :func:`read_idx` decompresses a shipped
+``.gz`` IDX file in memory and checks it whole (the gzip CRC, the size its
+header implies, and the published md5 of the uncompressed file); nothing is
+downloaded unless the caller explicitly allows it as a fallback. The tensors
+are then kept in ``<cache>/mnist/mnist-uint8.pt`` with a CRC-32 per tensor, so
+a later process loads them in tens of milliseconds; a damaged or truncated
+tensor file is logged and rebuilt from the gzips, and a cache folder that
+cannot be written only costs that speed-up.
+
+Every fault gives one :class:`BnvizError` that says what to do (the page shows
+it, the CLI prints it and exits 2): a missing, truncated or corrupt gzip, a
+missing ``data/mnist`` folder, a download that cannot reach its host.
 
 Images are scaled to [0, 1] and standardised with the training set's pixel
 mean 0.1307 and std 0.3081, the values every MNIST example uses. The 60,000
@@ -14,19 +22,27 @@ float32 numbers, bit for bit, as a slice of the whole set standardised at once.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import logging
 import math
 import os
-import shutil
+import pickle
+import struct
+import tempfile
 import threading
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from .errors import BnvizError
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MNIST_DIR = REPO_ROOT / "data" / "mnist"
@@ -58,33 +74,83 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_raw_mnist(root: Path | None = None, source: Path = SHIPPED_MNIST_DIR) -> Path:
-    """Decompress the shipped MNIST files into ``root/MNIST/raw`` and verify them.
+RESTORE_HINT = "restore the shipped copy with `git checkout -- data/mnist` (or use a fresh clone of the repository)"
+# IDX (LeCun et al.): a big-endian magic number (0x0803 images, 0x0801 labels), the sizes, then uint8 data
+IDX_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
+IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # by number of dimensions
+GZIP_ERRORS = (OSError, EOFError, zlib.error)  # BadGzipFile (bad CRC, header) is an OSError; a cut stream an EOFError
 
-    Returns ``root`` (what ``torchvision.datasets.MNIST`` takes). Raises
-    ``BnvizError`` with one clear message when a file is missing or corrupt.
+
+def read_idx(compressed: Path, name: str) -> bytearray:
+    """The uncompressed IDX file ``name`` from ``compressed`` (.gz), verified whole.
+
+    Raises :class:`BnvizError` (one sentence with the fix) when the file is
+    missing, truncated, not gzip, fails gzip's CRC, has the wrong size or header,
+    or its md5 differs from the published one (``MNIST_MD5``).
+    """
+    shape = IDX_SHAPES[name]
+    header = struct.pack(f">I{len(shape)}I", IDX_MAGIC[len(shape)], *shape)
+    buffer = bytearray(len(header) + math.prod(shape))
+    if not compressed.is_file():
+        raise BnvizError(f"MNIST file {compressed} is missing. bnviz ships MNIST in data/mnist/: {RESTORE_HINT}.")
+    try:
+        with gzip.open(compressed, "rb") as source:
+            size = source.readinto(buffer)
+            trailing = source.read(1)  # reading to the end is what checks gzip's CRC and length
+    except GZIP_ERRORS as exc:
+        raise BnvizError(f"MNIST file {compressed} is damaged ({exc}); {RESTORE_HINT}.") from None
+    if size != len(buffer) or trailing or not buffer.startswith(header):
+        raise BnvizError(f"MNIST file {compressed} is damaged (not the {name} of {len(buffer):,} bytes it should hold); {RESTORE_HINT}.")
+    if hashlib.md5(buffer).hexdigest() != MNIST_MD5[name]:
+        raise BnvizError(f"MNIST file {compressed} is damaged (md5 mismatch); {RESTORE_HINT}.")
+    return buffer
+
+
+def idx_tensor(buffer: bytearray, name: str) -> torch.Tensor:
+    """A verified IDX buffer as torchvision's MNIST gives it: images uint8 (N, 28, 28), labels int64 (N,)."""
+    shape = IDX_SHAPES[name]
+    values = torch.frombuffer(buffer, dtype=torch.uint8, offset=4 * (len(shape) + 1)).view(shape)
+    return values if len(shape) == 3 else values.to(torch.int64)
+
+
+def prepare_raw_mnist(root: Path | None = None, source: Path = SHIPPED_MNIST_DIR) -> Path:
+    """Decompress the shipped MNIST files into ``root/MNIST/raw`` (torchvision's layout), verified.
+
+    Returns ``root``. bnviz itself reads the gzips directly (:func:`read_idx`);
+    this is for tools that want the raw files. Raises ``BnvizError`` with one
+    clear message when a file is missing or corrupt, or the folder cannot be written.
     """
     root = Path(root) if root is not None else cache_dir() / "mnist"
     raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, expected_md5 in MNIST_MD5.items():
+    for name in MNIST_MD5:
         target = raw / name
-        if target.exists() and _md5(target) == expected_md5:
+        if target.exists() and _md5(target) == MNIST_MD5[name]:
             continue
-        compressed = source / f"{name}.gz"
-        if not compressed.exists():
-            raise BnvizError(
-                f"MNIST file {compressed} is missing. bnviz ships MNIST in data/mnist/; "
-                "restore it from a clean clone of the repository."
-            )
-        partial = target.with_suffix(".partial")
-        with gzip.open(compressed, "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        if _md5(partial) != expected_md5:
-            partial.unlink()
-            raise BnvizError(f"MNIST file {compressed} is corrupt (md5 mismatch); restore it from the repository.")
-        os.replace(partial, target)  # atomic: a concurrent reader never sees half a file
+        buffer = read_idx(source / f"{name}.gz", name)
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            _write_atomically(target, lambda handle: handle.write(buffer))
+        except OSError as exc:
+            raise BnvizError(f"Cannot write the decompressed MNIST to {raw} ({exc.strerror}); set BNVIZ_CACHE_DIR to a writable folder.") from None
     return root
+
+
+def _write_atomically(target: Path, write: Callable[[Any], Any]) -> None:
+    """Write through a private temporary file, then rename: a reader never sees half a file."""
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def _standardise(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -219,38 +285,92 @@ def load_mnist(device: str = "cpu", allow_download: bool = False) -> MNIST:
     )
 
 
-def _load_raw_tensors(allow_download: bool) -> dict[str, torch.Tensor]:
-    """The uint8 images and labels, via torchvision once, then from a verified tensor file.
+TENSOR_NAMES = {  # the snapshot's keys -> IDX files
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# what torch.load raises for a cut or scrambled file (a zip reader error is a RuntimeError)
+SNAPSHOT_READ_ERRORS = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
 
-    torchvision parses the IDX files in about 3 s on a slow CPU; the tensor
-    file (written atomically, re-checked against the label counts) loads in
-    a few tens of milliseconds, which is what keeps a cold page quick.
+
+def _crc32(tensor: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes: catches a truncated or zeroed tensor file (not tampering, which
+    ``weights_only`` loading makes harmless), at about 1 GB/s."""
+    return zlib.crc32(tensor.contiguous().view(torch.uint8).numpy())
+
+
+def _load_raw_tensors(allow_download: bool) -> dict[str, torch.Tensor]:
+    """The uint8 images and labels: from the tensor snapshot when it is intact, else from the gzips.
+
+    Decompressing and checking the gzips takes about a second on a slow CPU; the
+    snapshot (written atomically, each tensor's CRC-32 inside) loads in a few tens
+    of milliseconds, which is what keeps a cold page quick.
     """
     snapshot = cache_dir() / "mnist" / "mnist-uint8.pt"
-    if snapshot.exists():
-        tensors = torch.load(snapshot, weights_only=True)
-        if tensors.get("train_labels") is not None and len(tensors["train_labels"]) == 60000 and len(tensors["test_labels"]) == 10000:
-            return tensors
-    from torchvision.datasets import MNIST as TorchvisionMNIST
-
+    tensors = _read_snapshot(snapshot)
+    if tensors is not None:
+        return tensors
+    tensors = _read_shipped(allow_download)
     try:
-        root = prepare_raw_mnist()
-    except BnvizError:
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        crc = {key: _crc32(value) for key, value in tensors.items()}
+        _write_atomically(snapshot, lambda handle: torch.save({**tensors, "crc32": crc}, handle))
+    except OSError as exc:  # a read-only checkout or a full disk: slower next time, still correct
+        log.warning("MNIST tensor snapshot %s not written (%s); the next process decompresses the gzips again", snapshot, exc)
+    return tensors
+
+
+def _read_snapshot(snapshot: Path) -> dict[str, torch.Tensor] | None:
+    """The snapshot's tensors if it exists and every check passes; a damaged one is logged and removed."""
+    if not snapshot.exists():
+        return None
+    problem = None
+    try:
+        stored = torch.load(snapshot, weights_only=True)
+    except SNAPSHOT_READ_ERRORS as exc:
+        problem = f"unreadable: {type(exc).__name__}: {str(exc)[:120]}"
+    else:
+        problem = _snapshot_problem(stored)
+    if problem is None:
+        return {key: stored[key] for key in TENSOR_NAMES}
+    log.warning("MNIST tensor snapshot %s is damaged (%s): rebuilding it from data/mnist", snapshot, problem)
+    with contextlib.suppress(OSError):
+        snapshot.unlink()
+    return None
+
+
+def _snapshot_problem(stored) -> str | None:
+    if not isinstance(stored, dict) or not isinstance(stored.get("crc32"), dict):
+        return "not a bnviz MNIST snapshot (or one from before checksums)"
+    for key, name in TENSOR_NAMES.items():
+        tensor, shape = stored.get(key), IDX_SHAPES[name]
+        dtype = torch.uint8 if len(shape) == 3 else torch.int64
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            return f"{key} is not a {dtype} tensor of shape {shape}"
+        if _crc32(tensor) != stored["crc32"].get(key):
+            return f"{key} fails its CRC-32"
+    return None
+
+
+def _read_shipped(allow_download: bool) -> dict[str, torch.Tensor]:
+    """The tensors from data/mnist, or (only if allowed) from a download when it is missing or damaged."""
+    try:
+        return {key: idx_tensor(read_idx(SHIPPED_MNIST_DIR / f"{name}.gz", name), name) for key, name in TENSOR_NAMES.items()}
+    except BnvizError as shipped_problem:
         if not allow_download:
             raise
+        from torchvision.datasets import MNIST as TorchvisionMNIST
+
         root = cache_dir() / "mnist"
         try:
             TorchvisionMNIST(root, train=True, download=True)
             TorchvisionMNIST(root, train=False, download=True)
-        except (OSError, RuntimeError) as exc:  # network errors surface as these
-            raise BnvizError(f"MNIST is not in the repository and could not be downloaded: {exc}") from exc
-    train = TorchvisionMNIST(str(root), train=True, download=False)
-    test = TorchvisionMNIST(str(root), train=False, download=False)
-    tensors = {"train_images": train.data, "train_labels": train.targets, "test_images": test.data, "test_labels": test.targets}
-    partial = snapshot.with_suffix(f".{os.getpid()}.partial")
-    torch.save(tensors, partial)
-    os.replace(partial, snapshot)
-    return tensors
+        except (OSError, RuntimeError) as exc:  # no network surfaces as these (URLError is an OSError)
+            raise BnvizError(f"{shipped_problem} A download was tried and failed ({exc}): {RESTORE_HINT}, or connect to the internet.") from None
+        raw = root / "MNIST" / "raw"
+        return {key: idx_tensor(read_idx(raw / f"{name}.gz", name), name) for key, name in TENSOR_NAMES.items()}
 
 
 def class_subset(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...] | None):

@@ -88,6 +88,7 @@ class ModelConfig(Config):
         check(2 <= self.ghost_batch_size <= 4096, "The ghost (virtual) batch size must be between 2 and 4096.")
         if self.norm in ("batch_renorm", "ghost_batch"):
             check(self.arch != "rnn", "Batch Renorm and ghost BN are built for the MLP and the CNN.")
+        check(1 <= self.groups <= 4096, "GroupNorm's groups must be between 1 and 4,096.")
         if self.norm == "group":
             check(all(w % self.groups == 0 for w in self.hidden), f"Every width must divide into {self.groups} groups.")
         if self.arch == "rnn":

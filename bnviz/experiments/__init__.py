@@ -72,9 +72,10 @@ def all_experiments() -> dict[str, Experiment]:
 
 def get_experiment(name: str) -> Experiment:
     """The experiment called ``name``; tries the module of that name first, so a page
-    imports only its own experiment, not every other page's."""
+    imports only its own experiment, not every other page's. A name that is not a
+    Python identifier (``../etc/passwd``) is never imported, only looked up."""
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{name}") if name.isidentifier() else None
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
             raise

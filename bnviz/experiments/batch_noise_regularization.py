@@ -42,6 +42,8 @@ class RegularizationConfig(Config):
         check(100 <= self.train_examples <= 60_000, "train_examples must be between 100 and 60,000.")
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
         check(1 <= self.num_seeds <= 10, "num_seeds must be between 1 and 10.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.runs()
 
     def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation)

@@ -87,6 +87,8 @@ class ShiftConfig(Config):
         check(self.corrupted_examples < self.train_examples, "Keep at least one clean training image.")
         check(10 <= self.steps <= 10_000, "steps must be between 10 and 10,000.")
         check(100 <= self.test_examples <= 10_000, "Test examples must be between 100 and 10,000.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.train_config()
 
     def model(self, norm: str = "batch") -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm=norm, placement=self.placement, bn_eps=self.eps)

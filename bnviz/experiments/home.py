@@ -30,6 +30,8 @@ class HomeConfig(Config):
     def __post_init__(self):
         check(1 <= len(self.hidden) <= 6, "Choose 1 to 6 hidden layers.")
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.models(), self.train_config()
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation)

@@ -60,6 +60,9 @@ class NormComparisonConfig(Config):
         check(1 <= len(self.batch_sizes) <= 10 and all(2 <= b <= 512 for b in self.batch_sizes), "Choose 1 to 10 batch sizes between 2 and 512 (BN cannot train on 1).")
         check(1 <= self.seeds <= 5, "Choose 1 to 5 seeds.")
         check(10 <= self.steps <= 5000, "steps must be between 10 and 5,000.")
+        check(1 <= self.groups <= min(HIDDEN[self.arch]), f"groups must be between 1 and {min(HIDDEN[self.arch])} (the narrowest layer).")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.train_config(self.batch_sizes[0], 0), [self.model(norm) for norm in self.norms]
 
     def model(self, norm: str) -> ModelConfig:
         return ModelConfig(arch=self.arch, hidden=HIDDEN[self.arch], activation="relu", norm=norm, groups=self.groups)

@@ -66,6 +66,8 @@ class PreciseBNConfig(Config):
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
         check(self.sample_counts and all(self.batch_size <= n <= 60_000 for n in self.sample_counts), "Sample counts must be between one batch and 60,000.")
         check(1 <= self.draws <= 10, "Draws per sample count: 1 to 10.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.model_config()
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)

@@ -50,6 +50,8 @@ class SequenceNormsConfig(Config):
         check(10 <= self.steps <= 5000, "steps must be between 10 and 5,000.")
         check(2 <= self.batch_size <= 512, "batch size must be between 2 and 512 (BN cannot train on 1).")
         check(1 <= len(self.extra_rows) <= 8 and all(0 <= k <= 112 for k in self.extra_rows), "extra_rows: up to 8 counts of 0 to 112 rows.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.models(), self.train_config()
 
     def models(self) -> list[ModelConfig]:
         return [ModelConfig(arch="rnn", hidden=(self.hidden,), activation="tanh", norm=norm) for norm in SEQUENCE_NORMS]

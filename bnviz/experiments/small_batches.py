@@ -59,6 +59,7 @@ class SmallBatchesConfig(Config):
         check(1 <= self.seeds <= 5, "Choose 1 to 5 seeds.")
         check(10 <= self.steps <= 5000, "steps must be between 10 and 5,000.")
         check(0.0 < self.lr <= 1.0, "learning rate must be in (0, 1].")
+        check(1 <= self.groups <= 64, "groups (GroupNorm's) must be between 1 and 64.")
         check(8 <= self.width <= 512 and self.width % self.groups == 0, "width must be 8 to 512 and divide into the groups.")
         # r_max, d_max, ghost_batch_size are checked by ModelConfig
         self.model("batch_renorm")

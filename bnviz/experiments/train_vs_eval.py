@@ -69,6 +69,8 @@ class TrainVsEvalConfig(Config):
         check(2 <= self.probe_batches <= 1000, "probe_batches must be between 2 and 1,000.")
         check(all(2 <= b <= 10_000 for b in self.train_mode_batch_sizes), "train-mode batch sizes must be between 2 and 10,000.")
         check(1 <= self.recalibration_batches <= 5000, "recalibration_batches must be between 1 and 5,000.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.model_config(), self.train_config()
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)

@@ -46,6 +46,8 @@ class NoisyBNConfig(Config):
         check(self.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}.")
         check(20 <= self.steps <= 20_000, "steps must be between 20 and 20,000.")
         check(0.0 <= self.noise_strength <= 5.0, "noise strength must be between 0 and 5.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.models(), self.train_config()
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation, noise_strength=self.noise_strength)

@@ -51,6 +51,8 @@ class ProbesConfig(Config):
         check(20 <= self.steps <= 20_000, "steps must be between 20 and 20,000.")
         check(1 <= self.probe_every <= self.steps, "probe every 1 step up to once per run.")
         check(self.max_multiplier in STEP_MULTIPLIERS[1:], f"max_multiplier must be one of {', '.join(map(str, STEP_MULTIPLIERS[1:]))}.")
+        # the built configs check what they hold: widths, batch size, learning rate, eval_every
+        self.models(), self.train_config()
 
     @property
     def multipliers(self) -> tuple[float, ...]:
