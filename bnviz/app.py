@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -141,6 +142,28 @@ def _one_of(options: Sequence) -> Callable[[str], Any]:
     return parse
 
 
+SHOWN_CHARACTERS = 40  # of a link's value quoted in a note: enough to recognise it, never a wall of text
+NOTE_CHARACTERS = 200  # of a whole note
+# The ASCII punctuation markdown (CommonMark, GFM, Streamlit's :emoji:, :color[...] and $math$)
+# gives a meaning; , ; = ? ' " % / have none inline and stay as they are, so notes read normally.
+MARKDOWN_PUNCTUATION = re.compile(r"([!#$&()*+\-.:<>@\[\\\]^_`{|}~])")
+
+
+def shown_value(raw: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """A link's value as a note quotes it: control characters written as escapes, at most
+    ``limit`` characters (then "…")."""
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in raw)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def plain_text(text: str) -> str:
+    """``text`` as markdown that renders as exactly that text: every punctuation character
+    with a markdown meaning backslash-escaped (CommonMark lets any ASCII punctuation be), so
+    no link, image, emphasis, HTML, math, emoji shortcode or bare URL (GFM's autolinks need
+    an unescaped "://", "www." or "@") can form."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
 class Controls:
     """Bounded widgets mirrored in the URL.
 
@@ -169,8 +192,8 @@ class Controls:
             if raw is not None:
                 try:
                     value = parse(raw)
-                except (ValueError, TypeError):
-                    self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {default}.")
+                except (ValueError, TypeError, OverflowError):  # any text a link can hold: "inf", "1e999", 10,000 characters
+                    self.notes.append(f"Ignored the link's value “{shown_value(raw)}” for “{key}”; using {default}.")
             st.session_state[session_key] = value
         return session_key
 
@@ -182,7 +205,7 @@ class Controls:
     def _clamp(self, key, value, low, high):
         if value < low or value > high:
             clamped = min(max(value, low), high)
-            self.notes.append(f"The link asked for {key}={value}, outside [{low}, {high}]; using {clamped}.")
+            self.notes.append(f"The link asked for {key}={shown_value(f'{value:g}')}, outside [{low}, {high}]; using {clamped}.")
             return clamped
         return value
 
@@ -190,10 +213,11 @@ class Controls:
         number = int if isinstance(default, int) and not isinstance(default, bool) else float
 
         def parse(raw):
-            value = number(float(raw))
+            # Clamp as a float first: int(float("1e308")) is a 309-digit integer, int(float("inf")) raises.
+            value = float(raw)
             if not math.isfinite(value):
                 raise ValueError(raw)
-            return self._clamp(key, value, min_value, max_value)
+            return number(self._clamp(key, value, min_value, max_value))
 
         session_key = self._seed(key, parse, default)
         value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=help, **kwargs)
@@ -266,8 +290,12 @@ class Controls:
             st.session_state[session_key] = default
 
     def show_notes(self) -> None:
+        """Each note once, as plain text: a note quotes the link, and ``st.info`` renders
+        markdown, so a link could otherwise put its own links, images or markup in a bnviz box."""
         for note in dict.fromkeys(self.notes):
-            st.info(note)
+            if len(note) > NOTE_CHARACTERS:  # a value quoted whole: keep the start and how the note ends
+                note = note[: NOTE_CHARACTERS - SHOWN_CHARACTERS] + "…" + note[-SHOWN_CHARACTERS:]
+            st.info(plain_text(note), icon=":material/link:")
 
 
 # The charts drawn in this script run, per session, for downloads() to offer as PNG/SVG
