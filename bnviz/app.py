@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any, Callable, Sequence
 
+import altair as alt
 import streamlit as st
 
 from .cache import ResultStore
@@ -391,7 +392,11 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         for index, (_, chart) in enumerate(offered, start=1):
             title = _chart_title(chart, index)
             slug = _slug(title)[:60] or f"chart-{index}"
-            spec = chart.to_dict()
+            try:
+                spec = chart.to_dict()
+            except alt.MaxRowsError:  # the charts module thins long curves (charts.thin_rows); a chart it missed is not offered
+                st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
+                continue
             png, svg = st.columns(2)
             png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"download.{name}.{slug}.{index}.png", on_click="ignore")
             svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")
