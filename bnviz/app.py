@@ -106,6 +106,25 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
         st.stop()
 
 
+def page_config(base, **changes):
+    """``base.replace(**changes)``: the config the page's controls ask for. One the core refuses
+    (a combination over the per-view budget, ``bnviz.budget``) shows its message and stops the
+    page there: never a traceback."""
+    try:
+        return base.replace(**changes)
+    except BnvizError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def budget_help(what: str) -> str:
+    """A control's help line on the per-view budget: ``what`` multiplies into the work."""
+    from .budget import VIEW_COST_LIMIT
+
+    return (f"One view trains at most {VIEW_COST_LIMIT:,} reference steps (steps of the paper's MLP on a batch of 60, about five "
+            f"minutes of a CPU core): {what}. Heavier runs: `python -m bnviz run NAME --allow-heavy`.")
+
+
 def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:
     """Empty chart slots and the ``draw(runs)`` that fills them: one training-curve chart
     per ``(container, metric, title)``. Pass ``draw`` as :func:`run_experiment`'s ``live``

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -30,6 +31,11 @@ class HomeConfig(Config):
     def __post_init__(self):
         check(1 <= len(self.hidden) <= 6, "Choose 1 to 6 hidden layers.")
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation)

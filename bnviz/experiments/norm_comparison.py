@@ -18,6 +18,7 @@ from functools import partial
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig, model_label
@@ -60,6 +61,11 @@ class NormComparisonConfig(Config):
         check(1 <= len(self.batch_sizes) <= 10 and all(2 <= b <= 512 for b in self.batch_sizes), "Choose 1 to 10 batch sizes between 2 and 512 (BN cannot train on 1).")
         check(1 <= self.seeds <= 5, "Choose 1 to 5 seeds.")
         check(10 <= self.steps <= 5000, "steps must be between 10 and 5,000.")
+        check_view_cost(self, "fewer seeds, batch sizes or steps, or the MLP")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((self.model(norm), self.train_config(size, seed)) for norm in self.norms for size in self.batch_sizes for seed in range(self.seeds))
 
     def model(self, norm: str) -> ModelConfig:
         return ModelConfig(arch=self.arch, hidden=HIDDEN[self.arch], activation="relu", norm=norm, groups=self.groups)

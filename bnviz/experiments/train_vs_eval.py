@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..budget import check_view_cost, training_cost
 from ..bn_stats import batch_norm_layers, forward_independent_batches, recalibrate_batch_norm, training_set_moments
 from ..config import Config, check
 from ..data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, load_mnist
@@ -69,6 +70,12 @@ class TrainVsEvalConfig(Config):
         check(2 <= self.probe_batches <= 1000, "probe_batches must be between 2 and 1,000.")
         check(all(2 <= b <= 10_000 for b in self.train_mode_batch_sizes), "train-mode batch sizes must be between 2 and 10,000.")
         check(1 <= self.recalibration_batches <= 5000, "recalibration_batches must be between 1 and 5,000.")
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        # the probes (batch-mates, recalibration, train-mode accuracy) are forward passes: a small share
+        return training_cost([(self.model_config(), self.train_config())])
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)

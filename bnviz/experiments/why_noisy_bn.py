@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig
@@ -46,6 +47,11 @@ class NoisyBNConfig(Config):
         check(self.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}.")
         check(20 <= self.steps <= 20_000, "steps must be between 20 and 20,000.")
         check(0.0 <= self.noise_strength <= 5.0, "noise strength must be between 0 and 5.")
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation, noise_strength=self.noise_strength)
