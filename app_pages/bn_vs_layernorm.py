@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, budget_help, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
@@ -115,8 +115,10 @@ with st.expander("Settings of the sweep", expanded=False):
     with s3:
         seeds = controls.slider("Seeds", "seeds", 1, 3, defaults_sweep.seeds)
     with s4:
-        steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults_sweep.steps, slider=True)
-sweep_config = defaults_sweep.replace(
+        steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults_sweep.steps, slider=True,
+                                help=budget_help("norms × batch sizes × seeds × steps, larger batches and the CNN weigh more"))
+sweep_config = page_config(
+    defaults_sweep,
     arch=arch, norms=SWEEP_NORMS if arch == "cnn" else defaults_sweep.norms, seeds=seeds, steps=steps,
     batch_sizes=FULL_BATCH_SIZES if sweep == "full" else LIGHT_BATCH_SIZES,
 )
@@ -211,12 +213,13 @@ st.markdown(
 defaults_seq = SequenceNormsConfig()
 q1, q2, q3 = st.columns(3)
 with q1:
-    rnn_steps = controls.select("RNN training steps (batches of 64)", "rnn_steps", [10, 20, 50, 100, 200, 500, 1000], defaults_seq.steps, slider=True)
+    rnn_steps = controls.select("RNN training steps (batches of 64)", "rnn_steps", [10, 20, 50, 100, 200, 500, 1000], defaults_seq.steps, slider=True,
+                                help=budget_help("3 models × steps, a larger state weighs more"))
 with q2:
     rnn_hidden = controls.select("State size", "rnn_hidden", [16, 32, 48, 64, 128], defaults_seq.hidden, slider=True)
 with q3:
     rnn_seed = controls.slider("Seed (RNN)", "rnn_seed", 0, 4, defaults_seq.seed)
-seq_config = defaults_seq.replace(steps=rnn_steps, hidden=rnn_hidden, seed=rnn_seed, eval_every=max(rnn_steps // 10, 5))
+seq_config = page_config(defaults_seq, steps=rnn_steps, hidden=rnn_hidden, seed=rnn_seed, eval_every=max(rnn_steps // 10, 5))
 seq_metrics = st.container()
 left, right = st.columns(2)
 draw = curve_panels([(left, "test_acc", f"Test accuracy ({EVAL_EXAMPLES:,} test digits)"), (right, "train_loss", "Training loss")], total_steps=seq_config.steps)

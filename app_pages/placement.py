@@ -1,7 +1,7 @@
 """Before or after the nonlinearity: where to put BN, measured instead of argued."""
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, budget_help, device_caption, draw_chart, downloads, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts.placement import band_chart, band_records, histogram_chart, layer_chart, layer_records, sweep_chart, sweep_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.placement import LABELS, LR_LADDER, PLACEMENT_ACTIVATIONS, PlacementConfig, paired_difference, verdict
@@ -40,10 +40,11 @@ with st.expander("Settings of the experiment", expanded=False):
         batch_size = controls.select("Batch size", "batch", [16, 32, 60, 128, 256], defaults.batch_size)
     with c4:
         seeds = controls.slider("Seeds", "seeds", 2, 10, defaults.seeds, help="Each seed trains all three models from the same initial weights on the same batches.")
-        steps = controls.slider("Training steps", "steps", 50, 3000, defaults.steps, step=50, help="Batches per run. Each run evaluates on 1,000 test images every tenth of its steps.")
+        steps = controls.slider("Training steps", "steps", 50, 3000, defaults.steps, step=50, help="Batches per run. Each run evaluates on 1,000 test images every tenth of its steps. "
+                             + budget_help("learning rates × seeds × 3 models × steps, wider and deeper layers and larger batches weigh more"))
 controls.show_notes()
 lrs = tuple(lr for lr in LR_LADDER if low <= lr <= high)
-config = defaults.replace(activation=activation, optimizer=optimizer, depth=depth, width=width, lrs=lrs, batch_size=batch_size, seeds=seeds, steps=steps, eval_every=max(5, steps // 10))
+config = page_config(defaults, activation=activation, optimizer=optimizer, depth=depth, width=width, lrs=lrs, batch_size=batch_size, seeds=seeds, steps=steps, eval_every=max(5, steps // 10))
 act_name = ACTIVATION_NAMES[activation]
 
 left, right = st.columns(2)

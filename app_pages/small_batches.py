@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, budget_help, chart_mark, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_frame, closed_form_frame, closed_form_heatmap, mismatch_chart, schedule_chart, seed_frame, summary_frame
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
 from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
@@ -41,7 +41,8 @@ with st.expander("Settings of the sweep", expanded=False):
                                format_func={"light": ", ".join(map(str, LIGHT_BATCH_SIZES)), "default": ", ".join(map(str, DEFAULT_BATCH_SIZES)), "full": ", ".join(map(str, FULL_BATCH_SIZES))}.get)
         seeds = controls.slider("Seeds", "seeds", 1, 5, defaults.seeds)
     with s2:
-        steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults.steps, slider=True)
+        steps = controls.select("Training steps per run", "steps", [10, 20, 50, 100, 200, 300, 500, 1000], defaults.steps, slider=True,
+                                help=budget_help("6 norms × batch sizes × seeds × steps, larger batches weigh more"))
         ghost = controls.select("Ghost BN: virtual batch size v", "v", [2, 4, 8, 16, 32, 64], defaults.ghost_batch_size, slider=True)
     with s3:
         r_max = controls.select("Batch Renorm: final r_max", "r_max", [1.0, 1.5, 2.0, 3.0, 5.0], defaults.r_max, slider=True,
@@ -49,7 +50,7 @@ with st.expander("Settings of the sweep", expanded=False):
         d_max = controls.select("Batch Renorm: final d_max", "d_max", [0.0, 0.5, 1.0, 2.5, 5.0], defaults.d_max, slider=True,
                                 help="d = (μ_B − μ)/σ is clipped to [−d_max, d_max].")
 batch_sizes = {"light": LIGHT_BATCH_SIZES, "default": DEFAULT_BATCH_SIZES, "full": FULL_BATCH_SIZES}[sizes]
-config = defaults.replace(batch_sizes=batch_sizes, seeds=seeds, steps=steps, ghost_batch_size=ghost, r_max=r_max, d_max=d_max)
+config = page_config(defaults, batch_sizes=batch_sizes, seeds=seeds, steps=steps, ghost_batch_size=ghost, r_max=r_max, d_max=d_max)
 warmup = config.warmup_steps
 d_reached, r_reached = round(warmup * PAPER_D_MAX_REACHED / PAPER_WARMUP_STEPS), round(warmup * PAPER_R_MAX_REACHED / PAPER_WARMUP_STEPS)
 

@@ -13,7 +13,11 @@ empty result store of its own), then:
   uses (``E2E_FAST_QUERY`` in tests/e2e/test_app_in_browser.py), one after
   another in one session, and prints the server's resident memory after each
   page and its peak. ``--defaults`` visits each page's default view instead
-  (minutes: every default computed).
+  (minutes: every default computed). ``--presets`` then opens every classroom
+  preset's link (``bnviz.page_presets``), and ``--maxima`` every page with every
+  URL key at the heaviest value its control allows (a number past every slider's
+  top, so each clamps to its maximum; a combination over the per-view budget is
+  refused by the page). ``--max-minutes`` stops the tour when its time is up.
 
     .venv/bin/python benchmarks/classroom_load.py [--sessions 30] [--query "steps=600"]
     .venv/bin/python benchmarks/classroom_load.py --visit-all [--defaults]
@@ -196,7 +200,38 @@ def classroom(sessions: int, query: str, timeout_s: float) -> int:
     return 0 if (computations == 1 and same and not errors) else 1
 
 
-def visit_all(defaults: bool, timeout_s: float) -> int:
+URL_PATHS = {"home": "", "normalization_math": "normalization-math", "train_vs_eval": "train-vs-eval", "paper_results": "paper-results",
+             "distribution_shift": "distribution-shift", "bn_vs_layernorm": "bn-vs-layernorm", "small_batches": "small-batches", "placement": "placement",
+             "why_bn_works": "why-bn-works"}
+HEAVIEST = "1e308"  # past every numeric control's top: each clamps to its maximum (bnviz.app.Controls)
+
+
+def preset_visits() -> list[tuple[str, str, str]]:
+    """(label, url path, query) of every classroom preset's link."""
+    from urllib.parse import urlencode
+
+    from bnviz.page_presets import DEFAULT_VIEW, PAGE_PRESETS, url_text
+
+    return [(f"preset {name!r}", URL_PATHS[page], urlencode({k: url_text(v) for k, v in query.items()}))
+            for page, presets in PAGE_PRESETS.items() for name, (_experiment, query) in presets.queries().items() if name != DEFAULT_VIEW]
+
+
+def maxima_visits() -> list[tuple[str, str, str]]:
+    """(label, url path, query) of every page at its controls' maxima: every numeric key past its top; the
+    choice keys at their heaviest option (the larger sweeps, the CNN, every section switched on)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_url_fuzz import page_keys
+
+    heavy_choices = {"arch": "cnn", "sweep": "full", "sizes": "full", "reg": "true", "pbrun": "true", "fewrun": "true", "noisy": "true",
+                     "n": "60000", "regn": "5000", "width": "400", "rnn_hidden": "128", "batch": "256", "bs": "256"}
+    visits = []
+    for page, path in URL_PATHS.items():
+        query = {key: heavy_choices.get(key, HEAVIEST) for key in sorted(page_keys(page))}
+        visits.append((f"maxima of {page}", path, "&".join(f"{k}={v}" for k, v in query.items())))
+    return visits
+
+
+def visit_all(defaults: bool, timeout_s: float, presets: bool = False, maxima: bool = False, max_minutes: float = 0.0) -> int:
     results_dir = tempfile.mkdtemp(prefix="bnviz-visit-all-")
     print(f"before: {load()}")
     server, url = start_server(results_dir)
@@ -209,8 +244,15 @@ def visit_all(defaults: bool, timeout_s: float) -> int:
             SUITE.wait_idle(page, timeout_s)
             paths = [path for path, _title in SUITE.nav_links(page)] or [""]
             print(f"server after start and the first home view: {memory_mib(server.pid)['VmRSS']:.0f} MiB resident")
-            for path in paths:
-                query = "" if defaults else SUITE.E2E_FAST_QUERY.get(path, "")
+            visits = [("default view" if defaults else "light view", path, "" if defaults else SUITE.E2E_FAST_QUERY.get(path, "")) for path in paths]
+            visits += preset_visits() if presets else []
+            visits += maxima_visits() if maxima else []
+            tour_ends = time.monotonic() + 60 * max_minutes if max_minutes else float("inf")
+            for label, path, query in visits:
+                if time.monotonic() > tour_ends:
+                    print(f"  time is up ({max_minutes:g} min): stopped before {label}")
+                    failures += 1
+                    break
                 start = time.monotonic()
                 page.goto(f"{url}/{path}" + (f"?{query}" if query else ""))
                 try:
@@ -220,14 +262,16 @@ def visit_all(defaults: bool, timeout_s: float) -> int:
                     status = f"NOT FINISHED ({type(exc).__name__})"
                     failures += 1
                 mem = memory_mib(server.pid)
-                print(f"  /{path or ''}{'?' + query if query else ''}: {status} in {time.monotonic() - start:.1f} s; "
-                      f"server {mem['VmRSS']:.0f} MiB resident")
+                print(f"  {label}: /{path or ''}{'?' + query if query else ''}: {status} in {time.monotonic() - start:.1f} s; "
+                      f"server {mem['VmRSS']:.0f} MiB resident, peak {mem['VmHWM']:.0f} MiB", flush=True)
             browser.close()
         mem = memory_mib(server.pid)
     finally:
         stop_server(server)
     view = "default views" if defaults else "light views (E2E_FAST_QUERY)"
-    print(f"every page visited once ({len(paths)} pages, {view}): server resident memory {describe(mem)}")
+    view += ", then every preset" if presets else ""
+    view += ", then every page at its controls' maxima" if maxima else ""
+    print(f"every page visited ({len(paths)} pages, {view}): server resident memory {describe(mem)}")
     print(f"after: {load()}")
     return 1 if failures else 0
 
@@ -238,6 +282,9 @@ def main() -> int:
     parser.add_argument("--query", default="steps=600&seed=0", help="home-page URL query all sessions open (default: its default view)")
     parser.add_argument("--visit-all", action="store_true", help="visit every page once and report the server's memory")
     parser.add_argument("--defaults", action="store_true", help="with --visit-all: each page's default view, not the light one")
+    parser.add_argument("--presets", action="store_true", help="with --visit-all: then open every classroom preset's link")
+    parser.add_argument("--maxima", action="store_true", help="with --visit-all: then every page at its controls' heaviest values")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="with --visit-all: stop the tour after this many minutes (0: no limit)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sessions (or one page)")
     parser.add_argument("--server-python", default=sys.executable, help="interpreter that runs the app (default: this one)")
     args = parser.parse_args()
@@ -245,7 +292,7 @@ def main() -> int:
     SERVER_PYTHON = args.server_python
     print(f"server: {SERVER_PYTHON} -m streamlit run streamlit_app.py")
     if args.visit_all:
-        return visit_all(args.defaults, args.timeout)
+        return visit_all(args.defaults, args.timeout, args.presets, args.maxima, args.max_minutes)
     return classroom(args.sessions, args.query, args.timeout)
 
 

@@ -76,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--config", type=Path, help="a JSON config file (as the app's download writes)")
     run_parser.add_argument("--json", type=Path, help="write the whole result as JSON here")
     run_parser.add_argument("--no-cache", action="store_true", help="compute even if a stored result exists")
+    run_parser.add_argument("--allow-heavy", action="store_true", help="lift the bound on the work of one view (bnviz.budget), for configs heavier than the app may start")
     pre = commands.add_parser("precompute", help="fill the result cache for every page's default view and presets")
     pre.add_argument("--only", action="append", default=[], help="only these experiments")
     args = parser.parse_args(argv)
+    if getattr(args, "allow_heavy", False):
+        from .budget import allow_heavy
+
+        allow_heavy()
 
     from .train import configure_torch_threads
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from typing import Any, Callable, Sequence
 
+import altair as alt
 import streamlit as st
 
 from .cache import ResultStore
@@ -112,6 +114,25 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
         st.stop()
 
 
+def page_config(base, **changes):
+    """``base.replace(**changes)``: the config the page's controls ask for. One the core refuses
+    (a combination over the per-view budget, ``bnviz.budget``) shows its message and stops the
+    page there: never a traceback."""
+    try:
+        return base.replace(**changes)
+    except BnvizError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def budget_help(what: str) -> str:
+    """A control's help line on the per-view budget: ``what`` multiplies into the work."""
+    from .budget import VIEW_COST_LIMIT
+
+    return (f"One view trains at most {VIEW_COST_LIMIT:,} reference steps (steps of the paper's MLP on a batch of 60, about five "
+            f"minutes of a CPU core): {what}. Heavier runs: `python -m bnviz run NAME --allow-heavy`.")
+
+
 def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:
     """Empty chart slots and the ``draw(runs)`` that fills them: one training-curve chart
     per ``(container, metric, title)``. Pass ``draw`` as :func:`run_experiment`'s ``live``
@@ -149,6 +170,28 @@ def _one_of(options: Sequence) -> Callable[[str], Any]:
     return parse
 
 
+SHOWN_CHARACTERS = 40  # of a link's value quoted in a note: enough to recognise it, never a wall of text
+NOTE_CHARACTERS = 200  # of a whole note
+# The ASCII punctuation markdown (CommonMark, GFM, Streamlit's :emoji:, :color[...] and $math$)
+# gives a meaning; , ; = ? ' " % / have none inline and stay as they are, so notes read normally.
+MARKDOWN_PUNCTUATION = re.compile(r"([!#$&()*+\-.:<>@\[\\\]^_`{|}~])")
+
+
+def shown_value(raw: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """A link's value as a note quotes it: control characters written as escapes, at most
+    ``limit`` characters (then "…")."""
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in raw)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def plain_text(text: str) -> str:
+    """``text`` as markdown that renders as exactly that text: every punctuation character
+    with a markdown meaning backslash-escaped (CommonMark lets any ASCII punctuation be), so
+    no link, image, emphasis, HTML, math, emoji shortcode or bare URL (GFM's autolinks need
+    an unescaped "://", "www." or "@") can form."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
 class Controls:
     """Bounded widgets mirrored in the URL.
 
@@ -177,8 +220,8 @@ class Controls:
             if raw is not None:
                 try:
                     value = parse(raw)
-                except (ValueError, TypeError):
-                    self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {default}.")
+                except (ValueError, TypeError, OverflowError):  # any text a link can hold: "inf", "1e999", 10,000 characters
+                    self.notes.append(f"Ignored the link's value “{shown_value(raw)}” for “{key}”; using {default}.")
             st.session_state[session_key] = value
         return session_key
 
@@ -190,7 +233,7 @@ class Controls:
     def _clamp(self, key, value, low, high):
         if value < low or value > high:
             clamped = min(max(value, low), high)
-            self.notes.append(f"The link asked for {key}={value}, outside [{low}, {high}]; using {clamped}.")
+            self.notes.append(f"The link asked for {key}={shown_value(f'{value:g}')}, outside [{low}, {high}]; using {clamped}.")
             return clamped
         return value
 
@@ -198,10 +241,11 @@ class Controls:
         number = int if isinstance(default, int) and not isinstance(default, bool) else float
 
         def parse(raw):
-            value = number(float(raw))
+            # Clamp as a float first: int(float("1e308")) is a 309-digit integer, int(float("inf")) raises.
+            value = float(raw)
             if not math.isfinite(value):
                 raise ValueError(raw)
-            return self._clamp(key, value, min_value, max_value)
+            return number(self._clamp(key, value, min_value, max_value))
 
         session_key = self._seed(key, parse, default)
         value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=help, **kwargs)
@@ -274,8 +318,12 @@ class Controls:
             st.session_state[session_key] = default
 
     def show_notes(self) -> None:
+        """Each note once, as plain text: a note quotes the link, and ``st.info`` renders
+        markdown, so a link could otherwise put its own links, images or markup in a bnviz box."""
         for note in dict.fromkeys(self.notes):
-            st.info(note)
+            if len(note) > NOTE_CHARACTERS:  # a value quoted whole: keep the start and how the note ends
+                note = note[: NOTE_CHARACTERS - SHOWN_CHARACTERS] + "…" + note[-SHOWN_CHARACTERS:]
+            st.info(plain_text(note), icon=":material/link:")
 
 
 # The charts drawn in this script run, per session, for downloads() to offer as PNG/SVG
@@ -366,7 +414,11 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         for index, (_, chart) in enumerate(offered, start=1):
             title = _chart_title(chart, index)
             slug = _slug(title)[:60] or f"chart-{index}"
-            spec = chart.to_dict()
+            try:
+                spec = chart.to_dict()
+            except alt.MaxRowsError:  # the charts module thins long curves (charts.thin_rows); a chart it missed is not offered
+                st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
+                continue
             png, svg = st.columns(2)
             png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"download.{name}.{slug}.{index}.png", on_click="ignore")
             svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")

@@ -22,3 +22,10 @@ def metric_values(at: AppTest) -> dict[str, str]:
 def chart_count(at: AppTest) -> int:
     """Altair charts on the page (AppTest calls them vega_lite_chart elements)."""
     return len(at.get("vega_lite_chart"))
+
+
+def note_text(at: AppTest) -> str:
+    """The page's info notes as a reader sees them (``Controls.show_notes`` escapes markdown characters)."""
+    import re
+
+    return " ".join(re.sub(r"\\(.)", r"\1", box.value) for box in at.info)

@@ -1,5 +1,5 @@
 """AppTest of the placement page (app_pages/placement.py): runs, shows a computed verdict, controls move it."""
-from apptest_helpers import chart_count, metric_values, open_page
+from apptest_helpers import chart_count, metric_values, note_text, open_page
 
 # 2 learning rates x 2 seeds x 3 models of 50 steps on a 32-unit layer: about a second of training
 FAST = dict(steps=50, seeds=2, lr="0.3,1.0", width=32, depth=1)
@@ -42,7 +42,7 @@ def test_viewing_another_learning_rate_and_changing_the_range():
 def test_bad_link_values_are_ignored_with_a_note():
     at = open_page("app_pages/placement.py", **FAST | {"act": "banana", "lr": "0.3,7", "seeds": 1}).run()
     assert not at.exception
-    notes = " ".join(i.value for i in at.info)
+    notes = note_text(at)
     assert "banana" in notes and "0.3,7" in notes and "seeds" in notes
 
 

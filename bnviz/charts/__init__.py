@@ -128,6 +128,28 @@ def finite_or_none(values: np.ndarray) -> list:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
 
+# Altair refuses to serialise a chart with more than 5,000 rows (MaxRowsError, from the
+# downloads' ``chart.to_dict()``), and a curve gains nothing from more points than a chart
+# is pixels wide: charts keep at most this many rows. The CSV downloads keep every point.
+MAX_CHART_ROWS = 4_000
+
+
+def thin_rows(frame: pd.DataFrame, series: Sequence[str], max_rows: int = MAX_CHART_ROWS) -> pd.DataFrame:
+    """At most ``max_rows`` rows of a tidy frame, for display: the rows of each series (rows
+    sharing the ``series`` columns, in their order, e.g. steps) evenly strided, each series'
+    first and last row kept, every series given the same number of rows."""
+    if len(frame) <= max_rows:
+        return frame
+    groups = frame.groupby(list(series), sort=False, dropna=False).indices
+    per_series = max(2, max_rows // len(groups))
+    keep = np.zeros(len(frame), dtype=bool)
+    for positions in groups.values():
+        if len(positions) > per_series:
+            positions = positions[np.unique(np.linspace(0, len(positions) - 1, per_series).round().astype(int))]
+        keep[positions] = True
+    return frame[keep]
+
+
 def curve_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
     """Tidy rows (model, step, value) of one metric of several runs."""
     frames = [pd.DataFrame({"model": run.label, "step": run.eval_step, "value": finite_or_none(getattr(run, metric))}) for run in runs]
@@ -139,7 +161,7 @@ def curves_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: s
 
     ``total_steps`` fixes the x axis so a live chart does not rescale as it grows.
     """
-    data = curve_records(runs, metric)
+    data = thin_rows(curve_records(runs, metric), ["model"])
     labels = [run.label for run in runs]
     y_title = METRIC_TITLES.get(metric, metric)
     y_scale = alt.Scale(domain=y_domain) if y_domain else alt.Scale(zero=False)

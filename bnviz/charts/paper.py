@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..experiments.paper_figure1 import PAPER_PERCENTILES, Figure1Result
 from ..experiments.paper_lr_claims import LrClaimsResult
-from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none, font_size
+from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none, font_size, thin_rows
 
 # Fig. 1(a)'s vertical axis
 PAPER_ACCURACY_AXIS = (0.7, 1.0)
@@ -44,7 +44,7 @@ def percentile_records(result: Figure1Result, layer: int, unit: int, from_step: 
 
 def percentile_chart(result: Figure1Result, layer: int, unit: int, total_steps: int | None = None) -> alt.FacetChart:
     """Fig. 1(b, c): the 15th/50th/85th percentiles of one unit's sigmoid input, one panel per model, shared y."""
-    data = percentile_records(result, layer, unit)
+    data = thin_rows(percentile_records(result, layer, unit), ["model"])
     labels = [run.label for run in result.runs]
     x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale())
     color = alt.Color("model:N", scale=color_scale(labels), legend=None)
@@ -97,7 +97,7 @@ def lr_curve_records(result: LrClaimsResult) -> pd.DataFrame:
 def lr_curves_chart(result: LrClaimsResult, total_steps: int | None = None) -> alt.FacetChart:
     """Test accuracy of every run: a row per activation, a column per learning-rate multiplier.
     A diverged run's curve stops; a cross and a note mark where."""
-    data = lr_curve_records(result)
+    data = thin_rows(lr_curve_records(result), ["model", "activation", "panel", "kind"])
     panels = list(dict.fromkeys(data.sort_values("multiplier")["panel"]))
     color = alt.Color("model:N", title="model", scale=color_scale(MODEL_ORDER), legend=alt.Legend(orient="top"))
     x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale())

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..experiments.placement import LABELS, PlacementResult
 from ..train import TrainResult
-from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color
+from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color, thin_rows
 
 
 def band_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def band_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: str
     Step 0 (the untrained model, at chance) is left out so the y axis spans what training reached.
     """
     data = band_records(runs, metric)
-    data = data[data["step"] > 0]
+    data = thin_rows(data[data["step"] > 0], ["model"])
     labels = [label for label in LABELS if label in set(data["model"])] or list(LABELS)
     y_title = METRIC_TITLES.get(metric, metric)
     x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale())

@@ -5,7 +5,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, font_size, series_scale
+from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, font_size, series_scale, thin_rows
 
 # The estimates of one neuron's statistics, each with one colour on this page. Short labels,
 # so a half-width chart's legend never cuts one off (the page's caption says that the
@@ -36,7 +36,7 @@ def statistics_records(result, unit_position: int, statistic: str = "mean") -> p
 
 def statistics_chart(result, unit_position: int, statistic: str = "mean", title: str | None = None) -> alt.Chart:
     """Batch values as faint dots, the running estimates and the truth as lines, over training steps."""
-    data = statistics_records(result, unit_position, statistic)
+    data = thin_rows(statistics_records(result, unit_position, statistic), ["estimate"])
     names = list(ESTIMATE_COLORS)
     color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=names, range=[ESTIMATE_COLORS[n] for n in names]), legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
     y_title = "mean of the neuron's BN input" if statistic == "mean" else "variance of the neuron's BN input"

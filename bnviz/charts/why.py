@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..probes import LOWER_LAYER_CHANGES
 from ..train import TrainResult
-from . import CHART_HEIGHT, finite_or_none, log_axis, model_color
+from . import CHART_HEIGHT, finite_or_none, log_axis, model_color, thin_rows
 
 # Log axes cannot show 0; a drift or a change below this is drawn at it.
 LOG_FLOOR = 1e-8
@@ -35,7 +35,7 @@ def drift_records(runs: Sequence[TrainResult], smooth: int = 10) -> pd.DataFrame
 
 def drift_chart(runs: Sequence[TrainResult], measure: str, title: str) -> alt.Chart:
     data = drift_records(runs)
-    data = data[data["measure"] == measure]
+    data = thin_rows(data[data["measure"] == measure], ["model"])
     labels = [run.label for run in runs]
     return (
         alt.Chart(data, title=title)
@@ -61,7 +61,7 @@ def unit_records(runs: Sequence[TrainResult]) -> pd.DataFrame:
 
 def unit_distribution_chart(runs: Sequence[TrainResult]) -> alt.FacetChart:
     """One unit's input over training: batch mean and mean ± one standard deviation (Santurkar et al. Fig. 2)."""
-    data = unit_records(runs)
+    data = thin_rows(unit_records(runs), ["model"])
     labels = [run.label for run in runs]
     base = alt.Chart(data).encode(x=alt.X("step:Q", title="training step"), color=model_color("model", labels))
     band = base.mark_area(opacity=0.3).encode(y=alt.Y("low:Q", title="unit 1 of the last hidden layer: input"), y2="high:Q")
@@ -93,7 +93,7 @@ def ics_records(runs: Sequence[TrainResult]) -> pd.DataFrame:
 
 def ics_chart(runs: Sequence[TrainResult], measure: str) -> alt.FacetChart:
     """ICS per layer over training (Santurkar et al. Fig. 5): ``measure`` is "l2" or "cosine"."""
-    data = ics_records(runs)
+    data = thin_rows(ics_records(runs), ["model", "layer"])
     labels = [run.label for run in runs]
     title = "‖G − G′‖₂ (larger: more shift)" if measure == "l2" else "cos(G, G′) (1: no shift)"
     scale = alt.Scale(type="log") if measure == "l2" else alt.Scale(zero=False)
@@ -135,7 +135,7 @@ def landscape_records(runs: Sequence[TrainResult]) -> pd.DataFrame:
 
 def landscape_band_chart(runs: Sequence[TrainResult], which: str) -> alt.Chart:
     """Band between the smallest and largest value over the probed step sizes (Santurkar et al. Fig. 4a, b)."""
-    data = landscape_records(runs)
+    data = thin_rows(landscape_records(runs), ["model"])
     labels = [run.label for run in runs]
     low, high = f"{which}_low", f"{which}_high"
     title = "loss L(w − η∇L) over the step sizes η" if which == "loss" else "gradient change ‖∇L(w − η∇L) − ∇L(w)‖₂ over η"
@@ -154,7 +154,7 @@ def landscape_band_chart(runs: Sequence[TrainResult], which: str) -> alt.Chart:
 
 
 def beta_chart(runs: Sequence[TrainResult]) -> alt.Chart:
-    data = landscape_records(runs)
+    data = thin_rows(landscape_records(runs), ["model"])
     labels = [run.label for run in runs]
     return (
         alt.Chart(data, title="effective β-smoothness: max ‖gradient change‖ / ‖η∇L‖")

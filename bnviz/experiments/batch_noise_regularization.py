@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -44,6 +45,11 @@ class RegularizationConfig(Config):
         check(1 <= self.num_seeds <= 10, "num_seeds must be between 1 and 10.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.runs()
+        check_view_cost(self, "fewer seeds, batch sizes or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost(self.runs())
 
     def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation)

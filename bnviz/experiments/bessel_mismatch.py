@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -67,6 +68,11 @@ class BesselConfig(Config):
         check(0 <= self.seed <= 99, "seed must be between 0 and 99.")
         check(1 <= len(self.probe_batch_sizes) <= 10 and all(2 <= m <= 1024 for m in self.probe_batch_sizes), "Choose 1 to 10 probe batch sizes between 2 and 1,024.")
         check(0.0 <= self.eps <= 1e-2, "eps must be between 0 and 0.01.")
+        check_view_cost(self, "fewer steps, layers or units")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost([(self.model(), self.train_config())])
 
     def model(self) -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="identity", norm="batch", bn_eps=self.eps)

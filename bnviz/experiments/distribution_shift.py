@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..bn_debug import debug_checks, largest_value, norm_outputs
 from ..bn_stats import recalibrate_batch_norm
 from ..config import Config, check
@@ -89,6 +90,13 @@ class ShiftConfig(Config):
         check(100 <= self.test_examples <= 10_000, "Test examples must be between 100 and 10,000.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.train_config()
+        check_view_cost(self, "fewer steps, hidden layers or units")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        # BN, LayerNorm and GroupNorm (and BN with rollback when images are corrupted), trained side by side
+        models = 4 if self.corrupted_examples else 3
+        return models * training_cost([(self.model(), self.train_config())])
 
     def model(self, norm: str = "batch") -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm=norm, placement=self.placement, bn_eps=self.eps)

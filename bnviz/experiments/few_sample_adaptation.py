@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..bn_stats import batch_norm_layers
 from ..config import Config, check
 from ..data import load_mnist, shift_images
@@ -71,6 +72,11 @@ class FewSampleConfig(Config):
         check(self.sample_sizes and all(1 <= n <= POOL_SIZE for n in self.sample_sizes), f"Target sample sizes must be between 1 and {POOL_SIZE:,}.")
         check(0 <= self.prior_strength <= 100_000, "Prior strength N must be between 0 and 100,000.")
         check(1 <= self.draws <= 20, "Draws per sample size: 1 to 20.")
+        check_view_cost(self, "fewer steps, hidden layers or units")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost([(self.model.model("batch"), self.model.train_config())])  # one BN model is trained
 
 
 @dataclass

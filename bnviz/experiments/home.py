@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -32,6 +33,11 @@ class HomeConfig(Config):
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.models(), self.train_config()
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation)

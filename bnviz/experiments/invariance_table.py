@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import PAPER_HIDDEN, ModelConfig, build_model
@@ -91,6 +92,11 @@ class InvarianceConfig(Config):
         check(0 <= self.trained_steps <= 5000, "Training steps: 0 (fresh) to 5,000.")
         check(0 <= self.unit < PAPER_HIDDEN[0], f"unit must be one of the first layer's {PAPER_HIDDEN[0]} units.")
         check(0 <= self.example < self.batch, "example must be one of the batch's images.")
+        check_view_cost(self, "fewer training steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((self.model_config(norm), TrainConfig(steps=self.trained_steps)) for norm in ("batch", "layer", "none")) if self.trained_steps else 0.0
 
     def model_config(self, norm: str) -> ModelConfig:
         return ModelConfig(hidden=PAPER_HIDDEN, activation="sigmoid", norm=norm, bn_eps=self.eps)

@@ -66,6 +66,10 @@ class NormAxesConfig(Config):
         check(2 <= self.batch <= 8, "Choose a batch of 2 to 8 examples.")
         check(self.groups in (1, 2, 4, 8), f"groups must divide the {WIDTH} channels: 1, 2, 4 or 8.")
 
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``): none, one small tensor is normalised."""
+        return 0.0
+
 
 @dataclass
 class NormAxesResult:

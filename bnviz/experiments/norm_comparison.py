@@ -18,6 +18,7 @@ from functools import partial
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig, model_label
@@ -63,6 +64,11 @@ class NormComparisonConfig(Config):
         check(1 <= self.groups <= min(HIDDEN[self.arch]), f"groups must be between 1 and {min(HIDDEN[self.arch])} (the narrowest layer).")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.train_config(self.batch_sizes[0], 0), [self.model(norm) for norm in self.norms]
+        check_view_cost(self, "fewer seeds, batch sizes or steps, or the MLP")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((self.model(norm), self.train_config(size, seed)) for norm in self.norms for size in self.batch_sizes for seed in range(self.seeds))
 
     def model(self, norm: str) -> ModelConfig:
         return ModelConfig(arch=self.arch, hidden=HIDDEN[self.arch], activation="relu", norm=norm, groups=self.groups)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import norms
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import first_examples, load_mnist
 from ..models import PAPER_HIDDEN, ModelConfig
@@ -90,6 +91,11 @@ class NormalizationMathConfig(Config):
         check(-100.0 <= self.mean <= 100.0 and 0.0 < self.spread <= 100.0, "mean must be in [-100, 100] and spread in (0, 100].")
         check(-20.0 <= self.skew <= 20.0, "skew must be between -20 and 20.")
         check(0.0 <= self.outliers <= 0.5, "outliers must be a fraction between 0 and 0.5.")
+        check_view_cost(self, "fewer training steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost([(ModelConfig(hidden=PAPER_HIDDEN, activation="sigmoid"), TrainConfig(steps=self.train_steps, batch_size=PAPER_BATCH_SIZE))]) if self.train_steps else 0.0
 
     @property
     def width(self) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import INITS, PAPER_HIDDEN, ModelConfig
@@ -61,6 +62,11 @@ class PaperFigure1Config(Config):
         check(self.init in INITS, f"init must be one of {INITS}.")
         check(self.optimizer in OPTIMIZER_CHOICES, "optimizer must be 'sgd' (plain) or 'momentum' (SGD with momentum 0.9).")
         check(0 <= self.seed <= 10_000, "seed must be between 0 and 10,000.")
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     @property
     def eval_every(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import PAPER_HIDDEN, ModelConfig
@@ -52,6 +53,11 @@ class PaperLrClaimsConfig(Config):
         check(1 <= len(self.activations) <= len(ACTIVATION_CHOICES) and all(a in ACTIVATION_CHOICES for a in self.activations), f"activations must be among {', '.join(ACTIVATION_CHOICES)}.")
         check(1 <= self.batch_size <= 1_000, "batch size must be between 1 and 1,000.")
         check(5 <= self.eval_every <= self.steps, "evaluate every 5 steps or more, and at most once per run.")
+        check_view_cost(self, "fewer steps, multipliers or activations")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, train) for _label, model, train in self.runs())
 
     def runs(self) -> list[tuple[str, ModelConfig, TrainConfig]]:
         """(label, model, training) for every combination; labels read like the paper's "BN-x5-Sigmoid"."""

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..budget import check_view_cost, training_cost
 from ..cache import ResultStore
 from ..config import Config, check
 from ..data import load_mnist
@@ -34,8 +35,6 @@ LABELS = ("no BN", "BN before", "BN after")
 PLACEMENT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "elu")
 # The learning rates a user picks a range from: half-decades on a log scale.
 LR_LADDER = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-# About 10 minutes on one CPU core at ~2 ms per step (the 784-100-100-10 MLP, batch 60).
-MAX_TOTAL_STEPS = 300_000
 
 # Two-sided 95% critical values of Student's t, by degrees of freedom (seeds - 1);
 # from any t table, e.g. NIST/SEMATECH e-Handbook of Statistical Methods, 1.3.6.7.2.
@@ -75,12 +74,11 @@ class PlacementConfig(Config):
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
         check(1 <= self.eval_every <= self.steps, "eval_every must be between 1 and the number of steps.")
         check(100 <= self.eval_examples <= 10_000, "eval_examples must be between 100 and 10,000.")
-        total = self.total_steps
-        check(
-            total <= MAX_TOTAL_STEPS,
-            f"That is {total:,} training steps ({len(self.lrs)} learning rates x {self.seeds} seeds x 3 models x {self.steps} steps), "
-            f"more than the {MAX_TOTAL_STEPS:,} bnviz allows in one go: choose fewer seeds, learning rates or steps.",
-        )
+        check_view_cost(self, "fewer seeds, learning rates or steps, or narrower or fewer layers")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config(lr, seed)) for lr in self.lrs for seed in range(self.seeds) for model in self.models().values())
 
     @property
     def total_steps(self) -> int:

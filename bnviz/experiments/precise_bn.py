@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..budget import check_view_cost, training_cost
 from ..bn_stats import batch_norm_layers, recalibrate_batch_norm
 from ..config import Config, check
 from ..data import load_mnist
@@ -68,6 +69,12 @@ class PreciseBNConfig(Config):
         check(1 <= self.draws <= 10, "Draws per sample count: 1 to 10.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.model_config()
+        check_view_cost(self, "fewer learning rates or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        # PreciseBN's statistics are forward passes over at most 60,000 images per draw: a small share
+        return training_cost((self.model_config(), self.train_config(lr)) for lr in self.learning_rates)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)

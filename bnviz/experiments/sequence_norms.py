@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import IMAGE_SHAPE, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, load_mnist
 from ..models import ModelConfig
@@ -52,6 +53,11 @@ class SequenceNormsConfig(Config):
         check(1 <= len(self.extra_rows) <= 8 and all(0 <= k <= 112 for k in self.extra_rows), "extra_rows: up to 8 counts of 0 to 112 rows.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.models(), self.train_config()
+        check_view_cost(self, "fewer steps or a smaller state")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         return [ModelConfig(arch="rnn", hidden=(self.hidden,), activation="tanh", norm=norm) for norm in SEQUENCE_NORMS]

@@ -18,6 +18,7 @@ from functools import partial
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig, model_label
@@ -64,6 +65,11 @@ class SmallBatchesConfig(Config):
         # r_max, d_max, ghost_batch_size are checked by ModelConfig
         self.model("batch_renorm")
         self.model("ghost_batch")
+        check_view_cost(self, "fewer seeds, batch sizes or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((self.model(norm), self.train_config(size, seed)) for norm in self.norms for size in self.batch_sizes for seed in range(self.seeds))
 
     @property
     def warmup_steps(self) -> int:

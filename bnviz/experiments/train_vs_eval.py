@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..budget import check_view_cost, training_cost
 from ..bn_stats import batch_norm_layers, forward_independent_batches, recalibrate_batch_norm, training_set_moments
 from ..config import Config, check
 from ..data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, load_mnist
@@ -71,6 +72,12 @@ class TrainVsEvalConfig(Config):
         check(1 <= self.recalibration_batches <= 5000, "recalibration_batches must be between 1 and 5,000.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.model_config(), self.train_config()
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        # the probes (batch-mates, recalibration, train-mode accuracy) are forward passes: a small share
+        return training_cost([(self.model_config(), self.train_config())])
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)

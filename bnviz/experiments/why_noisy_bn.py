@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig
@@ -48,6 +49,11 @@ class NoisyBNConfig(Config):
         check(0.0 <= self.noise_strength <= 5.0, "noise strength must be between 0 and 5.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.models(), self.train_config()
+        check_view_cost(self, "fewer steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        return training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation, noise_strength=self.noise_strength)

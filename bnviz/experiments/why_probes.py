@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig
@@ -23,6 +24,7 @@ from . import Experiment
 # Santurkar et al. 2018, Fig. 4: steps along the gradient of 0.5x to 4x the learning rate.
 STEP_MULTIPLIERS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 PAPER_MAX_MULTIPLIER = 4.0
+PROBE_PASSES = 15  # passes of a batch one probe costs a model (the page's help says so)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class ProbesConfig(Config):
         check(self.max_multiplier in STEP_MULTIPLIERS[1:], f"max_multiplier must be one of {', '.join(map(str, STEP_MULTIPLIERS[1:]))}.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.models(), self.train_config()
+        check_view_cost(self, "fewer steps or probes (probe less often)")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``)."""
+        # each probe: about PROBE_PASSES forward and backward passes of a batch per model (ICS, the landscape's step sizes, the gradients)
+        probes = self.steps // self.probe_every * PROBE_PASSES
+        return training_cost((model, self.train_config().replace(steps=self.steps + probes)) for model in self.models())
 
     @property
     def multipliers(self) -> tuple[float, ...]:
