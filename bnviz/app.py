@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -16,7 +17,7 @@ import streamlit as st
 
 from .cache import ResultStore
 from .errors import BnvizError
-from .experiments import get_experiment
+from .jobs import Job, JobManager, JobState, JobStatus
 from .train import configure_torch_threads, pick_device
 
 
@@ -60,48 +61,157 @@ def _release_freed_memory() -> None:
 
 
 LIVE_REDRAW_SECONDS = 0.5
+# A computing section redraws its progress and live chart this often (a fragment rerun,
+# not the page): often enough to look live, rare enough that a class of 30 watching does
+# not take the cores the training wants.
+JOB_POLL_SECONDS = 1.0
+IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run; "0": never
+_CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """The process's jobs (:mod:`bnviz.jobs`), shared by every session."""
+    return JobManager(result_store(), on_finished=_release_freed_memory)
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _waits_in_script() -> bool:
+    """Whether :func:`run_experiment` waits for its job inside the script run instead of a
+    polling fragment: where ``run_every`` fragments never tick, i.e. under AppTest (which runs
+    a script once, with a mock Runtime), or where ``BNVIZ_JOBS_IN_SCRIPT`` says so."""
+    forced = os.environ.get(IN_SCRIPT_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    from unittest import mock
+
+    from streamlit.runtime import Runtime
+
+    return isinstance(getattr(Runtime, "_instance", None), mock.Mock)
 
 
 def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):
-    """The experiment's result for ``config``: from the store, or computed once with progress.
+    """The experiment's result for ``config``: from the store, or from its job (:mod:`bnviz.jobs`).
 
-    ``live(partial)`` is called with partial results (throttled) while training,
-    so a page can draw curves as they grow. A config the core rejects shows one
-    clear message and stops the page; it never becomes a traceback.
+    A cold config starts (or joins) the process's job for it; this script run then draws
+    the job's progress in a fragment that polls it every :data:`JOB_POLL_SECONDS` and stops
+    (:func:`st.stop`): the page below waits, and a widget moved meanwhile only starts or
+    joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
+    the job ends, the fragment reruns the page, which then reads the result from the store.
+    ``live(partial)`` draws the job's latest partial result (e.g. curves as they grow) at each
+    poll. A config the core rejects shows one clear message and stops the page; it never
+    becomes a traceback.
     """
     store = result_store()
     try:
         cached = store.get(name, config)
         if cached is not None:
             return cached
-        experiment = get_experiment(name)
-        bar = st.progress(0.0, text=f"{label}…")
-        next_draw = [0.0]
-
-        def compute(report):
-            def progress(fraction: float, message: str, partial=None):
-                report(fraction, message, partial)
-                bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
-                if live is not None and partial is not None and time.monotonic() >= next_draw[0]:
-                    started = time.monotonic()
-                    live(partial)
-                    # Drawing holds the GIL and a core the training threads want: redraw twice a
-                    # second at most, and spend at most a fifth of the time drawing.
-                    now = time.monotonic()
-                    next_draw[0] = now + max(LIVE_REDRAW_SECONDS, 4 * (now - started))
-
-            return experiment.run(config, progress)
-
-        def on_wait(fraction: float, message: str):
-            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Another session is computing this right now ({message}); waiting for its result…")
-
-        result = store.get_or_compute(name, config, compute, on_wait)
-        _release_freed_memory()
-        bar.empty()
-        return result
+        if store.key(name, config) in st.session_state.get(_CANCELLED_KEY, ()):
+            _offer_restart(store.key(name, config), label)
+        manager = job_manager()
+        job = manager.submit(name, config, owner=_session_id())
+        status = manager.poll(job)
+        if status.finished:
+            return _finished_result(job, status, label)
+        if _waits_in_script():
+            return _wait_in_script(manager, job, live, label)
+        _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
+        st.stop()
     except BnvizError as exc:
         st.error(str(exc))
         st.stop()
+
+
+def _finished_result(job: Job, status: JobStatus, label: str):
+    if status.state is JobState.DONE:
+        return job.result
+    if status.state is JobState.FAILED:
+        raise BnvizError(status.error or "The computation failed.")
+    st.warning(f"{label} stopped: {status.message}. Change a control back or reload the page to start it again.")
+    st.stop()
+
+
+def _offer_restart(key: str, label: str) -> None:
+    def restart():
+        st.session_state[_CANCELLED_KEY].discard(key)
+
+    st.info(f"You cancelled this computation ({label}).")
+    st.button("Compute it again", key=f"bnviz.restart.{key}", on_click=restart, icon=":material/play_arrow:")
+    st.stop()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _status_text(status: JobStatus, label: str) -> str:
+    """One line: computing / queued (position k) / done, and the ETA from the job's own rate."""
+    if status.state is JobState.QUEUED:
+        return f":material/hourglass_top: {label}: queued (position {status.queue_position}); every core is busy with other computations"
+    eta = f", about {_duration(status.eta_seconds)} left" if status.eta_seconds is not None else ""
+    return f":material/autorenew: {label}: computing, {status.message}{eta}"
+
+
+def _draw_status(manager: JobManager, job: Job, status: JobStatus) -> None:
+    def cancel():
+        manager.cancel(job, "cancelled by the session that started it")
+        st.session_state.setdefault(_CANCELLED_KEY, set()).add(job.key)
+
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if status.owner is not None and status.owner == _session_id():
+        row.button("Cancel", key=f"bnviz.cancel.{job.key}", on_click=cancel, icon=":material/stop:", help="Stop this computation (nothing is stored).")
+    row.caption("The computation runs on the server: leave the page or move a control and it goes on; come back and its result is here.")
+
+
+def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_live: bool) -> None:
+    """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`."""
+
+    @st.fragment(run_every=JOB_POLL_SECONDS)
+    def follow():
+        status = manager.poll(job)
+        if status.finished:
+            st.rerun()  # the whole page, which reads the result (or says why there is none)
+        if live is not None and status.partial is not None and not drew_live:
+            # a fragment may only redraw outside containers it wrote to in the last full run
+            st.rerun()
+        # the key names the box in the page (class "st-key-bnviz-job-..."): browser tests wait for it to go
+        with st.container(key=f"bnviz-job-{job.key}"):
+            st.progress(min(max(status.fraction, 0.0), 1.0), text=_status_text(status, label))
+            _draw_status(manager, job, status)
+        if live is not None and status.partial is not None:
+            live(status.partial)
+
+    follow()
+
+
+def _wait_in_script(manager: JobManager, job: Job, live, label: str):
+    """Wait for ``job`` in this script run (AppTest; ``BNVIZ_JOBS_IN_SCRIPT=1``): the same
+    job, progress and live drawing, without a fragment. A rerun of the page meanwhile stops
+    this wait, never the job."""
+    bar = st.progress(0.0, text=f"{label}…")
+    next_draw = 0.0
+    while True:
+        status = manager.poll(job)
+        if status.finished:
+            break
+        bar.progress(min(max(status.fraction, 0.0), 1.0), text=_status_text(status, label))
+        if live is not None and status.partial is not None and time.monotonic() >= next_draw:
+            started = time.monotonic()
+            live(status.partial)
+            # Drawing holds the GIL and a core the training threads want: redraw twice a
+            # second at most, and spend at most a fifth of the time drawing.
+            now = time.monotonic()
+            next_draw = now + max(LIVE_REDRAW_SECONDS, 4 * (now - started))
+        job.finished.wait(0.05)
+    bar.empty()
+    return _finished_result(job, status, label)
 
 
 def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:
