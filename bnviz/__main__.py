@@ -22,6 +22,13 @@ def _progress_printer(name: str):
     return progress
 
 
+def _run_as_job(manager, name: str, config):
+    """The result of ``(name, config)`` through the same jobs the app uses (bnviz.jobs):
+    headless, it waits and prints the job's progress."""
+    printer = _progress_printer(name)
+    return manager.wait(manager.submit(name, config, owner="cli"), on_progress=lambda status: printer(status.fraction, status.message))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnviz", description="bnviz experiments from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .cache import ResultStore
     from .experiments import all_experiments, get_experiment
+    from .jobs import JobManager
     from .results import to_jsonable, write_json
     from .train import configure_torch_threads
 
@@ -50,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{experiment.name:{width}s}  {experiment.title}")
             return 0
         store = ResultStore()
+        jobs = JobManager(store)
         if args.command == "run":
             experiment = get_experiment(args.name)
             config = experiment.default_config()
@@ -62,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = experiment.run(config, _progress_printer(experiment.name))
                 store.put(experiment.name, config, result)
             else:
-                result = store.get_or_compute(experiment.name, config, lambda report: experiment.run(config, _progress_printer(experiment.name)))
+                result = _run_as_job(jobs, experiment.name, config)
             print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             summary = experiment.summarize(result) if experiment.summarize else to_jsonable(result)
             print(json.dumps(to_jsonable(summary), indent=1))
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 for config in experiment.configs_to_precompute():
                     started = time.perf_counter()
                     was_stored = store.get(experiment.name, config) is not None
-                    store.get_or_compute(experiment.name, config, lambda report, e=experiment, c=config: e.run(c, _progress_printer(e.name)))
+                    _run_as_job(jobs, experiment.name, config)
                     state = "already cached" if was_stored else f"computed in {time.perf_counter() - started:.1f} s"
                     print(f"{experiment.name:24s} {state}  {config.to_json()}")
             print(f"precompute finished in {time.perf_counter() - total_started:.1f} s")
