@@ -18,6 +18,7 @@ import streamlit as st
 from .cache import ResultStore
 from .errors import BnvizError
 from .jobs import Job, JobManager, JobState, JobStatus
+from .stepper import StepperRegistry, TrainingStepper
 from .train import configure_torch_threads, pick_device
 
 
@@ -212,6 +213,79 @@ def _wait_in_script(manager: JobManager, job: Job, live, label: str):
         job.finished.wait(0.05)
     bar.empty()
     return _finished_result(job, status, label)
+
+
+# ------------------------------------------------------------------ play / pause / step
+PLAY_TICK_SECONDS = 0.5
+PLAY_STEPS_PER_TICK = 2  # four batches a second: slow enough to read the numbers move
+STEPPER_HISTORY = 300  # steps the chart shows (the latest)
+
+
+@st.cache_resource(show_spinner=False)
+def stepper_registry() -> StepperRegistry:
+    """The sessions' steppers (:mod:`bnviz.stepper`), paused ones kept for a while."""
+    return StepperRegistry()
+
+
+def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> None:
+    """Play / Pause / Step / Reset through one training run of ``(model_cfg, train_cfg)``
+    (a BN model), in a fragment: each step shows that batch's mean and variance of three
+    units of a BN layer beside the running estimates, γ and β, and draws their history.
+    Playing advances :data:`PLAY_STEPS_PER_TICK` batches every :data:`PLAY_TICK_SECONDS`."""
+    import pandas as pd
+
+    from .charts.stepper import stepper_chart
+    from .data import load_mnist
+
+    key = f"{_session_id()}|{scope}|{model_cfg.to_json()}|{train_cfg.to_json()}|{first_unit}"
+    try:
+        stepper = stepper_registry().get(key, lambda: TrainingStepper(model_cfg, train_cfg, load_mnist(str(pick_device())), first_unit=first_unit))
+    except BnvizError as exc:
+        st.error(str(exc))
+        return
+    playing_in_this_run = stepper.playing
+
+    def toggle():
+        stepper.playing = not stepper.playing and not stepper.done
+
+    @st.fragment(run_every=PLAY_TICK_SECONDS if playing_in_this_run else None)
+    def panel():
+        if stepper.playing != playing_in_this_run:
+            st.rerun()  # Play or Pause changes how often the fragment ticks: the page sets it
+        if stepper.playing:
+            stepper.step(PLAY_STEPS_PER_TICK)
+        row = st.container(horizontal=True, vertical_alignment="center")
+        if stepper.playing:
+            row.button("Pause", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/pause:")
+        else:
+            row.button("Play", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/play_arrow:", disabled=stepper.done)
+        row.button("Step", key=f"{scope}.stepper.step", on_click=stepper.step, icon=":material/skip_next:", disabled=stepper.playing or stepper.done, help="Train on one more batch.")
+        row.button("Reset", key=f"{scope}.stepper.reset", on_click=stepper.reset, icon=":material/replay:", help="Back to the untrained model and the first batch.")
+        records = stepper.records
+        state = {JobState.PAUSED: "paused", JobState.RUNNING: "playing", JobState.DONE: "done"}[stepper.status()]
+        row.caption(f"Step {len(records):,} of {stepper.train_cfg.steps:,} ({state}); batches of {stepper.train_cfg.batch_size}.")
+        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
+        if not records:
+            st.info("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
+            return
+        latest = records[-1]
+        units = range(stepper.first_unit, stepper.first_unit + stepper.units)
+        st.markdown(f"**Step {latest.step}**: training loss {latest.loss:.4f} on this batch.")
+        table = pd.DataFrame(
+            {
+                "unit": list(units),
+                "batch mean": latest.batch_mean[layer],
+                "batch variance": latest.batch_var[layer],
+                "running mean": latest.running_mean[layer],
+                "running variance": latest.running_var[layer],
+                "γ": latest.gamma[layer],
+                "β": latest.beta[layer],
+            }
+        )
+        st.dataframe(table, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.5f") for c in table.columns if c != "unit"})
+        st.altair_chart(stepper_chart(records[-STEPPER_HISTORY:], layer, 0, f"Unit {stepper.first_unit} of BN layer {layer + 1}, step by step"), width="content")
+
+    panel()
 
 
 def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:

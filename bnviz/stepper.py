@@ -3,8 +3,8 @@ recording what every BN layer did at each step (TensorFlow Playground's controls
 
 :class:`TrainingStepper` owns a :class:`bnviz.train.Run` (the one trainer, its
 plain Python step) and advances it one batch (Step) or a few (each tick of Play).
-At every training step it records, for the first :data:`UNITS_WATCHED` units of
-each BN layer (``BatchNorm1d``, PyTorch's conventions):
+At every training step it records, for :data:`UNITS_WATCHED` units (from ``first_unit``)
+of each BN layer (``BatchNorm1d``, PyTorch's conventions):
 
 * ``batch_mean = mean_i x_i`` and ``batch_var = mean_i (x_i - batch_mean)^2``
   over this batch (eq. (1)-(2) of the paper, biased: what BN divides by in
@@ -62,8 +62,8 @@ class BatchStatsRecorder:
     training batch (a forward pre-hook, training mode only), then its running estimates and
     γ, β after the step."""
 
-    def __init__(self, units: int = UNITS_WATCHED):
-        self.units = units
+    def __init__(self, units: int = UNITS_WATCHED, first_unit: int = 0):
+        self.units, self.first_unit = units, first_unit
         self.records: list[StepRecord] = []
         self._batch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._norms: list[torch.nn.Module] = []
@@ -72,20 +72,23 @@ class BatchStatsRecorder:
         self._norms = [norm for norm in model.norm_layers() if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm)]
         if not self._norms:
             raise BnvizError("Stepping through BN needs a model with BN layers.")
+        if self.first_unit + self.units > self._norms[0].num_features:
+            raise BnvizError(f"The BN layers have {self._norms[0].num_features} units: choose a first unit below {self._norms[0].num_features - self.units + 1}.")
         for index, norm in enumerate(self._norms):
             norm.register_forward_pre_hook(self._hook(index))
 
     def _hook(self, index: int):
         def hook(module, inputs):
             if module.training:
-                x = inputs[0].detach()[:, : self.units].double()
+                x = inputs[0].detach()[:, self.first_unit : self.first_unit + self.units].double()
                 self._batch[index] = (x.mean(0).cpu().numpy(), x.var(0, unbiased=False).cpu().numpy())
 
         return hook
 
     def after_step(self, step: int, model) -> None:
         def stacked(read) -> np.ndarray:
-            return np.stack([read(norm)[: self.units].detach().double().cpu().numpy() for norm in self._norms])
+            watched = slice(self.first_unit, self.first_unit + self.units)
+            return np.stack([read(norm)[watched].detach().double().cpu().numpy() for norm in self._norms])
 
         self.records.append(
             StepRecord(
@@ -109,17 +112,18 @@ class TrainingStepper:
     ``(model_cfg, train_cfg)`` (same seed, same batch order), on its plain Python step.
     """
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data, units: int = UNITS_WATCHED):
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data, units: int = UNITS_WATCHED, first_unit: int = 0):
         if model_cfg.norm != "batch":
             raise BnvizError("Stepping through BN needs a model with norm='batch'.")
-        self.model_cfg, self.train_cfg, self.data, self.units = model_cfg, train_cfg, data, units
+        self.model_cfg, self.train_cfg, self.data = model_cfg, train_cfg, data
+        self.units, self.first_unit = units, first_unit
         self.playing = False
         self._lock = threading.Lock()  # a session's fragment reruns may overlap a click
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
-            self.recorder = BatchStatsRecorder(self.units)
+            self.recorder = BatchStatsRecorder(self.units, self.first_unit)
             self.run = Run(self.model_cfg, self.train_cfg, self.data, recorders=[self.recorder], use_engine=False)
             self.playing = False
 
