@@ -61,7 +61,7 @@ WATCHED_SECONDS = 10.0
 YIELD_BEFORE_FRACTION = 0.5
 QUEUED_ABANDON_SECONDS = 60.0
 FINISHED_KEEP_SECONDS = 120.0
-ETA_MIN_FRACTION = 0.02  # below this, a rate is mostly start-up cost: no estimate yet
+ETA_MIN_FRACTION = 0.02  # below this, too little progress for a rate
 
 
 class JobState(str, enum.Enum):
@@ -113,6 +113,7 @@ class Job:
         self.result: Any = None
         self.submitted = self.last_watched = now
         self.started: float | None = None
+        self.first_report: tuple[float, float] | None = None  # (time, fraction): the rate is measured from here
         self.ended: float | None = None
         self.threads = 1
         self.cancel_reason: str | None = None
@@ -185,9 +186,11 @@ class JobManager:
             job.last_watched = now
             self._schedule_locked(now)
             eta = None
-            if job.state is JobState.RUNNING and job.started is not None and job.fraction >= ETA_MIN_FRACTION:
-                elapsed = now - job.started
-                eta = elapsed * (1.0 - job.fraction) / job.fraction
+            if job.state is JobState.RUNNING and job.first_report is not None and job.fraction >= ETA_MIN_FRACTION:
+                # the job's own rate since its first report (start-up, e.g. loading MNIST, is not part of it)
+                since, fraction_then = job.first_report
+                if job.fraction > fraction_then and now > since:
+                    eta = (now - since) * (1.0 - job.fraction) / (job.fraction - fraction_then)
             position = self._start_order_locked(now).index(job) + 1 if job.state is JobState.QUEUED else None
             return JobStatus(job.state, job.fraction, job.message, job.partial, eta, position, job.error, job.owner)
 
@@ -247,7 +250,7 @@ class JobManager:
             self._queue.remove(job)
             self._running.append(job)
             self.peak_running = max(self.peak_running, len(self._running))
-            job.state, job.started, job.message = JobState.RUNNING, now, "starting"
+            job.state, job.started, job.message = JobState.RUNNING, now, "starting (loading the data, building the models)"
             job.threads = max(1, self.cores // len(self._running))
             threading.Thread(target=self._work, args=(job,), name=f"bnviz-job-{job.name}", daemon=True).start()
 
@@ -275,6 +278,8 @@ class JobManager:
         with self._lock:
             job.fraction = min(max(float(fraction), 0.0), 1.0)
             job.message = message
+            if job.first_report is None:
+                job.first_report = (self.clock(), job.fraction)
             if partial is not None:
                 job.partial = partial
             reason = self._should_stop_locked(job, self.clock())

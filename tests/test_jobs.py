@@ -167,12 +167,17 @@ def test_partial_results_and_eta_while_running(tmp_path):
         gate.clear()  # one report per opening of the gate
 
     manager._report = report
+    clock[0] += 30.0  # start-up (loading data): not part of the job's rate
     gate.set()
     wait_until(lambda: len(reports) == 1)
-    clock[0] += 8.0  # a quarter done in 8 s: 24 s to go
+    clock[0] += 8.0
     status = manager.poll(job)
     assert status.state is JobState.RUNNING and status.message == "step 1" and status.partial == [3]
-    assert status.eta_seconds == pytest.approx(24.0)
+    assert status.eta_seconds is None  # one report: no rate yet
+    gate.set()
+    wait_until(lambda: len(reports) == 2)
+    clock[0] += 4.0  # a quarter more in 12 s since the first report: half to go, 24 s
+    assert manager.poll(job).eta_seconds == pytest.approx(24.0)
     while not job.finished.is_set():
         gate.set()
         time.sleep(0.005)
