@@ -59,3 +59,36 @@ def test_a_view_only_control_computes_nothing_and_the_page_is_idle_within_a_seco
     print(f"view-only control: idle after {', '.join(f'{t:.2f}' for t in timings)} s")
     assert total_computations(results_dir) == before
     assert min(timings) < VIEW_ONLY_IDLE_BOUND_S, timings
+
+
+def step_line(page) -> str:
+    """"Step k: training loss ... on this batch." (bnviz.app.training_stepper)"""
+    return page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="on this batch").last.inner_text()
+
+
+def stepper_caption(page) -> str:
+    return page.locator('[data-testid="stCaptionContainer"]').filter(has_text="batches of").first.inner_text()
+
+
+def test_play_pause_and_step_through_training(page, app_url):
+    page.goto(f"{app_url}/?steps=100")
+    wait_idle(page, timeout_s=180)
+    assert stepper_caption(page).startswith("Step 0 of 100")
+    page.get_by_role("button", name="Step").click()
+    page.wait_for_function("() => document.body.innerText.includes('Step 1:')", timeout=20_000)
+    first = step_line(page)
+    page.get_by_role("button", name="Step").click()
+    page.wait_for_function("() => document.body.innerText.includes('Step 2:')", timeout=20_000)
+    second = step_line(page)
+    assert second.startswith("Step 2:") and second.split("loss")[1] != first.split("loss")[1]  # another batch, another loss
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_function("() => /Step ([6-9]|[1-9][0-9]+) of 100 \\(playing\\)/.test(document.body.innerText)", timeout=30_000)
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_function("() => document.body.innerText.includes('(paused)')", timeout=20_000)
+    wait_idle(page)
+    paused_at = stepper_caption(page)
+    page.wait_for_timeout(1500)
+    assert stepper_caption(page) == paused_at  # paused: no more steps
+    page.get_by_role("button", name="Reset").click()
+    page.wait_for_function("() => document.body.innerText.includes('Step 0 of 100')", timeout=20_000)
+    assert not page.locator('[data-testid="stException"]').count()
