@@ -1,9 +1,12 @@
 """The only bnviz module that imports streamlit: cached runners, progress, shared widgets.
 
-Pages call :func:`run_experiment` (result store + single flight + progress bar
-+ optional live chart) and build their controls with :class:`Controls`, whose
-widgets are bounded and mirrored in the URL (``st.query_params``), so a link
-reopens a page in the same state.
+Pages call :func:`run_experiment` (result store, else the config's background
+job from :mod:`bnviz.jobs`, followed by a polling fragment with its status, ETA,
+cancel button and optional live chart) and build their controls with
+:class:`Controls`, whose widgets are bounded and mirrored in the URL
+(``st.query_params``), so a link reopens a page in the same state.
+:func:`training_stepper` is play / pause / step through training
+(:mod:`bnviz.stepper`).
 """
 from __future__ import annotations
 
@@ -264,10 +267,10 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
         records = stepper.records
         state = {JobState.PAUSED: "paused", JobState.RUNNING: "playing", JobState.DONE: "done"}[stepper.status()]
         row.caption(f"Step {len(records):,} of {stepper.train_cfg.steps:,} ({state}); batches of {stepper.train_cfg.batch_size}.")
-        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
         if not records:
             st.info("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
             return
+        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
         latest = records[-1]
         units = range(stepper.first_unit, stepper.first_unit + stepper.units)
         st.markdown(f"**Step {latest.step}**: training loss {latest.loss:.4f} on this batch.")
