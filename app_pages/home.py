@@ -1,7 +1,7 @@
 """Home: Batch Normalization in 30 seconds."""
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment
+from bnviz.app import Controls, curve_panels, device_caption, downloads, format_percent, preset_links, run_experiment, training_stepper
 from bnviz.charts import curve_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.home import HomeConfig
@@ -75,4 +75,12 @@ st.markdown(
 )
 st.caption("Every number and curve on this page was computed just now (or read from the cache of an identical earlier run).")
 downloads("home", config, {"Test accuracy": curve_records(result.runs, "test_acc"), "Training loss": curve_records(result.runs, "train_loss")})
+
+st.header("One batch at a time")
+st.markdown(
+    "The BN model above, trained again with **Step**: each press trains on one more batch of 60 and shows, for three "
+    "neurons of a BN layer, this batch's mean and variance (what BN normalises with in training), the running "
+    "estimates it keeps for evaluation, and the γ and β it is learning. **Play** keeps stepping; **Pause** stops; **Reset** starts over."
+)
+training_stepper("home", config.models()[1], config.train_config())
 device_caption()

@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from bnviz import norms
-from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander, training_stepper
 from bnviz.charts.normalization_math import (
     STEPS,
     all_neurons_chart,
@@ -24,7 +24,8 @@ from bnviz.experiments.normalization_math import (
     NormalizationMathConfig,
     analyse,
 )
-from bnviz.models import PAPER_HIDDEN
+from bnviz.models import PAPER_HIDDEN, ModelConfig
+from bnviz.train import TrainConfig
 
 TOLERANCE = 1e-6  # bnviz must equal torch to this, in float64
 
@@ -287,5 +288,19 @@ downloads(
         "All neurons mean and std": all_neurons_records(result),
         "Gradients bnviz vs autograd": gradient_records(result),
     },
+)
+
+# ------------------------------------------------------------------ play / pause / step
+st.header("Eq. (1)-(4) while the network trains")
+st.markdown(
+    f"The paper's MLP, now with BN (ε = {config.eps:g}, momentum {'None' if config.momentum is None else f'{config.momentum:g}'}), "
+    f"trained batch by batch (batches of {config.batch_size}, SGD). **Step** trains on one batch: see its mean and variance, "
+    "the running estimates move towards them by the momentum, and γ and β take their gradient step. **Play**, **Pause**, **Reset**."
+)
+training_stepper(
+    "math",
+    ModelConfig(hidden=PAPER_HIDDEN, activation="sigmoid", norm="batch", bn_eps=config.eps, bn_momentum=config.momentum),
+    TrainConfig(steps=1000, batch_size=config.batch_size, lr=0.1, seed=config.seed, eval_every=100, eval_examples=500),
+    first_unit=min(config.first_neuron, PAPER_HIDDEN[0] - NUM_SHOWN),  # a synthetic batch may be wider than the MLP
 )
 device_caption()

@@ -9,6 +9,8 @@ empty result store of its own), then:
   from the store itself), whether every session shows the same metric values,
   the seconds until the first and the last session shows its charts, and the
   server's peak resident memory (``VmHWM`` in ``/proc/<pid>/status``).
+  ``--configs K`` spreads the sessions over K configs (seeds): it also prints
+  the most jobs computing at once (bnviz.jobs runs at most one per core).
 * ``--visit-all``: opens every page once, in the light views the browser suite
   uses (``E2E_FAST_QUERY`` in tests/e2e/test_app_in_browser.py), one after
   another in one session, and prints the server's resident memory after each
@@ -19,7 +21,7 @@ empty result store of its own), then:
   top, so each clamps to its maximum; a combination over the per-view budget is
   refused by the page). ``--max-minutes`` stops the tour when its time is up.
 
-    .venv/bin/python benchmarks/classroom_load.py [--sessions 30] [--query "steps=600"]
+    .venv/bin/python benchmarks/classroom_load.py [--sessions 30] [--query "steps=600"] [--configs 5]
     .venv/bin/python benchmarks/classroom_load.py --visit-all [--defaults]
 
 ``--server-python`` runs the app with another environment's interpreter, e.g. one
@@ -145,13 +147,26 @@ def session_state(page) -> dict:
     }
 
 
-def classroom(sessions: int, query: str, timeout_s: float) -> int:
+def with_seed(query: str, seed: int) -> str:
+    return "&".join([part for part in query.split("&") if part and not part.startswith("seed=")] + [f"seed={seed}"])
+
+
+def running_jobs(store) -> int:
+    """Jobs computing right now in the server: each writes its progress to the store while it runs."""
+    return sum(1 for key in store.disk if isinstance(key, tuple) and key[0] == "progress")
+
+
+def classroom(sessions: int, query: str, timeout_s: float, configs: int = 1) -> int:
     from bnviz.cache import ResultStore
 
     results_dir = tempfile.mkdtemp(prefix="bnviz-classroom-")
     print(f"before: {load()}")
     server, url = start_server(results_dir)
-    config = home_config(query)
+    base_seed = home_config(query).seed
+    # session i asks for config i % configs (the query with another seed)
+    queries = [with_seed(query, base_seed + k) if configs > 1 else query for k in range(configs)]
+    store = ResultStore(results_dir)
+    peak_running = 0
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -160,8 +175,8 @@ def classroom(sessions: int, query: str, timeout_s: float) -> int:
             for page in pages:
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
             start = time.monotonic()
-            for page in pages:  # all sessions connect at once: no waiting on any page's load
-                page.goto(f"{url}/?{query}", wait_until="commit")
+            for i, page in enumerate(pages):  # all sessions connect at once: no waiting on any page's load
+                page.goto(f"{url}/?{queries[i % configs]}", wait_until="commit")
             done_at: dict[int, float] = {}
             deadline = start + timeout_s
             while len(done_at) < sessions and time.monotonic() < deadline:
@@ -174,30 +189,32 @@ def classroom(sessions: int, query: str, timeout_s: float) -> int:
                         continue
                     if state["idle"] and state["charts"] >= 2 and state["painted"]:
                         done_at[i] = time.monotonic() - start
+                peak_running = max(peak_running, running_jobs(store))
                 time.sleep(0.2)
-            metrics = []
+            metrics = {}
             for i in sorted(done_at):
                 values = tuple((m["label"], m["value"]) for m in pages[i].evaluate(SUITE.METRICS_JS))
-                metrics.append(values)
+                metrics.setdefault(i % configs, []).append(values)
             browser.close()
         mem, cpu = memory_mib(server.pid), cpu_seconds(server.pid)
     finally:
         stop_server(server)
-    computations = ResultStore(results_dir).computations("home", config)
-    same = len(set(metrics)) == 1 and len(metrics) == sessions
-    print(f"page: home /?{query}  ({config.to_json()})")
+    counts = [ResultStore(results_dir).computations("home", home_config(q)) for q in queries]
+    same = len(done_at) == sessions and all(len(set(group)) == 1 for group in metrics.values())
+    print(f"page: home, {configs} config(s): " + ", ".join(f"/?{q}" for q in queries))
     print(f"sessions: {sessions}, showing their charts: {len(done_at)}, page errors: {len(errors)}")
-    print(f"computations in the store for that config: {computations}")
-    print(f"every session shows the same metric values: {'yes' if same else 'NO'}")
-    if metrics:
-        print("  values: " + "; ".join(f"{label} = {value}" for label, value in metrics[0]))
+    print(f"computations in the store per config: {counts}")
+    print(f"jobs computing at once (sampled every 0.2 s): peak {peak_running}, on {len(os.sched_getaffinity(0))} cores")
+    print(f"the sessions of each config show the same metric values: {'yes' if same else 'NO'}")
+    for k, group in sorted(metrics.items()):
+        print(f"  config {k}: " + "; ".join(f"{label} = {value}" for label, value in group[0]))
     if done_at:
         print(f"seconds until the first session shows its charts: {min(done_at.values()):.1f}")
         print(f"seconds until the last session shows its charts: {max(done_at.values()):.1f}")
     print(f"server resident memory: {describe(mem)}")
     print(f"server CPU time (user + system, start included): {cpu:.1f} s; the browsers share the same CPUs")
     print(f"after: {load()}")
-    return 0 if (computations == 1 and same and not errors) else 1
+    return 0 if (all(count == 1 for count in counts) and same and not errors) else 1
 
 
 URL_PATHS = {"home": "", "normalization_math": "normalization-math", "train_vs_eval": "train-vs-eval", "paper_results": "paper-results",
@@ -280,6 +297,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=30)
     parser.add_argument("--query", default="steps=600&seed=0", help="home-page URL query all sessions open (default: its default view)")
+    parser.add_argument("--configs", type=int, default=1, help="spread the sessions over this many configs (the query's seed, +1, +2, ...)")
     parser.add_argument("--visit-all", action="store_true", help="visit every page once and report the server's memory")
     parser.add_argument("--defaults", action="store_true", help="with --visit-all: each page's default view, not the light one")
     parser.add_argument("--presets", action="store_true", help="with --visit-all: then open every classroom preset's link")
@@ -293,7 +311,7 @@ def main() -> int:
     print(f"server: {SERVER_PYTHON} -m streamlit run streamlit_app.py")
     if args.visit_all:
         return visit_all(args.defaults, args.timeout, args.presets, args.maxima, args.max_minutes)
-    return classroom(args.sessions, args.query, args.timeout)
+    return classroom(args.sessions, args.query, args.timeout, args.configs)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,16 @@ def _store():
     return store
 
 
+def _run_as_job(store, name: str, config):
+    """The result of ``(name, config)`` through the same jobs the app uses (bnviz.jobs):
+    headless, it waits and prints the job's progress."""
+    from .jobs import JobManager
+
+    printer = _progress_printer(name)
+    manager = JobManager(store)
+    return manager.wait(manager.submit(name, config, owner="cli"), on_progress=lambda status: printer(status.fraction, status.message))
+
+
 def _run(args) -> int:
     from .experiments import get_experiment
     from .results import to_jsonable, write_json
@@ -139,7 +149,7 @@ def _run(args) -> int:
         result = experiment.run(config, _progress_printer(experiment.name))
         store.put(experiment.name, config, result)
     else:
-        result = store.get_or_compute(experiment.name, config, lambda report: experiment.run(config, _progress_printer(experiment.name)))
+        result = _run_as_job(store, experiment.name, config)
     print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     summary = experiment.summarize(result) if experiment.summarize else to_jsonable(result)
     print(json.dumps(to_jsonable(summary), indent=1))
@@ -159,7 +169,7 @@ def _precompute(args) -> int:
         for config in experiment.configs_to_precompute():
             started = time.perf_counter()
             was_stored = store.get(experiment.name, config) is not None
-            store.get_or_compute(experiment.name, config, lambda report, e=experiment, c=config: e.run(c, _progress_printer(e.name)))
+            _run_as_job(store, experiment.name, config)
             state = "already cached" if was_stored else f"computed in {time.perf_counter() - started:.1f} s"
             print(f"{experiment.name:24s} {state}  {config.to_json()}")
     print(f"precompute finished in {time.perf_counter() - total_started:.1f} s")

@@ -1,14 +1,18 @@
 """The only bnviz module that imports streamlit: cached runners, progress, shared widgets.
 
-Pages call :func:`run_experiment` (result store + single flight + progress bar
-+ optional live chart) and build their controls with :class:`Controls`, whose
-widgets are bounded and mirrored in the URL (``st.query_params``), so a link
-reopens a page in the same state.
+Pages call :func:`run_experiment` (result store, else the config's background
+job from :mod:`bnviz.jobs`, followed by a polling fragment with its status, ETA,
+cancel button and optional live chart) and build their controls with
+:class:`Controls`, whose widgets are bounded and mirrored in the URL
+(``st.query_params``), so a link reopens a page in the same state.
+:func:`training_stepper` is play / pause / step through training
+(:mod:`bnviz.stepper`).
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import time
 from typing import Any, Callable, Sequence
@@ -18,7 +22,8 @@ import streamlit as st
 
 from .cache import ResultStore
 from .errors import BnvizError
-from .experiments import get_experiment
+from .jobs import Job, JobManager, JobState, JobStatus
+from .stepper import StepperRegistry, TrainingStepper
 from .train import configure_torch_threads, pick_device
 
 
@@ -69,14 +74,52 @@ def _release_freed_memory() -> None:
 
 
 LIVE_REDRAW_SECONDS = 0.5
+# A computing section redraws its progress and live chart this often (a fragment rerun,
+# not the page): often enough to look live, rare enough that a class of 30 watching does
+# not take the cores the training wants.
+JOB_POLL_SECONDS = 1.0
+IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run; "0": never
+_CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """The process's jobs (:mod:`bnviz.jobs`), shared by every session."""
+    return JobManager(result_store(), on_finished=_release_freed_memory)
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _waits_in_script() -> bool:
+    """Whether :func:`run_experiment` waits for its job inside the script run instead of a
+    polling fragment: where ``run_every`` fragments never tick, i.e. under AppTest (which runs
+    a script once, with a mock Runtime), or where ``BNVIZ_JOBS_IN_SCRIPT`` says so."""
+    forced = os.environ.get(IN_SCRIPT_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    from unittest import mock
+
+    from streamlit.runtime import Runtime
+
+    return isinstance(getattr(Runtime, "_instance", None), mock.Mock)
 
 
 def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):
-    """The experiment's result for ``config``: from the store, or computed once with progress.
+    """The experiment's result for ``config``: from the store, or from its job (:mod:`bnviz.jobs`).
 
-    ``live(partial)`` is called with partial results (throttled) while training,
-    so a page can draw curves as they grow. A config the core rejects shows one
-    clear message and stops the page; it never becomes a traceback.
+    A cold config starts (or joins) the process's job for it; this script run then draws
+    the job's progress in a fragment that polls it every :data:`JOB_POLL_SECONDS` and stops
+    (:func:`st.stop`): the page below waits, and a widget moved meanwhile only starts or
+    joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
+    the job ends, the fragment reruns the page, which then reads the result from the store.
+    ``live(partial)`` draws the job's latest partial result (e.g. curves as they grow) at each
+    poll. A config the core rejects shows one clear message and stops the page; it never
+    becomes a traceback.
     """
     store = result_store()
     show_store_notice(store)
@@ -84,31 +127,17 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
         cached = store.get(name, config)
         if cached is not None:
             return cached
-        experiment = get_experiment(name)
-        bar = st.progress(0.0, text=f"{label}…")
-        next_draw = [0.0]
-
-        def compute(report):
-            def progress(fraction: float, message: str, partial=None):
-                report(fraction, message, partial)
-                bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
-                if live is not None and partial is not None and time.monotonic() >= next_draw[0]:
-                    started = time.monotonic()
-                    live(partial)
-                    # Drawing holds the GIL and a core the training threads want: redraw twice a
-                    # second at most, and spend at most a fifth of the time drawing.
-                    now = time.monotonic()
-                    next_draw[0] = now + max(LIVE_REDRAW_SECONDS, 4 * (now - started))
-
-            return experiment.run(config, progress)
-
-        def on_wait(fraction: float, message: str):
-            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Another session is computing this right now ({message}); waiting for its result…")
-
-        result = store.get_or_compute(name, config, compute, on_wait)
-        _release_freed_memory()
-        bar.empty()
-        return result
+        if store.key(name, config) in st.session_state.get(_CANCELLED_KEY, ()):
+            _offer_restart(store.key(name, config), label)
+        manager = job_manager()
+        job = manager.submit(name, config, owner=_session_id())
+        status = manager.poll(job)
+        if status.finished:
+            return _finished_result(job, status, label)
+        if _waits_in_script():
+            return _wait_in_script(manager, job, live, label)
+        _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
+        st.stop()
     except BnvizError as exc:
         st.error(str(exc))
         st.stop()
@@ -131,6 +160,162 @@ def budget_help(what: str) -> str:
 
     return (f"One view trains at most {VIEW_COST_LIMIT:,} reference steps (steps of the paper's MLP on a batch of 60, about five "
             f"minutes of a CPU core): {what}. Heavier runs: `python -m bnviz run NAME --allow-heavy`.")
+def _finished_result(job: Job, status: JobStatus, label: str):
+    if status.state is JobState.DONE:
+        return job.result
+    if status.state is JobState.FAILED:
+        raise BnvizError(status.error or "The computation failed.")
+    st.warning(f"{label} stopped: {status.message}. Change a control back or reload the page to start it again.")
+    st.stop()
+
+
+def _offer_restart(key: str, label: str) -> None:
+    def restart():
+        st.session_state[_CANCELLED_KEY].discard(key)
+
+    st.info(f"You cancelled this computation ({label}).")
+    st.button("Compute it again", key=f"bnviz.restart.{key}", on_click=restart, icon=":material/play_arrow:")
+    st.stop()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _status_text(status: JobStatus, label: str) -> str:
+    """One line: computing / queued (position k) / done, and the ETA from the job's own rate."""
+    if status.state is JobState.QUEUED:
+        return f":material/hourglass_top: {label}: queued (position {status.queue_position}); every core is busy with other computations"
+    eta = f", about {_duration(status.eta_seconds)} left" if status.eta_seconds is not None else ""
+    return f":material/autorenew: {label}: computing, {status.message}{eta}"
+
+
+def _draw_status(manager: JobManager, job: Job, status: JobStatus) -> None:
+    def cancel():
+        manager.cancel(job, "cancelled by the session that started it")
+        st.session_state.setdefault(_CANCELLED_KEY, set()).add(job.key)
+
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if status.owner is not None and status.owner == _session_id():
+        row.button("Cancel", key=f"bnviz.cancel.{job.key}", on_click=cancel, icon=":material/stop:", help="Stop this computation (nothing is stored).")
+    row.caption("The computation runs on the server: leave the page or move a control and it goes on; come back and its result is here.")
+
+
+def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_live: bool) -> None:
+    """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`."""
+
+    @st.fragment(run_every=JOB_POLL_SECONDS)
+    def follow():
+        status = manager.poll(job)
+        if status.finished:
+            st.rerun()  # the whole page, which reads the result (or says why there is none)
+        if live is not None and status.partial is not None and not drew_live:
+            # a fragment may only redraw outside containers it wrote to in the last full run
+            st.rerun()
+        # the key names the box in the page (class "st-key-bnviz-job-..."): browser tests wait for it to go
+        with st.container(key=f"bnviz-job-{job.key}"):
+            st.progress(min(max(status.fraction, 0.0), 1.0), text=_status_text(status, label))
+            _draw_status(manager, job, status)
+        if live is not None and status.partial is not None:
+            live(status.partial)
+
+    follow()
+
+
+def _wait_in_script(manager: JobManager, job: Job, live, label: str):
+    """Wait for ``job`` in this script run (AppTest; ``BNVIZ_JOBS_IN_SCRIPT=1``): the same
+    job, progress and live drawing, without a fragment. A rerun of the page meanwhile stops
+    this wait, never the job."""
+    bar = st.progress(0.0, text=f"{label}…")
+    next_draw = 0.0
+    while True:
+        status = manager.poll(job)
+        if status.finished:
+            break
+        bar.progress(min(max(status.fraction, 0.0), 1.0), text=_status_text(status, label))
+        if live is not None and status.partial is not None and time.monotonic() >= next_draw:
+            started = time.monotonic()
+            live(status.partial)
+            # Drawing holds the GIL and a core the training threads want: redraw twice a
+            # second at most, and spend at most a fifth of the time drawing.
+            now = time.monotonic()
+            next_draw = now + max(LIVE_REDRAW_SECONDS, 4 * (now - started))
+        job.finished.wait(0.05)
+    bar.empty()
+    return _finished_result(job, status, label)
+
+
+# ------------------------------------------------------------------ play / pause / step
+PLAY_TICK_SECONDS = 0.5
+PLAY_STEPS_PER_TICK = 2  # four batches a second: slow enough to read the numbers move
+STEPPER_HISTORY = 300  # steps the chart shows (the latest)
+
+
+@st.cache_resource(show_spinner=False)
+def stepper_registry() -> StepperRegistry:
+    """The sessions' steppers (:mod:`bnviz.stepper`), paused ones kept for a while."""
+    return StepperRegistry()
+
+
+def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> None:
+    """Play / Pause / Step / Reset through one training run of ``(model_cfg, train_cfg)``
+    (a BN model), in a fragment: each step shows that batch's mean and variance of three
+    units of a BN layer beside the running estimates, γ and β, and draws their history.
+    Playing advances :data:`PLAY_STEPS_PER_TICK` batches every :data:`PLAY_TICK_SECONDS`."""
+    import pandas as pd
+
+    from .charts.stepper import stepper_chart
+    from .data import load_mnist
+
+    key = f"{_session_id()}|{scope}|{model_cfg.to_json()}|{train_cfg.to_json()}|{first_unit}"
+    try:
+        stepper = stepper_registry().get(key, lambda: TrainingStepper(model_cfg, train_cfg, load_mnist(str(pick_device())), first_unit=first_unit))
+    except BnvizError as exc:
+        st.error(str(exc))
+        return
+    playing_in_this_run = stepper.playing
+
+    def toggle():
+        stepper.playing = not stepper.playing and not stepper.done
+
+    @st.fragment(run_every=PLAY_TICK_SECONDS if playing_in_this_run else None)
+    def panel():
+        if stepper.playing != playing_in_this_run:
+            st.rerun()  # Play or Pause changes how often the fragment ticks: the page sets it
+        if stepper.playing:
+            stepper.step(PLAY_STEPS_PER_TICK)
+        row = st.container(horizontal=True, vertical_alignment="center")
+        if stepper.playing:
+            row.button("Pause", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/pause:")
+        else:
+            row.button("Play", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/play_arrow:", disabled=stepper.done)
+        row.button("Step", key=f"{scope}.stepper.step", on_click=stepper.step, icon=":material/skip_next:", disabled=stepper.playing or stepper.done, help="Train on one more batch.")
+        row.button("Reset", key=f"{scope}.stepper.reset", on_click=stepper.reset, icon=":material/replay:", help="Back to the untrained model and the first batch.")
+        records = stepper.records
+        state = {JobState.PAUSED: "paused", JobState.RUNNING: "playing", JobState.DONE: "done"}[stepper.status()]
+        row.caption(f"Step {len(records):,} of {stepper.train_cfg.steps:,} ({state}); batches of {stepper.train_cfg.batch_size}.")
+        if not records:
+            st.info("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
+            return
+        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
+        latest = records[-1]
+        units = range(stepper.first_unit, stepper.first_unit + stepper.units)
+        st.markdown(f"**Step {latest.step}**: training loss {latest.loss:.4f} on this batch.")
+        table = pd.DataFrame(
+            {
+                "unit": list(units),
+                "batch mean": latest.batch_mean[layer],
+                "batch variance": latest.batch_var[layer],
+                "running mean": latest.running_mean[layer],
+                "running variance": latest.running_var[layer],
+                "γ": latest.gamma[layer],
+                "β": latest.beta[layer],
+            }
+        )
+        st.dataframe(table, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.5f") for c in table.columns if c != "unit"})
+        st.altair_chart(stepper_chart(records[-STEPPER_HISTORY:], layer, 0, f"Unit {stepper.first_unit} of BN layer {layer + 1}, step by step"), width="content")
+
+    panel()
 
 
 def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_domain=None) -> Callable[[Any], None]:

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -481,17 +483,8 @@ def stack_groups(runs: Sequence[Run]) -> list[Run | RunGroup]:
 ProgressFn = Callable[[float, str, list[TrainResult]], None]
 
 
-def training_threads(num_runs: int) -> int:
-    """How many runs train at once: one per usable core (``BNVIZ_TRAIN_THREADS`` overrides).
-
-    Each run's ops use one intra-op thread (:func:`configure_torch_threads`) and
-    release the GIL, so independent runs on separate Python threads use separate
-    cores (measured in ``benchmarks/bench_training.py``). Usable cores are the CPU
-    affinity, capped by a cgroup CPU quota (containers, hosted tiers).
-    """
-    override = os.environ.get("BNVIZ_TRAIN_THREADS")
-    if override:
-        return max(1, min(num_runs, int(override)))
+def usable_cores() -> int:
+    """The CPU affinity, capped by a cgroup CPU quota (containers, hosted tiers)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:  # cgroup v2: "max 100000" or "<quota> <period>"
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
@@ -499,7 +492,38 @@ def training_threads(num_runs: int) -> int:
             cores = min(cores, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
-    return max(1, min(num_runs, cores))
+    return cores
+
+
+# A job's share of the cores (bnviz.jobs runs several jobs at once): set per thread, read by
+# training_threads on the thread that calls train_together.
+_THREAD_BUDGET = threading.local()
+
+
+@contextmanager
+def thread_budget(threads: int):
+    """Within the block, :func:`training_threads` on this thread uses at most ``threads``."""
+    previous = getattr(_THREAD_BUDGET, "threads", None)
+    _THREAD_BUDGET.threads = max(1, int(threads))
+    try:
+        yield
+    finally:
+        _THREAD_BUDGET.threads = previous
+
+
+def training_threads(num_runs: int) -> int:
+    """How many runs train at once: one per usable core (``BNVIZ_TRAIN_THREADS`` overrides),
+    at most the :func:`thread_budget` of the calling thread.
+
+    Each run's ops use one intra-op thread (:func:`configure_torch_threads`) and
+    release the GIL, so independent runs on separate Python threads use separate
+    cores (measured in ``benchmarks/bench_training.py``).
+    """
+    override = os.environ.get("BNVIZ_TRAIN_THREADS")
+    if override:
+        return max(1, min(num_runs, int(override)))
+    budget = getattr(_THREAD_BUDGET, "threads", None) or usable_cores()
+    return max(1, min(num_runs, usable_cores(), budget))
 
 
 def stacking_pays(runs: Sequence[Run]) -> bool:

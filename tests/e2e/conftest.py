@@ -73,10 +73,16 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_url(artifacts):
+def results_dir() -> str:
+    """The app's own result store (tests read its computation counts)."""
+    return tempfile.mkdtemp(prefix="bnviz-e2e-results-")
+
+
+@pytest.fixture(scope="session")
+def app_url(artifacts, results_dir):
     """``streamlit run streamlit_app.py`` on a free port, ready (``/_stcore/health``); stopped at the end."""
-    results_dir = tempfile.mkdtemp(prefix="bnviz-e2e-results-")
     env = dict(os.environ, BNVIZ_RESULTS_DIR=results_dir)
+    env.pop("BNVIZ_JOBS_IN_SCRIPT", None)  # the app as users run it: jobs followed by fragments
     log_path = artifacts / "streamlit-server.log"
     for _attempt in range(3):  # a port taken between choosing and binding: choose again
         port = free_port()

@@ -85,7 +85,9 @@ IDLE_JS = """() => {
     // the status widget also holds the "File change. Rerun" prompt: only its running icon counts
     && !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
     && !document.querySelector('[data-testid="stSkeleton"]')
-    && !document.querySelector('[data-stale="true"]');
+    && !document.querySelector('[data-stale="true"]')
+    // a section whose job (bnviz.jobs) still computes: its fragment polls, the page is not done
+    && !document.querySelector('[class*="st-key-bnviz-job-"]');
 }"""
 
 # Per Vega-Lite chart: drawn (canvas or svg), its size, and how much is painted.
