@@ -69,6 +69,19 @@ def _lr_range(config) -> tuple:
     return (min(config.lrs), max(config.lrs))
 
 
+def _paper_init(config) -> str:
+    from .experiments.paper_figure1 import init_choice
+
+    return init_choice(config)
+
+
+def _paper_axis(config) -> bool:
+    """The paper's accuracy axis is on for the paper's full-length run (a view, not a config field)."""
+    from .train import PAPER_STEPS
+
+    return config.steps == PAPER_STEPS
+
+
 def _sweep(config) -> str:
     from .experiments.norm_comparison import FULL_BATCH_SIZES
 
@@ -94,7 +107,7 @@ PAGE_PRESETS: dict[str, PagePresets] = {
         "batch_noise_regularization": {"regn": "train_examples", "regsteps": "steps", "seeds": "num_seeds"},
     }),
     "paper_results": PagePresets("paper", {
-        "paper_figure1": {"steps": "steps", "lr": "lr", "init": "init", "opt": "optimizer", "seed": "seed"},
+        "paper_figure1": {"steps": "steps", "lr": "lr", "init": _paper_init, "bin": "binarise", "opt": "optimizer", "seed": "seed", "seeds": "seeds", "axis": _paper_axis},
         "paper_lr_claims": {"base_lr": "base_lr", "lr_steps": "steps"},
     }),
     "distribution_shift": PagePresets("shift", {"distribution_shift": {

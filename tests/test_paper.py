@@ -29,7 +29,7 @@ from bnviz.train import Run, TrainConfig, TrainResult, evaluate
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bn_beats_no_bn_at_equal_steps(seed):
     """Fig. 1(a) in a short version: at every evaluation after the start, on two seeds, BN is ahead."""
-    result = run_figure1(PaperFigure1Config(steps=400, lr=0.5, init="default", seed=seed))
+    result = run_figure1(PaperFigure1Config(steps=400, lr=0.5, init="default", seed=seed, seeds=1, binarise=False))
     no_bn, bn = result.by_label("no BN"), result.by_label("BN")
     assert np.array_equal(no_bn.eval_step, bn.eval_step)  # equal steps
     assert bn.final_test_acc > no_bn.final_test_acc
@@ -117,7 +117,7 @@ def test_speedup_is_the_baseline_steps_over_the_fastest_bn_run():
 
 
 def test_figure1_charts_build_from_a_short_run():
-    result = run_figure1(PaperFigure1Config(steps=100))
+    result = run_figure1(PaperFigure1Config(steps=100, seeds=1))
     assert result.layers == 3
     for chart in (accuracy_chart(result, paper_axis=True, total_steps=100), percentile_chart(result, layer=2, unit=7, total_steps=100)):
         json.dumps(chart.to_dict())
