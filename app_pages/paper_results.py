@@ -150,7 +150,7 @@ with right:
         else f"BN never reached no BN's final accuracy ({format_percent(target)}) in {config.steps:,} steps."
     )
     st.markdown(
-        f"- (a): over {accuracy.seeds} seed{'s' if accuracy.seeds > 1 else ''}, BN's final test accuracy (full test set) is **{higher}**: {accuracy.rule} "
+        f"- (a): over {accuracy.seeds} seed{'s' if accuracy.seeds > 1 else ''}, BN's final test accuracy (full test set) is **{higher}**: {accuracy.reason} "
         f"On seed {config.seed}, BN is {ahead_word}. {match_text}\n"
         f"- (b, c), unit {unit} of layer {layer} ({mode} mode), seed {config.seed}: from step {from_step:,} on, "
         f"its median moved over a range of **{unit_drift_no_bn:.2f}** without BN and **{unit_drift_bn:.2f}** with BN; the 15th–85th band was {unit_no_bn[1, 2] - unit_no_bn[1, 0]:.2f} wide "
@@ -159,7 +159,7 @@ with right:
         f"- Over all {PAPER_HIDDEN[layer - 1]} units of layer {layer}, from step {from_step:,} on, each unit's median moved by "
         f"{np.mean(drift.relative['no BN']):.2f} of its own 15th–85th band width on average without BN and {np.mean(drift.relative['BN']):.2f} with BN "
         f"(mean over seeds; in raw units {np.mean(drift.raw['no BN']):.2f} and {np.mean(drift.raw['BN']):.2f}, which the two networks' different scales make incomparable): "
-        f"with BN the inputs are **{steadier}**. The rule: no BN's band-relative drift over BN's, per seed; {drift.verdict.rule}"
+        f"with BN the inputs are **{steadier}**. The rule: no BN's band-relative drift over BN's, per seed, is {drift.verdict.label}: {drift.verdict.reason}"
     )
 st.dataframe(drift_table(drift, figure1), hide_index=True)
 st.caption(

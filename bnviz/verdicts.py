@@ -120,6 +120,12 @@ class Verdict:
         return self.word == SUPPORTED
 
     @property
+    def reason(self) -> str:
+        """The rule without its leading word, for a sentence that already shows :attr:`label`."""
+        head, _, rest = self.rule.partition(": ")
+        return rest if head.startswith(self.word) and rest else self.rule
+
+    @property
     def label(self) -> str:
         """The word with its seed count where that is why: "inconclusive at 1 seed"."""
         if self.word == INCONCLUSIVE:

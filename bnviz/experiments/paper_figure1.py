@@ -13,7 +13,7 @@ any unit of any layer without retraining.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -23,7 +23,7 @@ from ..config import Config, check
 from ..data import MNIST, StandardisedImages, load_mnist
 from ..models import INITS, PAPER_HIDDEN, ModelConfig
 from ..recorders import UnitPercentiles, column_quantiles
-from ..results import Comparison
+from ..results import SeededComparison
 from ..train import PAPER_BATCH_SIZE, PAPER_STEPS, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from ..verdicts import Verdict, band_relative, judge
 from . import Experiment
@@ -187,27 +187,17 @@ def percentile_prefix(layer: int, mode: str = "evaluation") -> str:
 
 
 @dataclass
-class Figure1Result(Comparison):
+class Figure1Result(SeededComparison):
     """``runs``: the first seed's two runs ("no BN", "BN"), which the charts draw;
     ``seed_runs``: every seed's, (no BN, BN) per seed, which the verdicts use. Each run's
     ``records`` holds, per hidden layer L and mode, ``{percentile_prefix(L, mode)}s``
     (evaluations, units, 3) and ``..._steps``."""
 
     percentile_levels: tuple[float, ...] = PAPER_PERCENTILES
-    seed_runs: list[TrainResult] = field(default_factory=list)
 
     @property
     def layers(self) -> int:
         return len(self.runs[0].model.hidden)
-
-    @property
-    def seeds(self) -> int:
-        return len(self.arm("BN"))
-
-    def arm(self, label: str) -> list[TrainResult]:
-        """Every seed's run of one model, ordered by seed."""
-        runs = self.seed_runs or self.runs
-        return sorted((r for r in runs if r.label == label), key=lambda r: r.train.seed)
 
     def percentiles(self, label: str, layer: int, unit: int, mode: str = "evaluation") -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one unit's input percentiles; values is (evaluations, 3)."""
@@ -320,7 +310,7 @@ def run(config: PaperFigure1Config, progress: ProgressFn | None = None) -> Figur
 
     def collected(results: list[TrainResult]) -> Figure1Result:
         done = [_collect(r, recs) for r, recs in zip(results, recorders)]
-        return Figure1Result(done[:2], seed_runs=done)
+        return Figure1Result.from_seeds(done, len(config.models()))
 
     def relay(fraction: float, message: str, partial: list[TrainResult]):
         # the live chart wants the percentile bands too, which Run.result(final=False) leaves out
