@@ -13,7 +13,7 @@ from bnviz.charts.train_vs_eval import (
     statistics_chart,
     statistics_records,
 )
-from bnviz.experiments.batch_noise_regularization import RegularizationConfig
+from bnviz.experiments.batch_noise_regularization import RegularizationConfig, trend_verdict
 from bnviz.experiments.train_vs_eval import TrainVsEvalConfig, accuracy_three_ways, estimate_errors
 from bnviz.norms import keras_to_pytorch_momentum, update_running_stats
 
@@ -211,25 +211,22 @@ if run_regularization:
                    delta=f"seeds: {points(row['min'])} to {points(row['max'])}", delta_color="off", delta_arrow="off",
                    help="No-BN gap minus BN gap, in accuracy points; positive means BN generalised better.")
     smallest, largest = effect.index[0], effect.index[-1]
-    # differences below the 0.1-point display precision are "about the same", not a trend
-    trend = 100 * (effect.loc[smallest, "mean"] - effect.loc[largest, "mean"])
-    trend_words = ("**larger with the smaller batch, as the article says**" if trend >= 0.05
-                   else "**smaller with the smaller batch, the opposite of the article's remark**" if trend <= -0.05
-                   else "**about the same at both sizes**")
-    overlap = effect.loc[smallest, "min"] <= effect.loc[largest, "max"]
+    trend = trend_verdict(reg)
+    trend_words = {
+        "supported": "**larger with the smaller batch, as the article says**",
+        "not supported": "**not larger with the smaller batch**" + (", the opposite of the article's remark" if trend.reversed else ""),
+    }.get(trend.word, f"**{trend.label}** on whether it is larger with the smaller batch")
     st.markdown(
         f"Measured: BN's gap is {100 * mean_gap.loc[('BN', smallest), 'mean']:.1f} points at B = {smallest} and "
         f"{100 * mean_gap.loc[('BN', largest), 'mean']:.1f} at B = {largest}; without BN {100 * mean_gap.loc[('no BN', smallest), 'mean']:.1f} "
         f"and {100 * mean_gap.loc[('no BN', largest), 'mean']:.1f}. BN's own effect on the gap (no BN minus BN) is "
         f"{points(effect.loc[smallest, 'mean'])} points at B = {smallest} and {points(effect.loc[largest, 'mean'])} at B = {largest}: "
         + trend_words
-        + (", from a single seed: add seeds to see whether the difference exceeds the noise." if reg_seeds == 1
-           else ", but the seeds' ranges overlap, so this measurement cannot tell them apart." if overlap
-           else ", beyond the spread of the seeds.")
+        + f" (B = {smallest} minus B = {largest}, {trend.reason})."
         + " Note the gap also grows with the batch size for both models: bigger batches mean more epochs over the same small subset in the same number of steps."
     )
 else:
-    st.caption(f"Switch it on to train {total_runs} small models ({reg_seeds} seeds × {len(reg_config.batch_sizes)} batch sizes × with and without BN); a few seconds, then cached.")
+    st.caption(f"Switch it on to train {total_runs} small models ({reg_seeds} seeds × {len(reg_config.batch_sizes)} batch sizes × with and without BN); then cached.")
 
 # ---------------------------------------------------------------- 5. PreciseBN (issue 14)
 import pandas as pd  # noqa: E402

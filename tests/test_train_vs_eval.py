@@ -231,3 +231,19 @@ def test_the_ema_lag_verdict_needs_a_margin_over_seeds():
     tiny = lag_verdict(_lag_result([0.001, 0.002, 0.0015], [0.002, 0.003, 0.0025]))  # +0.1 points on every seed
     assert tiny.word == "not supported" and "0.25 points margin" in tiny.rule
     assert lag_verdict(_lag_result([0.001], [0.05])).label == "inconclusive at 1 seed"
+
+
+def test_the_batch_size_trend_of_bns_regularisation_needs_a_margin_over_seeds():
+    from bnviz.experiments.batch_noise_regularization import RegularizationConfig, RegularizationResult, trend_verdict
+
+    def result(effect_small, effect_large):
+        rows = []
+        for seed, (small, large) in enumerate(zip(effect_small, effect_large)):
+            for size, effect in ((8, small), (128, large)):
+                rows += [{"model": "no BN", "batch_size": size, "seed": seed, "gap": 0.10 + effect}, {"model": "BN", "batch_size": size, "seed": seed, "gap": 0.10}]
+        return RegularizationResult(config=RegularizationConfig(batch_sizes=(8, 128), num_seeds=len(effect_small)), rows=rows, diverged=[])
+
+    assert trend_verdict(result([0.05, 0.06, 0.055], [0.01, 0.012, 0.011])).word == "supported"
+    flat = trend_verdict(result([0.020, 0.021, 0.0205], [0.020, 0.020, 0.020]))  # +0.05 points: inside the margin
+    assert flat.word == "not supported" and not flat.reversed
+    assert trend_verdict(result([0.05], [0.01])).label == "inconclusive at 1 seed"
