@@ -308,7 +308,7 @@ else:
     gap = pd.DataFrame(pb.stat_gap)
     if len(gap):
         shown = gap.assign(learning_rate=gap["learning_rate"].map("{:g}".format)).rename(columns={"learning_rate": "learning rate", "layer": "BN layer", "mean_gap": "|μ_EMA − μ| / σ", "var_gap": "|σ²_EMA / σ² − 1|"})
-        st.caption(f"Distance between the EMA and PreciseBN's statistics (from {int(pb.samples_used[-1]):,} images), mean over each layer's 100 units:")
+        st.caption(f"Distance between the EMA and PreciseBN's statistics (from {int(pb.samples_used[-1]):,} images), mean over each layer's {', '.join(map(str, sorted(set(pb_config.hidden))))} units:")
         st.table(shown.set_index(["learning rate", "BN layer"]).style.format("{:.3f}"))
     st.caption(
         f"Each point: the trained weights frozen, {', '.join(f'{int(n):,}' for n in pb.samples_used)} training images (whole batches of {pb_config.batch_size}) "
