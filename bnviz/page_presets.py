@@ -127,8 +127,8 @@ PAGE_PRESETS: dict[str, PagePresets] = {
         "batch": "batch_size", "seeds": "seeds", "steps": "steps",
     }}),
     "why_bn_works": PagePresets("why", {
-        "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed"},
+        "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed", "n_seeds": "seeds"},
         "why_probes": {"p_act": "activation", "p_lr": "lr", "p_steps": "steps", "every": "probe_every", "eta": "max_multiplier",
-                       "noisy": "with_noisy", "p_seed": "seed"},
+                       "noisy": "with_noisy", "p_seed": "seed", "p_seeds": "seeds"},
     }),
 }
