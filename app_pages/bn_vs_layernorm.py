@@ -108,7 +108,7 @@ with st.expander("Settings of the sweep", expanded=False):
     s1, s2, s3, s4 = st.columns(4)
     with s1:
         arch = controls.radio("Network", "arch", ["mlp", "cnn"], defaults_sweep.arch, format_func={"mlp": "MLP 784-100-100-10", "cnn": "small CNN (8, 16 channels)"}.get,
-                              help="The CNN is about 10× slower per step on a CPU; it also sweeps InstanceNorm.")
+                              help="The CNN is slower per step than the MLP on a CPU; it also sweeps InstanceNorm.")
     with s2:
         sweep = controls.radio("Batch sizes", "sweep", ["light", "full"], "light",
                                format_func={"light": ", ".join(map(str, LIGHT_BATCH_SIZES)), "full": ", ".join(map(str, FULL_BATCH_SIZES))}.get)

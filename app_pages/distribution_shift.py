@@ -9,7 +9,7 @@ from bnviz.app import Controls, chart_mark, curve_panels, device_caption, draw_c
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
-from bnviz.experiments.distribution_shift import EPS_SWEEP, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig
+from bnviz.experiments.distribution_shift import EPS_SWEEP, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig, nonfinite_sentence
 
 SHIFT_NAMES = {
     "translate": "translated digits", "rotate": "rotated digits", "invert": "inverted digits", "noise": "noisy digits",
@@ -171,8 +171,9 @@ with route_b:
                     "set *Corrupted training images* to 0 to measure this route.")
     else:
         st.markdown(
-            f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes inf, and the next layer's sum of +inf and −inf terms is NaN. "
-            f"At this model's eps ({config.eps:.0e}) the largest value anywhere in the float32 forward on the shifted images is **{number(here)}** "
+            f"float16's largest finite value is {FLOAT16_MAX:,.0f}. Above it a value becomes ±inf, and a later sum of +inf and −inf terms is NaN. "
+            + (nonfinite_sentence(result.nonfinite_trace("float16", limit_eps), limit_eps) if limit_eps is not None else "")
+            + f"At this model's eps ({config.eps:.0e}) the largest value anywhere in the float32 forward on the shifted images is **{number(here)}** "
             f"(output of `{where}`), " + (f"{FLOAT16_MAX / here:,.2f}× below the limit. " if here < FLOAT16_MAX else f"{here / FLOAT16_MAX:,.2f}× above the limit. ")
             + (f"Sweeping eps at evaluation on the same weights, float16 gives NaN/inf from **eps = {limit_eps:.0e}** down "
                f"(amplification up to {1 / math.sqrt(limit_eps):,.0f}×)." if limit_eps is not None else

@@ -63,7 +63,7 @@ acc_slot, loss_slot = acc_col.empty(), loss_col.empty()
 
 def draw(runs, note=""):
     lr = runs[0].train.lr if runs else view_lr
-    draw_chart(acc_slot, band_chart(runs, "test_acc", f"Test accuracy (1,000 images), learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
+    draw_chart(acc_slot, band_chart(runs, "test_acc", f"Test accuracy ({config.eval_examples:,} images), learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
     draw_chart(loss_slot, band_chart(runs, "train_loss", f"Training loss, learning rate {lr:g}{note}", total_steps=config.steps), width="stretch")
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 from bnviz.app import Controls, budget_help, chart_mark, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts.small_batches import accuracy_chart, bessel_chart, bessel_frame, closed_form_frame, closed_form_heatmap, mismatch_chart, schedule_chart, seed_frame, summary_frame
 from bnviz.experiments.bessel_mismatch import MAX_DEPTH, TRAIN_BATCH_SIZE, BesselConfig, closed_form_ratio
-from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, SmallBatchesConfig
+from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES, FULL_BATCH_SIZES, LIGHT_BATCH_SIZES, RENORM_MARGIN_POINTS, SmallBatchesConfig, renorm_verdict
 from bnviz.models import model_label
 from bnviz.probes import BesselProbe, TrainEvalMismatch
 from bnviz.renorm import PAPER_D_MAX_REACHED, PAPER_R_MAX_REACHED, PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS, GhostBatchNorm1d, BatchRenorm1d, renorm_limits
@@ -106,7 +106,8 @@ if {"batch", "batch_renorm"} <= set(config.norms):
         gain = float(np.mean(renorm_seeds[paired] - bn_seeds[paired]))
         sentences.append(
             f"Batch Renorm vs BN at batch {small}: **{points(gain)}**, better in {better} of {int(paired.sum())} seed{'s' if paired.sum() > 1 else ''} "
-            f"(the same seed gives both the same initial weights and batches)."
+            f"(the same seed gives both the same initial weights and batches). Whether Batch Renorm beats BN here by more than "
+            f"{RENORM_MARGIN_POINTS:g} point: " + renorm_verdict(result).rule
         )
 if {"batch", "ghost_batch"} <= set(config.norms):
     ghost_larger = [b for b in config.batch_sizes if b > ghost]

@@ -13,7 +13,7 @@ from bnviz.charts.train_vs_eval import (
     statistics_chart,
     statistics_records,
 )
-from bnviz.experiments.batch_noise_regularization import RegularizationConfig
+from bnviz.experiments.batch_noise_regularization import RegularizationConfig, trend_verdict
 from bnviz.experiments.train_vs_eval import TrainVsEvalConfig, accuracy_three_ways, estimate_errors
 from bnviz.norms import keras_to_pytorch_momentum, update_running_stats
 
@@ -211,31 +211,28 @@ if run_regularization:
                    delta=f"seeds: {points(row['min'])} to {points(row['max'])}", delta_color="off", delta_arrow="off",
                    help="No-BN gap minus BN gap, in accuracy points; positive means BN generalised better.")
     smallest, largest = effect.index[0], effect.index[-1]
-    # differences below the 0.1-point display precision are "about the same", not a trend
-    trend = 100 * (effect.loc[smallest, "mean"] - effect.loc[largest, "mean"])
-    trend_words = ("**larger with the smaller batch, as the article says**" if trend >= 0.05
-                   else "**smaller with the smaller batch, the opposite of the article's remark**" if trend <= -0.05
-                   else "**about the same at both sizes**")
-    overlap = effect.loc[smallest, "min"] <= effect.loc[largest, "max"]
+    trend = trend_verdict(reg)
+    trend_words = {
+        "supported": "**larger with the smaller batch, as the article says**",
+        "not supported": "**not larger with the smaller batch**" + (", the opposite of the article's remark" if trend.reversed else ""),
+    }.get(trend.word, f"**{trend.label}** on whether it is larger with the smaller batch")
     st.markdown(
         f"Measured: BN's gap is {100 * mean_gap.loc[('BN', smallest), 'mean']:.1f} points at B = {smallest} and "
         f"{100 * mean_gap.loc[('BN', largest), 'mean']:.1f} at B = {largest}; without BN {100 * mean_gap.loc[('no BN', smallest), 'mean']:.1f} "
         f"and {100 * mean_gap.loc[('no BN', largest), 'mean']:.1f}. BN's own effect on the gap (no BN minus BN) is "
         f"{points(effect.loc[smallest, 'mean'])} points at B = {smallest} and {points(effect.loc[largest, 'mean'])} at B = {largest}: "
         + trend_words
-        + (", from a single seed: add seeds to see whether the difference exceeds the noise." if reg_seeds == 1
-           else ", but the seeds' ranges overlap, so this measurement cannot tell them apart." if overlap
-           else ", beyond the spread of the seeds.")
+        + f" (B = {smallest} minus B = {largest}, {trend.reason})."
         + " Note the gap also grows with the batch size for both models: bigger batches mean more epochs over the same small subset in the same number of steps."
     )
 else:
-    st.caption(f"Switch it on to train {total_runs} small models ({reg_seeds} seeds × {len(reg_config.batch_sizes)} batch sizes × with and without BN); a few seconds, then cached.")
+    st.caption(f"Switch it on to train {total_runs} small models ({reg_seeds} seeds × {len(reg_config.batch_sizes)} batch sizes × with and without BN); then cached.")
 
 # ---------------------------------------------------------------- 5. PreciseBN (issue 14)
 import pandas as pd  # noqa: E402
 
 from bnviz.charts.precise_bn import precise_chart, precise_frame  # noqa: E402
-from bnviz.experiments.precise_bn import PreciseBNConfig, precise_model  # noqa: E402
+from bnviz.experiments.precise_bn import PreciseBNConfig, lag_verdict, precise_model  # noqa: E402
 
 precise_mark = chart_mark()
 st.header("5. PreciseBN: the population statistics, recomputed")
@@ -262,8 +259,8 @@ with p3:
 with p4:
     pb_steps = pb_controls.slider("Training steps", "pbsteps", 100, 2000, pb_defaults.steps, step=100)
 pb_config = pb_defaults.replace(learning_rates=(pb_defaults.learning_rates[0], pb_high), bn_momentum=pb_momentum, draws=pb_draws, steps=pb_steps)
-run_precise = pb_controls.toggle(f"Run this experiment (trains {len(pb_config.learning_rates)} models for {pb_steps} steps, then "
-                                 f"{len(pb_config.sample_counts) * pb_draws * len(pb_config.learning_rates)} PreciseBN estimates; several seconds, then cached)", "pbrun", False)
+run_precise = pb_controls.toggle(f"Run this experiment (trains {len(pb_config.learning_rates) * pb_config.seeds} models, {len(pb_config.learning_rates)} learning rates × {pb_config.seeds} seeds, for {pb_steps} steps, then "
+                                 f"{(len(pb_config.sample_counts) + pb_config.seeds - 1) * pb_draws * len(pb_config.learning_rates)} PreciseBN estimates; then cached)", "pbrun", False)
 pb_controls.show_notes()
 if not run_precise:
     st.caption("Switch it on to train the two models and measure PreciseBN against the EMA.")
@@ -293,10 +290,14 @@ else:
     st.markdown(" ".join(sentences))
     if len(sentences) == 2 and not any(pb.diverged(i) for i in range(2)):
         lags = [pb.lag(0), pb.lag(1)]
+        lag_judged = lag_verdict(pb)
         st.markdown(
-            f"The EMA's shortfall is **{100 * lags[1]:.2f}** points at the high learning rate against **{100 * lags[0]:.2f}** at the low one: "
-            + ("the EMA lags more when the weights move fast, as Wu & Johnson describe." if lags[1] > lags[0] + 0.001
-               else "no larger at the high learning rate in this run (try a smaller momentum or a higher learning rate)." )
+            f"The EMA's shortfall is **{100 * lags[1]:.2f}** points at the high learning rate against **{100 * lags[0]:.2f}** at the low one (seed {pb_config.seed}). "
+            + {
+                "supported": "Over the seeds, the EMA lags more when the weights move fast, as Wu & Johnson describe: ",
+                "not supported": "Over the seeds, the EMA does **not** lag more at the high learning rate here (try a smaller momentum or a higher learning rate): ",
+            }.get(lag_judged.word, f"Whether the EMA lags more at the high learning rate, as Wu & Johnson describe, is **{lag_judged.label}**: ")
+            + f"high minus low learning rate, {lag_judged.reason}"
         )
     remaining = (1 - pb_momentum) ** pb_steps
     if remaining > 0.01:
@@ -307,7 +308,7 @@ else:
     gap = pd.DataFrame(pb.stat_gap)
     if len(gap):
         shown = gap.assign(learning_rate=gap["learning_rate"].map("{:g}".format)).rename(columns={"learning_rate": "learning rate", "layer": "BN layer", "mean_gap": "|μ_EMA − μ| / σ", "var_gap": "|σ²_EMA / σ² − 1|"})
-        st.caption(f"Distance between the EMA and PreciseBN's statistics (from {int(pb.samples_used[-1]):,} images), mean over each layer's 100 units:")
+        st.caption(f"Distance between the EMA and PreciseBN's statistics (from {int(pb.samples_used[-1]):,} images), mean over each layer's {', '.join(map(str, sorted(set(pb_config.hidden))))} units:")
         st.table(shown.set_index(["learning rate", "BN layer"]).style.format("{:.3f}"))
     st.caption(
         f"Each point: the trained weights frozen, {', '.join(f'{int(n):,}' for n in pb.samples_used)} training images (whole batches of {pb_config.batch_size}) "

@@ -82,12 +82,13 @@ with st.expander("Settings of the noisy-BN experiment", expanded=False):
     with c4:
         noise = controls.select("Noise strength (× the paper's)", "noise", [0.0, 0.5, 1.0, 2.0, 4.0], noisy_defaults.noise_strength, slider=True, help="Multiplies every range of Algorithm 1; 0 turns the noise off.")
     with c5:
-        n_seed = controls.slider("Seed", "n_seed", 0, 9, noisy_defaults.seed)
-noisy_config = noisy_defaults.replace(activation=n_activation, lr=n_lr, steps=n_steps, noise_strength=noise, seed=n_seed)
-st.caption(f"The paper's MLP: 784 → {' → '.join(map(str, noisy_config.hidden))} → 10, {n_activation}, SGD lr {n_lr}, batches of 60; the four models see the same batches.")
+        n_seed = controls.slider("Seed", "n_seed", 0, 9, noisy_defaults.seed, help="The charts show this seed; the scoreboard uses it and the next ones.")
+        n_seeds = controls.slider("Seeds", "n_seeds", 1, 5, noisy_defaults.seeds, help="The scoreboard's verdicts need 2 or more (one seed has no interval).")
+noisy_config = noisy_defaults.replace(activation=n_activation, lr=n_lr, steps=n_steps, noise_strength=noise, seed=n_seed, seeds=n_seeds)
+st.caption(f"The paper's MLP: 784 → {' → '.join(map(str, noisy_config.hidden))} → 10, {n_activation}, SGD lr {n_lr}, batches of {noisy_config.batch_size}; the four models see the same batches.")
 
 noisy_metrics = st.container()
-draw_noisy = curve_panels([(st, "test_acc", "Test accuracy (2,000 test images)")], total_steps=noisy_config.steps)
+draw_noisy = curve_panels([(st, "test_acc", f"Test accuracy ({noisy_config.train_config().eval_examples:,} test images), seed {noisy_config.seed}")], total_steps=noisy_config.steps)
 
 noisy = run_experiment("why_noisy_bn", noisy_config, live=draw_noisy, label="Training no BN, BN, noisy BN, no BN + noise")
 draw_noisy(noisy.runs)
@@ -135,16 +136,17 @@ with st.expander("Settings of the probe experiment", expanded=False):
     with c3:
         p_steps = controls.slider("Training steps", "p_steps", 100, 2000, probe_defaults.steps, step=100)
     with c4:
-        every = controls.select("Probe every k steps", "every", [5, 10, 20, 50, 100], probe_defaults.probe_every, help="Each probe costs about 15 extra passes per model.")
+        every = controls.select("Probe every k steps", "every", [5, 10, 20, 50, 100], probe_defaults.probe_every, help="Each probe re-runs the step's batch with extra forward and backward passes: fewer probes train faster.")
     with c5:
         max_multiplier = controls.select("Largest step η (× lr)", "eta", list(STEP_MULTIPLIERS[1:]), probe_defaults.max_multiplier, help="The landscape probe steps η = 0.5, 1, 2, 4, … × lr up to this.")
     with c6:
         with_noisy = controls.toggle("Also probe noisy BN", "noisy", probe_defaults.with_noisy)
     with c7:
-        p_seed = controls.slider("Seed", "p_seed", 0, 9, probe_defaults.seed)
+        p_seed = controls.slider("Seed", "p_seed", 0, 9, probe_defaults.seed, help="The charts show this seed; the scoreboard uses it and the next ones.")
+        p_seeds = controls.slider("Seeds", "p_seeds", 1, 5, probe_defaults.seeds, help="The scoreboard's verdicts need 2 or more (one seed has no interval).")
 controls.show_notes()
-probe_config = probe_defaults.replace(activation=p_activation, lr=p_lr, steps=p_steps, probe_every=every, max_multiplier=max_multiplier, with_noisy=with_noisy, seed=p_seed)
-st.caption(f"784 → {' → '.join(map(str, probe_config.hidden))} → 10, {p_activation}, SGD lr {p_lr}, batches of 60; probes every {every} steps.")
+probe_config = probe_defaults.replace(activation=p_activation, lr=p_lr, steps=p_steps, probe_every=every, max_multiplier=max_multiplier, with_noisy=with_noisy, seed=p_seed, seeds=p_seeds)
+st.caption(f"784 → {' → '.join(map(str, probe_config.hidden))} → 10, {p_activation}, SGD lr {p_lr}, batches of {probe_config.batch_size}; probes every {every} steps.")
 draw_probes = curve_panels([(st, "test_acc", "Test accuracy of the probed runs")], total_steps=probe_config.steps)
 
 probes = run_experiment("why_probes", probe_config, live=draw_probes, label="Training and probing")
@@ -232,8 +234,10 @@ with board:
     rows = scoreboard(noisy, probes)
     st.table(pd.DataFrame(rows).set_index("hypothesis"))
     st.caption(
-        f"Row (1) comes from the noisy-BN runs ({noisy_config.activation}, lr {noisy_config.lr}, {noisy_config.steps} steps), "
-        f"the others from the probed runs ({probe_config.activation}, lr {probe_config.lr}, {probe_config.steps} steps). "
-        "Every word in the last two columns is chosen from their numbers; change a setting below and they are recomputed."
+        f"Row (1) comes from the noisy-BN runs ({noisy_config.activation}, lr {noisy_config.lr}, {noisy_config.steps} steps, {noisy_config.seeds} seeds), "
+        f"the others from the probed runs ({probe_config.activation}, lr {probe_config.lr}, {probe_config.steps} steps, {probe_config.seeds} seeds). "
+        "Each verdict is a paired comparison over the seeds: supported only when the whole 95% interval clears the stated margin, "
+        "not supported when it falls short, inconclusive otherwise. Row (2) is what BN guarantees by construction, not evidence. "
+        "Change a setting below and they are recomputed."
     )
 device_caption()

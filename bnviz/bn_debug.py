@@ -128,3 +128,39 @@ def largest_value(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.
         for hook in hooks:
             hook.remove()
     return best[0], best[1], logits
+
+
+def first_nonfinite(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> dict:
+    """Where an eval-mode forward of ``x`` in ``dtype`` first holds ±inf and first holds NaN.
+
+    Leaf modules (linear, norm, activation) in the order the forward runs them;
+    returns ``{"inf_layer", "inf_count", "nan_layer", "nan_count", "layers_between"}``:
+    the first layer whose output holds an infinite value and how many, the same
+    for NaN, and how many layers after the first inf the first NaN appears (None
+    where there is none). A float16 overflow turns a value into ±inf; a later
+    sum of +inf and -inf terms (or inf · 0) is where NaN first appears.
+    """
+    probe = copy.deepcopy(model).to(dtype).eval()
+    order: list[tuple[str, int, int]] = []
+
+    def record(name):
+        def hook(_module, _inputs, out):
+            order.append((name, int(torch.isinf(out).sum()), int(torch.isnan(out).sum())))
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in probe.named_modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            probe(x.to(dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    first_inf = next((i for i, (_n, inf, _nan) in enumerate(order) if inf), None)
+    first_nan = next((i for i, (_n, _inf, nan) in enumerate(order) if nan), None)
+    return {
+        "inf_layer": order[first_inf][0] if first_inf is not None else None,
+        "inf_count": order[first_inf][1] if first_inf is not None else 0,
+        "nan_layer": order[first_nan][0] if first_nan is not None else None,
+        "nan_count": order[first_nan][2] if first_nan is not None else 0,
+        "layers_between": first_nan - first_inf if first_inf is not None and first_nan is not None else None,
+    }

@@ -49,8 +49,10 @@ class ModelConfig(Config):
 
     ``hidden``: widths of the hidden layers (MLP), conv channels (CNN) or
     stacked recurrent layers' state sizes (RNN).
-    ``init``: "default" is PyTorch's; "normal" draws every weight from N(0, 1)
-    and zeroes biases, as in the article's notebook (saturates sigmoids).
+    ``init``: "default" is PyTorch's; "normal" draws every weight from
+    N(0, ``init_std``²) and zeroes biases: ``init_std`` 1 is the article's
+    notebook (it saturates sigmoids), a small ``init_std`` is the paper's
+    "small random Gaussian values" (Ioffe & Szegedy 2015, Sec. 4.1).
     ``bn_momentum`` follows PyTorch (weight of the new batch; None = cumulative
     average). ``groups`` is GroupNorm's number of groups.
     """
@@ -61,6 +63,7 @@ class ModelConfig(Config):
     norm: str = "none"
     placement: str = "before"
     init: str = "default"
+    init_std: float = 1.0  # init="normal" only: the weights' standard deviation
     bn_momentum: float | None = PYTORCH_DEFAULT_MOMENTUM
     bn_eps: float = PYTORCH_DEFAULT_EPS
     groups: int = 4
@@ -79,6 +82,7 @@ class ModelConfig(Config):
         check(self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}.")
         check(self.placement in PLACEMENTS, "placement must be 'before' or 'after' the activation.")
         check(self.init in INITS, f"init must be one of {INITS}.")
+        check(0.0 < self.init_std <= 10.0, "The initial weights' standard deviation must be in (0, 10].")
         check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "BN momentum must be in [0, 1] or None.")
         check(self.bn_eps >= 0.0, "eps must be non-negative.")
         check(0.0 <= self.noise_strength <= 10.0, "noise strength must be between 0 and 10.")
@@ -306,7 +310,7 @@ class Net(nn.Module):
         if cfg.init == "normal":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
-                    nn.init.normal_(module.weight, 0.0, 1.0)
+                    nn.init.normal_(module.weight, 0.0, cfg.init_std)
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

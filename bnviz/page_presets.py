@@ -69,6 +69,19 @@ def _lr_range(config) -> tuple:
     return (min(config.lrs), max(config.lrs))
 
 
+def _paper_init(config) -> str:
+    from .experiments.paper_figure1 import init_choice
+
+    return init_choice(config)
+
+
+def _paper_axis(config) -> bool:
+    """The paper's accuracy axis is on for the paper's full-length run (a view, not a config field)."""
+    from .train import PAPER_STEPS
+
+    return config.steps == PAPER_STEPS
+
+
 def _sweep(config) -> str:
     from .experiments.norm_comparison import FULL_BATCH_SIZES
 
@@ -94,7 +107,7 @@ PAGE_PRESETS: dict[str, PagePresets] = {
         "batch_noise_regularization": {"regn": "train_examples", "regsteps": "steps", "seeds": "num_seeds"},
     }),
     "paper_results": PagePresets("paper", {
-        "paper_figure1": {"steps": "steps", "lr": "lr", "init": "init", "opt": "optimizer", "seed": "seed"},
+        "paper_figure1": {"steps": "steps", "lr": "lr", "init": _paper_init, "bin": "binarise", "opt": "optimizer", "seed": "seed", "seeds": "seeds", "axis": _paper_axis},
         "paper_lr_claims": {"base_lr": "base_lr", "lr_steps": "steps"},
     }),
     "distribution_shift": PagePresets("shift", {"distribution_shift": {
@@ -114,8 +127,8 @@ PAGE_PRESETS: dict[str, PagePresets] = {
         "batch": "batch_size", "seeds": "seeds", "steps": "steps",
     }}),
     "why_bn_works": PagePresets("why", {
-        "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed"},
+        "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed", "n_seeds": "seeds"},
         "why_probes": {"p_act": "activation", "p_lr": "lr", "p_steps": "steps", "every": "probe_every", "eta": "max_multiplier",
-                       "noisy": "with_noisy", "p_seed": "seed"},
+                       "noisy": "with_noisy", "p_seed": "seed", "p_seeds": "seeds"},
     }),
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +63,32 @@ class Comparison:
             run.label: {"final_test_acc": run.final_test_acc, "diverged": run.diverged, "seconds": round(run.seconds, 2)}
             for run in self.runs
         }
+
+
+@dataclass
+class SeededComparison(Comparison):
+    """Several models over several seeds: ``runs`` holds the first seed's (the charts
+    draw those), ``seed_runs`` every seed's (the verdicts use those; empty: ``runs``)."""
+
+    seed_runs: list[TrainResult] = field(default_factory=list)
+
+    def arm(self, label: str) -> list[TrainResult]:
+        """Every seed's run of one model, ordered by seed."""
+        return sorted((r for r in (self.seed_runs or self.runs) if r.label == label), key=lambda r: r.train.seed)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.arm(self.runs[0].label))
+
+    @classmethod
+    def from_seeds(cls, results: list[TrainResult], models_per_seed: int, **fields):
+        """``results`` ordered seed by seed, ``models_per_seed`` runs each."""
+        return cls(results[:models_per_seed], seed_runs=list(results), **fields)
+
+
+def first_seed_progress(progress, models_per_seed: int):
+    """A progress relay whose partial results are the first seed's runs (what a live chart
+    draws), for :func:`bnviz.train.train_together` over runs ordered seed by seed."""
+    if progress is None:
+        return None
+    return lambda fraction, message, partial: progress(fraction, message, list(partial)[:models_per_seed])

@@ -90,3 +90,17 @@ def test_check_running_stats_and_eval_outputs_match_the_formula():
     before = bn.running_mean.clone()
     norm_outputs(model, x, train_mode=True, dtype=torch.float64)
     assert torch.equal(bn.running_mean, before)  # train-mode probing leaves the model's statistics untouched
+
+
+def test_the_first_inf_and_the_first_nan_are_traced_to_their_layers():
+    """BN overflows to inf; the next layer holds +inf and -inf (no NaN); the layer after sums them: NaN
+    appears two layers after the inf, and the sentence says so, not "the next layer"."""
+    from bnviz.bn_debug import first_nonfinite
+    from bnviz.experiments.distribution_shift import nonfinite_sentence
+
+    trace = first_nonfinite(_bn_then_mix(0.0, 1e-8), torch.tensor([[7.0], [6.0]]), torch.float16)
+    assert (trace["inf_layer"], trace["inf_count"], trace["nan_layer"], trace["nan_count"], trace["layers_between"]) == ("0", 1, "2", 1, 2)
+    sentence = nonfinite_sentence(trace, 1e-8)
+    assert "`0` (1 values)" in sentence and "`2`" in sentence and "2 layers later" in sentence
+    assert first_nonfinite(_bn_then_mix(0.0, 1e-8), torch.tensor([[6.0]]), torch.float16)["inf_layer"] is None
+    assert nonfinite_sentence({}, 1e-8) == ""

@@ -1,7 +1,7 @@
 """AppTest of the original paper's page (app_pages/paper_results.py), on short runs."""
 from apptest_helpers import chart_count, metric_values, open_page
 
-FAST = {"steps": 500, "lr_steps": 100}
+FAST = {"steps": 500, "lr_steps": 100, "seeds": 2}
 
 
 def _text(at) -> str:
@@ -20,7 +20,7 @@ def test_paper_page_reproduces_figure1_and_the_claims_and_controls_move_it():
     assert "Diverged" in text  # ReLU without BN at 30x the learning rate blows up
 
     # a display choice: another unit, no retraining, other numbers
-    at.slider(key="paper.unit").set_value(5).run()
+    at.selectbox(key="paper.unit").select(5).run()
     assert not at.exception
     assert "unit 5 of layer 3" in _text(at) and _text(at) != text
 

@@ -17,7 +17,7 @@ def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
     assert chart_count(at) == 6  # accuracy and loss bands, the sweep, the histograms, two per-layer charts
     assert any(h.value == "Verdict at learning rate 0.3" for h in at.subheader)
     text = verdict_text(at)
-    assert ("wins" in text or "No significant difference" in text or "No difference" in text) and "2 paired seeds" in text
+    assert ("wins" in text or "Inconclusive at 2 seeds" in text or "No difference" in text) and "paired over 2 seeds" in text
     assert not at.error  # the paired-start check passed
 
     at.selectbox(key="placement.act").select("sigmoid").run()

@@ -2,7 +2,7 @@
 from apptest_helpers import chart_count, metric_values, open_page
 
 # the fast view: the smallest runs the widgets allow, few probes
-FAST = {"n_steps": 100, "p_steps": 100, "every": 50}
+FAST = {"n_steps": 100, "p_steps": 100, "every": 50, "n_seeds": 2, "p_seeds": 2}
 
 
 def markdown_text(at) -> str:
@@ -18,7 +18,10 @@ def test_page_runs_both_experiments_and_each_control_moves_its_result():
     assert "‖G − G′‖ / ‖G‖, BN" in values and "Effective β, BN" in values
     assert chart_count(at) >= 9
     board = at.table[0].value
-    assert len(board) == 4 and set(board["verdict"]) <= {"supported", "not supported", "partly supported", "contradicted", "mixed", "not tested", "no verdict"}
+    words = {"supported", "not supported", "inconclusive at 2 seeds", "not tested", "no verdict", "holds by construction", "construction check failed"}
+    assert len(board) == 4 and set(board["verdict"]) <= words, set(board["verdict"])
+    assert board["verdict"].iloc[2] == "holds by construction"  # (2) is a guarantee, not evidence
+    assert "effective β" in board["measured"].iloc[3]  # (3) is judged on Santurkar et al.'s measure
 
     at.select_slider(key="why.noise").set_value(4.0).run()
     assert not at.exception

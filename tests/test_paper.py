@@ -29,7 +29,7 @@ from bnviz.train import Run, TrainConfig, TrainResult, evaluate
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bn_beats_no_bn_at_equal_steps(seed):
     """Fig. 1(a) in a short version: at every evaluation after the start, on two seeds, BN is ahead."""
-    result = run_figure1(PaperFigure1Config(steps=400, lr=0.5, init="default", seed=seed))
+    result = run_figure1(PaperFigure1Config(steps=400, lr=0.5, init="default", seed=seed, seeds=1, binarise=False))
     no_bn, bn = result.by_label("no BN"), result.by_label("BN")
     assert np.array_equal(no_bn.eval_step, bn.eval_step)  # equal steps
     assert bn.final_test_acc > no_bn.final_test_acc
@@ -117,7 +117,7 @@ def test_speedup_is_the_baseline_steps_over_the_fastest_bn_run():
 
 
 def test_figure1_charts_build_from_a_short_run():
-    result = run_figure1(PaperFigure1Config(steps=100))
+    result = run_figure1(PaperFigure1Config(steps=100, seeds=1))
     assert result.layers == 3
     for chart in (accuracy_chart(result, paper_axis=True, total_steps=100), percentile_chart(result, layer=2, unit=7, total_steps=100)):
         json.dumps(chart.to_dict())
@@ -133,3 +133,83 @@ def test_configs_reject_impossible_requests_and_register():
     figure1 = get_experiment("paper_figure1")
     assert PaperFigure1Config(steps=50_000) in figure1.configs_to_precompute()
     assert get_experiment("paper_lr_claims").default_config() == PaperLrClaimsConfig()
+
+
+def _seeded_figure1(no_bn_drift: float, bn_drift: float, bn_band: float = 2.0, seeds: int = 3) -> Figure1Result:
+    """Three seeds; each unit's median moves linearly by ``*_drift`` over the run (band ``bn_band`` wide for BN, 1 for no BN)."""
+    from bnviz.experiments.paper_figure1 import percentile_prefix as prefix
+
+    runs = []
+    for seed in range(seeds):
+        for label, drift, band in (("no BN", no_bn_drift, 1.0), ("BN", bn_drift, bn_band)):
+            steps = np.arange(11) * 10
+            medians = np.outer(np.linspace(0, drift * (1 + 0.05 * seed), 11), np.ones(4))  # (evaluations, units)
+            values = np.stack([medians - band / 2, medians, medians + band / 2], axis=-1)
+            run = _fake_run(label, np.linspace(0.1, 0.9, 11))
+            run.train = run.train.replace(seed=seed)
+            for mode in ("evaluation", "training"):
+                run.records[f"{prefix(3, mode)}s"], run.records[f"{prefix(3, mode)}_steps"] = values, steps
+            runs.append(run)
+    return Figure1Result.from_seeds(runs, 2)
+
+
+def test_steadier_is_judged_on_band_relative_drift_over_seeds():
+    from bnviz.experiments.paper_figure1 import drift_verdict
+
+    steady = drift_verdict(_seeded_figure1(no_bn_drift=1.0, bn_drift=0.1), 3)
+    assert steady.verdict.word == "supported" and len(steady.relative["BN"]) == 3
+    # BN's raw drift is twice no BN's, but its band is 4x wider: per band width it is steadier (raw numbers would say the opposite)
+    scaled = drift_verdict(_seeded_figure1(no_bn_drift=1.0, bn_drift=2.0, bn_band=8.0), 3)
+    assert np.all(scaled.raw["BN"] > scaled.raw["no BN"]) and scaled.verdict.word == "supported"
+    # the same drift per band width in both: no support, whatever the raw scales
+    same = drift_verdict(_seeded_figure1(no_bn_drift=1.0, bn_drift=2.0, bn_band=2.0), 3)
+    assert same.verdict.word == "not supported"
+    one_seed = drift_verdict(_seeded_figure1(no_bn_drift=1.0, bn_drift=0.1, seeds=1), 3)
+    assert one_seed.verdict.label == "inconclusive at 1 seed"
+
+
+def test_the_typical_unit_is_never_a_degenerate_one():
+    from bnviz.experiments.paper_figure1 import representative_unit
+
+    result = _seeded_figure1(no_bn_drift=1.0, bn_drift=0.1, seeds=1)
+    for run in result.runs:  # unit 0 collapses to a flat line in both networks; unit 3 is wide
+        for key in [k for k in run.records if k.endswith("s") and not k.endswith("_steps")]:
+            values = run.records[key].copy()
+            values[:, 0, :] = values[:, 0, 1:2]
+            values[:, 3, 0] -= 5.0
+            run.records[key] = values
+    assert representative_unit(result, 3) in (1, 2)
+
+
+def test_training_mode_percentiles_are_those_of_batch_statistics(mnist):
+    """The recorder's training-mode percentiles: each batch of 60 normalised by its own statistics;
+    BN's running averages untouched by the extra forward."""
+    from bnviz.experiments.paper_figure1 import TrainingModePercentiles
+    from bnviz.models import build_model
+
+    model = build_model(ModelConfig(norm="batch"), seed=0)
+    images = mnist.test_x[:120]
+    before = [b.clone() for b in model.buffers()]
+    recorder = TrainingModePercentiles(images, 60, 3)
+    recorder.on_eval(0, model, None)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+    with torch.no_grad():
+        model.train()
+        inputs = []
+        hook = model.blocks[2].act.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+        for start in (0, 60):
+            model(images[start : start + 60])
+        hook.remove()
+    expected = torch.quantile(torch.cat(inputs).double(), torch.tensor([0.15, 0.5, 0.85], dtype=torch.float64), dim=0).T.numpy()
+    np.testing.assert_allclose(recorder.finish()[f"{percentile_prefix(3, 'training')}s"][0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_paper_page_config_deviations_and_init_choices():
+    from bnviz.experiments.paper_figure1 import SMALL_INIT_STD, deviations, init_choice
+
+    default = PaperFigure1Config()
+    assert init_choice(default) == "small" and default.init_std == SMALL_INIT_STD and default.binarise and default.seeds >= 3
+    assert init_choice(default.replace(init="default")) == "default" and init_choice(default.replace(init_std=1.0)) == "normal"
+    text = " ".join(deviations(default))
+    assert "5,000 training steps" in text and "Binary input images" in text and "3 seeds" in text
+    assert "Grey-level" in " ".join(deviations(default.replace(binarise=False)))

@@ -53,7 +53,8 @@ def test_verdict_names_a_clear_winner():
     result = verdict(accuracy)
     assert result.winner == "BN after"
     assert result.placement.significant and result.placement.mean == pytest.approx(0.02, abs=0.002)
-    assert result.text.startswith("**BN after** wins: it beats BN before by **2.0 points**")
+    assert result.text.startswith("**BN after** wins: it beats BN before by **2.0 points** (supported: the mean difference paired over 5 seeds is +2.0 points")
+    assert "above the 0.5 points margin" in result.text
     assert "BN before beats no BN by 5.0 points" in result.text and "BN after beats no BN by 7.0 points" in result.text
 
 
@@ -66,8 +67,16 @@ def test_verdict_calls_a_gap_within_the_noise_a_tie():
     result = verdict(accuracy)
     assert result.winner is None and not result.placement.significant
     assert result.placement.better == "BN after" and result.placement.mean == pytest.approx(0.002)
-    assert result.text.startswith("**No significant difference** between the placements: BN after leads by 0.2 points")
+    assert result.judged.word == "inconclusive" and result.text.startswith("**Inconclusive at 3 seeds**: BN after leads by 0.2 points")
     assert "wider than the gap" in result.text
+
+
+def test_a_significant_gap_inside_the_margin_is_no_win():
+    """Every seed agrees (the interval excludes 0) but the gap is 0.1 points: within the margin."""
+    accuracy = {"no BN": np.array([0.90, 0.91, 0.89]), "BN before": np.array([0.940, 0.950, 0.945]), "BN after": np.array([0.941, 0.951, 0.946])}
+    result = verdict(accuracy)
+    assert result.placement.significant and result.winner is None and result.judged.word == "not supported"
+    assert result.text.startswith("**No difference beyond the 0.5-point margin**")
 
 
 def test_verdict_reports_identical_scores_and_divergence():

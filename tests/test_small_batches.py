@@ -190,3 +190,17 @@ def test_bessel_closed_form_and_its_measurement_on_a_deep_chain():
     np.testing.assert_allclose(result.measured[1:], result.closed[1:], rtol=1e-6)
     np.testing.assert_allclose(result.measured[0, :2], result.closed[0, :2], rtol=1e-6)
     assert np.all(result.mean_gap[1:] < 1e-9)  # the batch means agree between the modes
+
+
+def test_the_renorm_verdict_needs_a_margin_over_seeds():
+    from types import SimpleNamespace
+
+    from bnviz.experiments.small_batches import renorm_verdict
+
+    def result(bn, renorm):
+        table = {"batch": np.array([bn]), "batch_renorm": np.array([renorm])}
+        return SimpleNamespace(accuracy=lambda norm: table[norm])
+
+    assert renorm_verdict(result([0.80, 0.81, 0.79], [0.85, 0.86, 0.845])).word == "supported"
+    assert renorm_verdict(result([0.80, 0.81, 0.79], [0.801, 0.812, 0.791])).word == "not supported"  # ahead on every seed, by 0.1 points
+    assert renorm_verdict(result([0.80, float("nan"), 0.79], [0.85, 0.86, 0.84])).seeds == 2  # the diverged seed is left out

@@ -212,3 +212,38 @@ def test_regularization_experiment_rows_and_bn_effect():
     assert np.allclose(table["gap"], table["train_acc"] - table["test_acc"])
     effect = result.bn_effect()
     assert len(effect) == 4 and effect["bn_effect"].notna().all()
+
+
+def _lag_result(low_lags, high_lags):
+    from bnviz.experiments.precise_bn import PreciseBNConfig, PreciseBNResult
+
+    lags = np.array([low_lags, high_lags], dtype=float)
+    return PreciseBNResult(config=PreciseBNConfig(seeds=lags.shape[1]), runs=[], samples_used=np.array([600]), ema_accuracy=np.zeros(2),
+                           precise_accuracy=lags[:, -1:, None] * np.ones((2, 1, 1)), stat_gap=[], seed_lags=lags)
+
+
+def test_the_ema_lag_verdict_needs_a_margin_over_seeds():
+    """Wu & Johnson's 'the EMA lags more at a high learning rate': a 0.1-point gap is no support;
+    a 2-point gap on every seed is; one seed is inconclusive whatever the gap."""
+    from bnviz.experiments.precise_bn import lag_verdict
+
+    assert lag_verdict(_lag_result([0.001, 0.002, 0.0015], [0.021, 0.022, 0.0205])).word == "supported"
+    tiny = lag_verdict(_lag_result([0.001, 0.002, 0.0015], [0.002, 0.003, 0.0025]))  # +0.1 points on every seed
+    assert tiny.word == "not supported" and "0.25 points margin" in tiny.rule
+    assert lag_verdict(_lag_result([0.001], [0.05])).label == "inconclusive at 1 seed"
+
+
+def test_the_batch_size_trend_of_bns_regularisation_needs_a_margin_over_seeds():
+    from bnviz.experiments.batch_noise_regularization import RegularizationConfig, RegularizationResult, trend_verdict
+
+    def result(effect_small, effect_large):
+        rows = []
+        for seed, (small, large) in enumerate(zip(effect_small, effect_large)):
+            for size, effect in ((8, small), (128, large)):
+                rows += [{"model": "no BN", "batch_size": size, "seed": seed, "gap": 0.10 + effect}, {"model": "BN", "batch_size": size, "seed": seed, "gap": 0.10}]
+        return RegularizationResult(config=RegularizationConfig(batch_sizes=(8, 128), num_seeds=len(effect_small)), rows=rows, diverged=[])
+
+    assert trend_verdict(result([0.05, 0.06, 0.055], [0.01, 0.012, 0.011])).word == "supported"
+    flat = trend_verdict(result([0.020, 0.021, 0.0205], [0.020, 0.020, 0.020]))  # +0.05 points: inside the margin
+    assert flat.word == "not supported" and not flat.reversed
+    assert trend_verdict(result([0.05], [0.01])).label == "inconclusive at 1 seed"

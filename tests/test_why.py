@@ -13,7 +13,9 @@ from bnviz.experiments.why_probes import ProbesConfig, measures, scoreboard
 from bnviz.models import NOISE_MEAN_JITTER, NOISE_MEAN_RANGE, CovariateNoise, ModelConfig, NoisyBatchNorm1d, build_model
 from bnviz.probes import InternalCovariateShift, LossLandscape, LowerLayerChange, loss_and_gradients, parameters, probing
 from bnviz.recorders import ActivationDrift
-from bnviz.train import Run, TrainConfig
+from bnviz.results import SeededComparison
+from bnviz.train import Run, TrainConfig, TrainResult
+from bnviz.verdicts import judge
 
 SMALL = (16, 12, 8)
 
@@ -239,18 +241,43 @@ def test_configs_validate_at_the_boundary():
 
 
 def test_experiments_and_scoreboard_words_come_from_the_numbers():
-    noisy = why_noisy_bn.run(NoisyBNConfig(hidden=SMALL, steps=40, eval_every=20))
-    probes = why_probes.run(ProbesConfig(hidden=SMALL, steps=40, probe_every=20))
+    noisy = why_noisy_bn.run(NoisyBNConfig(hidden=SMALL, steps=40, eval_every=20, seeds=2))
+    probes = why_probes.run(ProbesConfig(hidden=SMALL, steps=40, probe_every=20, seeds=2))
     assert [r.label for r in noisy.runs] == ["no BN", "BN", "noisy BN", "no BN + noise"]
-    assert [r.label for r in probes.runs] == ["no BN", "BN"]
+    assert [r.label for r in probes.runs] == ["no BN", "BN"] and probes.seeds == 2 and [r.train.seed for r in probes.arm("BN")] == [0, 1]
     rows = scoreboard(noisy, probes)
     assert len(rows) == 4 and all(set(row) == {"hypothesis", "if true", "measured", "verdict"} for row in rows)
     bn, plain = measures(probes.by_label("BN")), measures(probes.by_label("no BN"))
     assert f"{bn['ics_relative']:.3f}" in rows[1]["measured"] and f"{plain['ics_relative']:.3f}" in rows[1]["measured"]
-    ratio = bn["ics_relative"] / plain["ics_relative"]
-    expected = "supported" if ratio < 1 / why_probes.SIMILAR else "not supported"
-    assert rows[1]["verdict"] == expected
-    assert rows[2]["verdict"] == "supported"  # BN's invariance holds by construction
+    expected = judge("x", [measures(r)["ics_relative"] for r in probes.arm("BN")], [measures(r)["ics_relative"] for r in probes.arm("no BN")], margin=why_probes.SIMILAR, scale="ratio", higher_is_better=False)
+    assert rows[1]["verdict"] == expected.label
+    assert rows[2]["verdict"] == "holds by construction" and "not evidence" in rows[2]["measured"]
+    assert "effective β" in rows[3]["measured"] and rows[3]["verdict"] in ("supported", "not supported", "inconclusive at 2 seeds")
     # noise strength 0: noisy BN is BN, so hypothesis (1) is not tested at all
-    quiet = why_noisy_bn.run(NoisyBNConfig(hidden=SMALL, steps=40, eval_every=20, noise_strength=0.0))
+    quiet = why_noisy_bn.run(NoisyBNConfig(hidden=SMALL, steps=40, eval_every=20, noise_strength=0.0, seeds=1))
     assert scoreboard(quiet, probes)[0]["verdict"] == "not tested"
+
+
+def _probe_run(label: str, seed: int, beta: float) -> TrainResult:
+    """A probed run whose records give effective β ``beta`` (the other probe numbers fixed)."""
+    steps = np.array([10, 20])
+    records = {
+        "ics_step": steps, "ics_l2": np.full((2, 2), 0.1), "ics_grad_norm": np.ones((2, 2)), "ics_cosine": np.full((2, 2), 0.9),
+        "landscape_loss": np.ones((2, 3)), "landscape_grad_change": np.ones((2, 3)), "landscape_beta": np.full(2, beta),
+        "lower_change_rel": np.full((1, 3), 1e-7 if label == "BN" else 0.3),
+    }
+    return TrainResult(
+        label=label, model=ModelConfig(norm="batch" if label == "BN" else "none"), train=TrainConfig(steps=20, seed=seed), eval_step=steps,
+        train_loss=np.zeros(2), train_acc=np.zeros(2), test_loss=np.zeros(2), test_acc=np.full(2, 0.9), step_loss=np.zeros(20),
+        final_test_acc=0.9, final_test_loss=0.3, diverged=False, diverged_step=None, seconds=0.0, device="cpu", records=records,
+    )
+
+
+@pytest.mark.parametrize(("plain_betas", "expected"), [((8.0, 8.4, 7.9), "supported"), ((4.4, 4.6, 4.5), "not supported")])
+def test_hypothesis_3_is_judged_on_effective_beta_and_a_ratio_near_1_is_no_support(plain_betas, expected):
+    """BN's β about 4: no BN's twice as large is 'supported'; 1.1x (inside the 1.25x margin) is not."""
+    bn_betas = (4.0, 4.1, 4.05)
+    probes = SeededComparison.from_seeds([_probe_run(label, seed, beta) for seed, pair in enumerate(zip(plain_betas, bn_betas)) for label, beta in zip(("no BN", "BN"), pair)], 2)
+    noisy = why_noisy_bn.run(NoisyBNConfig(hidden=SMALL, steps=20, eval_every=20, seeds=1))
+    row = scoreboard(noisy, probes)[3]
+    assert row["verdict"] == expected, row

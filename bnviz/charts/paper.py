@@ -20,20 +20,21 @@ FACET_WIDTH_THREE = 255
 
 def accuracy_chart(result: Figure1Result, paper_axis: bool = False, total_steps: int | None = None) -> alt.Chart:
     """Fig. 1(a): test accuracy over steps. ``paper_axis`` fixes y to the paper's 0.7-1.0 (lower points are clipped)."""
-    title = "(a) Test accuracy (2,000 test images)"
+    title = f"(a) Test accuracy ({result.runs[0].train.eval_examples:,} test images)"
     chart = curves_chart(result.runs, "test_acc", title, y_domain=PAPER_ACCURACY_AXIS if paper_axis else None, total_steps=total_steps)
     return chart.mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5, clip=True)
 
 
-def percentile_records(result: Figure1Result, layer: int, unit: int, from_step: int = 1) -> pd.DataFrame:
-    """Tidy rows (model, step, p15, p50, p85) of one unit's input percentiles, both models.
+def percentile_records(result: Figure1Result, layer: int, unit: int, from_step: int = 1, mode: str = "evaluation") -> pd.DataFrame:
+    """Tidy rows (model, step, p15, p50, p85) of one unit's input percentiles, both models,
+    as the network computes them in ``mode`` ("training": batch statistics; "evaluation").
 
     From step 1 by default: at step 0 BN's running averages still hold their
     initial mean 0 and variance 1, so evaluation-mode BN passes the raw input through."""
     columns = [f"p{p:g}" for p in PAPER_PERCENTILES]
     frames = []
     for run in result.runs:
-        steps, values = result.percentiles(run.label, layer, unit)
+        steps, values = result.percentiles(run.label, layer, unit, mode)
         keep = steps >= from_step
         frame = pd.DataFrame({"model": run.label, "step": steps[keep]})
         for index, column in enumerate(columns):
@@ -42,9 +43,10 @@ def percentile_records(result: Figure1Result, layer: int, unit: int, from_step: 
     return pd.concat(frames, ignore_index=True)
 
 
-def percentile_chart(result: Figure1Result, layer: int, unit: int, total_steps: int | None = None) -> alt.FacetChart:
+def percentile_chart(result: Figure1Result, layer: int, unit: int, total_steps: int | None = None, mode: str = "evaluation") -> alt.FacetChart:
     """Fig. 1(b, c): the 15th/50th/85th percentiles of one unit's sigmoid input, one panel per model, shared y."""
-    data = thin_rows(percentile_records(result, layer, unit), ["model"])
+    data = thin_rows(percentile_records(result, layer, unit, mode=mode), ["model"])
+    images = result.runs[0].train.eval_examples
     labels = [run.label for run in result.runs]
     x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale())
     color = alt.Color("model:N", scale=color_scale(labels), legend=None)
@@ -71,7 +73,7 @@ def percentile_chart(result: Figure1Result, layer: int, unit: int, total_steps: 
         alt.layer(band, lines, data=data)
         .properties(width=FACET_WIDTH_TWO, height=CHART_HEIGHT - 40)
         .facet(column=alt.Column("model:N", sort=MODEL_ORDER, title=None, header=alt.Header(labelFontSize=16, labelFontWeight="bold")))
-        .properties(title=f"(b, c) Input to unit {unit} of hidden layer {layer}: 15th, 50th and 85th percentiles over 2,000 test images")
+        .properties(title=f"(b, c) Input to unit {unit} of hidden layer {layer}, {mode} mode: 15th, 50th and 85th percentiles over {images:,} test images")
     )
 
 

@@ -21,6 +21,7 @@ from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
 from ..train import ProgressFn, Run, TrainConfig, evaluate, pick_device, train_together
+from ..verdicts import Verdict, judge
 from . import Experiment
 
 
@@ -35,7 +36,7 @@ class RegularizationConfig(Config):
     train_examples: int = 1000
     steps: int = 400
     lr: float = 0.1
-    num_seeds: int = 2
+    num_seeds: int = 3
 
     def __post_init__(self):
         check(1 <= len(self.hidden) <= 4, "Choose 1 to 4 hidden layers.")
@@ -85,6 +86,19 @@ class RegularizationResult:
         return wide[["batch_size", "seed", "bn_effect"]]
 
 
+# "Greater batch size, lesser regularization" holds only if BN's effect on the gap differs by more than this.
+TREND_MARGIN_POINTS = 0.5
+
+
+def trend_verdict(result: RegularizationResult) -> Verdict:
+    """The article's "greater batch size, lesser regularization", judged over seeds: BN's effect
+    on the gap (no BN minus BN) at the smallest batch size minus at the largest, paired by seed,
+    margin :data:`TREND_MARGIN_POINTS`."""
+    effect = result.bn_effect().pivot_table(index="seed", columns="batch_size", values="bn_effect").sort_index()
+    smallest, largest = min(effect.columns), max(effect.columns)
+    return judge("BN regularises more at the smaller batch", effect[smallest].to_numpy(), effect[largest].to_numpy(), margin=TREND_MARGIN_POINTS, unit="points", display_scale=100)
+
+
 def run(config: RegularizationConfig, progress: ProgressFn | None = None) -> RegularizationResult:
     data = load_mnist(str(pick_device()))
     runs = [Run(model, train, data, label=model.label) for model, train in config.runs()]
@@ -104,7 +118,7 @@ def run(config: RegularizationConfig, progress: ProgressFn | None = None) -> Reg
 
 
 def summarize(result: RegularizationResult) -> dict:
-    return {"mean_gap": result.mean_gap().to_dict(orient="records"), "diverged": result.diverged}
+    return {"mean_gap": result.mean_gap().to_dict(orient="records"), "diverged": result.diverged, "trend_verdict": trend_verdict(result).rule}
 
 
 EXPERIMENT = Experiment(

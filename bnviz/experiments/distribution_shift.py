@@ -19,8 +19,9 @@ Two genuine routes to NaN are measured, never injected:
     statistics. Train mode never reads them, so training goes on normally;
     every eval-mode output is NaN.
 (b) a half-precision forward. An amplified unit whose output exceeds
-    float16's largest finite value 65,504 becomes inf, and the next layer's
-    sum of +inf and -inf terms is NaN. The threshold is measured by sweeping
+    float16's largest finite value 65,504 becomes inf, and a later layer's
+    sum of +inf and -inf terms is NaN (where each first appears is traced:
+    :meth:`ShiftResult.nonfinite_trace`). The threshold is measured by sweeping
     eps at evaluation on the same weights.
 """
 from __future__ import annotations
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..bn_debug import debug_checks, first_nonfinite, largest_value, norm_outputs
 from ..budget import check_view_cost, training_cost
-from ..bn_debug import debug_checks, largest_value, norm_outputs
 from ..bn_stats import recalibrate_batch_norm
 from ..config import Config, check
 from ..data import MNIST, SHIFTS, class_subset, first_examples, load_mnist, shift_images
@@ -148,6 +149,12 @@ class ShiftResult:
         """Route (b)'s threshold: the largest eps at evaluation whose ``precision`` forward gives NaN/inf."""
         failing = [row["eps"] for row in self.sweep(precision) if row["nonfinite_outputs"]]
         return max(failing) if failing else None
+
+    def nonfinite_trace(self, precision: str, eps: float) -> dict:
+        """Where the eval forward in ``precision`` at ``eps`` first holds ±inf and NaN
+        (:func:`bnviz.bn_debug.first_nonfinite`); empty when its outputs are all finite."""
+        row = next(row for row in self.sweep(precision) if row["eps"] == eps)
+        return {key[len("first_"):]: value for key, value in row.items() if key.startswith("first_")}
 
     def float32_peak(self, eps: float) -> tuple[float, str]:
         """The largest |value| of any layer in the float32 eval forward at ``eps``, and that layer (vs float16's 65,504)."""
@@ -284,8 +291,10 @@ def run(config: ShiftConfig, progress: ProgressFn | None = None) -> ShiftResult:
             for layer in probe.norm_layers():
                 layer.eps = eps
             peak, where, logits = largest_value(probe, shifted_x, PRECISIONS[precision])
-            eps_sweep.append({"precision": precision, "eps": eps, "nonfinite_outputs": int((~torch.isfinite(logits).all(dim=1)).sum()),
-                              "largest_value": peak, "largest_value_layer": where})
+            nonfinite = int((~torch.isfinite(logits).all(dim=1)).sum())
+            trace = first_nonfinite(probe, shifted_x, PRECISIONS[precision]) if nonfinite else {}
+            eps_sweep.append({"precision": precision, "eps": eps, "nonfinite_outputs": nonfinite,
+                              "largest_value": peak, "largest_value_layer": where, **{f"first_{k}": v for k, v in trace.items()}})
 
     changed, single_error = batchmate_dependence(bn_model, shifted_x, config.seed)
     return ShiftResult(
@@ -294,6 +303,21 @@ def run(config: ShiftConfig, progress: ProgressFn | None = None) -> ShiftResult:
         corrupted_steps=[int(s) for s in results[0].skipped_steps], batchmate_changed=changed,
         single_input_error=single_error, accuracy_defined=accuracy_defined,
     )
+
+
+def nonfinite_sentence(trace: dict, eps: float) -> str:
+    """Where the float16 forward at ``eps`` first holds ±inf and NaN, traced layer by layer."""
+    if not trace.get("inf_layer") and not trace.get("nan_layer"):
+        return ""
+    inf = f"the first ±inf appears in the output of `{trace['inf_layer']}` ({trace['inf_count']:,} values)" if trace.get("inf_layer") else "no ±inf appears"
+    if trace.get("nan_layer") is None:
+        nan = ", and no NaN follows"
+    elif trace.get("layers_between") is not None:
+        later = trace["layers_between"]
+        nan = f", the first NaN in `{trace['nan_layer']}` ({trace['nan_count']:,} values), " + ("the same layer" if later == 0 else f"{later} layer{'s' if later != 1 else ''} later")
+    else:
+        nan = f", the first NaN in `{trace['nan_layer']}` ({trace['nan_count']:,} values)"
+    return f"Traced at eps = {eps:.0e} in float16: {inf}{nan}. "
 
 
 def adapted_model(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:

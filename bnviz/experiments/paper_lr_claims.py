@@ -160,12 +160,36 @@ def speedup(rows: list[dict], activation: str, baseline_activation: str = "relu"
     return {"baseline_steps": baseline["steps"], "fastest": fastest["run"], "fastest_steps": fastest["steps"], "ratio": baseline["steps"] / fastest["steps"]}
 
 
+def speedups_by_multiplier(rows: list[dict], activation: str, baseline_activation: str = "relu") -> dict:
+    """Table 2's comparison at *each* multiplier: for every ``activation`` BN run, the plain
+    x1 (``baseline_activation``) run's steps over its steps (None where either missed the
+    target). Returns ``{"baseline_steps": int | None, "by_multiplier": [{"multiplier",
+    "run", "steps", "status", "ratio"}, ...]}`` in increasing multiplier."""
+    baseline = next(row for row in rows if row["activation"] == baseline_activation and row["model"] == "no BN" and row["multiplier"] == 1)
+    by_multiplier = []
+    for row in sorted((r for r in rows if r["activation"] == activation and r["model"] == "BN"), key=lambda r: r["multiplier"]):
+        ratio = baseline["steps"] / row["steps"] if baseline["steps"] and row["steps"] else None
+        by_multiplier.append({"multiplier": row["multiplier"], "run": row["run"], "steps": row["steps"], "status": row.get("status", "reached" if row["steps"] else "not reached"), "ratio": ratio})
+    return {"baseline_steps": baseline["steps"], "by_multiplier": by_multiplier}
+
+
+def divergence_counts(result: LrClaimsResult) -> dict[str, tuple[int, int]]:
+    """Per model label ("no BN", "BN"): (runs that diverged, runs trained); one seed per run."""
+    counts: dict[str, tuple[int, int]] = {}
+    for run in result.runs:
+        diverged, total = counts.get(run.model.label, (0, 0))
+        counts[run.model.label] = (diverged + int(run.diverged), total + 1)
+    return counts
+
+
 def summarize(result: LrClaimsResult) -> dict:
     rows = steps_to_target(result)
     return {
         "runs": {row["run"]: {"final_test_acc": row["final_test_acc"], "steps_to_target": row["steps"], "status": row["status"]} for row in rows},
         "target": baseline_target(result),
         "speedup": {activation: speedup(rows, activation, baseline_activation(result)) for activation in result.activations},
+        "speedup_by_multiplier": {activation: speedups_by_multiplier(rows, activation, baseline_activation(result)) for activation in result.activations},
+        "diverged_runs": {label: {"diverged": d, "runs": n} for label, (d, n) in divergence_counts(result).items()},
         "diverged": [run.label for run in result.runs if run.diverged],
     }
 

@@ -10,7 +10,8 @@ batches (the sampler is seeded with ``seed + 1``); :func:`run` checks both.
 
 Each (learning rate, seed) cell is stored on its own in the result store, so
 adding a seed or a learning rate trains only what is new. The verdict compares
-placements with a paired t interval over seeds (:func:`verdict`).
+placements with a paired t interval over seeds and a margin (:func:`verdict`,
+:func:`bnviz.verdicts.judge`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from ..models import ACTIVATIONS, ModelConfig
 from ..recorders import NonlinearityInputs
 from ..train import OPTIMIZERS, PAPER_BATCH_SIZE, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from ..unit_stats import is_flat
+from ..verdicts import NOT_SUPPORTED, SUPPORTED, T_CRITICAL_95, judge, paired_interval  # noqa: F401 (T_CRITICAL_95: re-exported)
+from ..verdicts import Verdict as JudgedVerdict
 from . import Experiment
 
 LABELS = ("no BN", "BN before", "BN after")
@@ -36,9 +39,6 @@ PLACEMENT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "elu")
 # The learning rates a user picks a range from: half-decades on a log scale.
 LR_LADDER = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
-# Two-sided 95% critical values of Student's t, by degrees of freedom (seeds - 1);
-# from any t table, e.g. NIST/SEMATECH e-Handbook of Statistical Methods, 1.3.6.7.2.
-T_CRITICAL_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179}
 
 
 @dataclass(frozen=True)
@@ -227,14 +227,20 @@ def run(config: PlacementConfig, progress: ProgressFn | None = None, store: Resu
 
 
 # ----------------------------------------------------------------------------- verdict
+# A placement "wins" only by more than this many accuracy points (beyond the 95% interval):
+# half a point is about the seed-to-seed spread of these short runs' final accuracy.
+PLACEMENT_MARGIN_POINTS = 0.5
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """``better`` minus ``worse`` in final accuracy, paired by seed.
 
     With d_s the difference on seed s (same init, same batches), n seeds:
     ``mean = mean(d)``, ``half_width = t_{0.975, n-1} * std(d, ddof=1) / sqrt(n)``
-    (the 95% confidence interval is mean +- half_width). ``significant`` when
-    the interval excludes 0. Differences are in accuracy (0-1), never negative.
+    (:func:`bnviz.verdicts.paired_interval`; the 95% interval is mean +- half_width).
+    ``significant`` when the interval excludes 0. Differences are in accuracy
+    (0-1), never negative.
     """
 
     better: str
@@ -249,32 +255,30 @@ def paired_difference(label_a: str, accuracy_a: Sequence[float], label_b: str, a
     """Paired t interval of a - b over seeds; the labels come back ordered best first."""
     a, b = np.asarray(accuracy_a, dtype=float), np.asarray(accuracy_b, dtype=float)
     check(a.shape == b.shape and a.ndim == 1 and len(a) >= 1, "Paired accuracies need one value per seed for both models.")
-    d = a - b
-    n = len(d)
-    mean = float(d.mean())
-    if n < 2:
-        half_width = math.inf
-    else:
-        t = T_CRITICAL_95.get(n - 1, 1.96)  # beyond the table, the normal's 1.96 is within 1%
-        half_width = float(t * d.std(ddof=1) / math.sqrt(n))
+    interval = paired_interval(a - b)
+    mean, half_width = interval.mean, interval.half_width
     significant = abs(mean) > half_width if half_width > 0 else mean != 0.0
     if mean < 0:
         label_a, label_b, mean = label_b, label_a, -mean
-    return PairedDifference(better=label_a, worse=label_b, mean=mean, half_width=half_width, seeds=n, significant=significant)
+    return PairedDifference(better=label_a, worse=label_b, mean=mean, half_width=half_width, seeds=interval.seeds, significant=significant)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Which placement wins and whether it is more than seed-to-seed noise, in words."""
+    """Which placement wins and whether it is more than seed-to-seed noise, in words.
+
+    ``judged``: :func:`bnviz.verdicts.judge` of "the leading placement beats
+    the other by more than :data:`PLACEMENT_MARGIN_POINTS`"."""
 
     placement: PairedDifference  # BN before vs BN after
     versus_no_bn: dict[str, PairedDifference]  # each placement vs no BN
+    judged: JudgedVerdict
     sentences: list[str] = field(default_factory=list)
 
     @property
     def winner(self) -> str | None:
-        """The placement that wins beyond the noise, or None ("no significant difference")."""
-        return self.placement.better if self.placement.significant else None
+        """The placement that wins beyond the noise and the margin, or None."""
+        return self.placement.better if self.judged.supported else None
 
     @property
     def text(self) -> str:
@@ -290,19 +294,26 @@ def verdict(final_accuracy: dict[str, Sequence[float]], diverged: dict[str, Sequ
 
     Pure: the same numbers give the same words. ``final_accuracy`` needs
     "no BN", "BN before" and "BN after"; ``diverged`` (same shape) adds a
-    sentence for models whose loss became NaN or infinite.
+    sentence for models whose loss became NaN or infinite. The winner's word
+    comes from :func:`bnviz.verdicts.judge` with a margin of
+    :data:`PLACEMENT_MARGIN_POINTS`.
     """
     placement = paired_difference("BN before", final_accuracy["BN before"], "BN after", final_accuracy["BN after"])
     versus = {label: paired_difference(label, final_accuracy[label], "no BN", final_accuracy["no BN"]) for label in ("BN before", "BN after")}
-    n = placement.seeds
-    noise = f"the 95% interval over {n} paired seeds is ±{_points(placement.half_width)}" if math.isfinite(placement.half_width) else "one seed gives no interval"
+    judged = judge(
+        f"{placement.better} beats {placement.worse}",
+        final_accuracy[placement.better], final_accuracy[placement.worse],
+        margin=PLACEMENT_MARGIN_POINTS, unit="points", display_scale=100,
+    )
     sentences = []
-    if placement.significant:
-        sentences.append(f"**{placement.better}** wins: it beats {placement.worse} by **{_points(placement.mean)}**, and {noise}, so the gap is larger than the seed-to-seed noise.")
+    if judged.word == SUPPORTED:
+        sentences.append(f"**{placement.better}** wins: it beats {placement.worse} by **{_points(placement.mean)}** ({judged.rule})")
     elif placement.mean == 0.0:
         sentences.append("**No difference** between BN before and BN after: they score the same on every seed.")
+    elif judged.word == NOT_SUPPORTED:
+        sentences.append(f"**No difference beyond the {PLACEMENT_MARGIN_POINTS:g}-point margin** between the placements: {placement.better} leads by {_points(placement.mean)} ({judged.rule})")
     else:
-        sentences.append(f"**No significant difference** between the placements: {placement.better} leads by {_points(placement.mean)}, but {noise}, wider than the gap.")
+        sentences.append(f"**{judged.label.capitalize()}**: {placement.better} leads by {_points(placement.mean)}, but the interval is wider than the gap ({judged.rule})")
     clauses = []
     for label, diff in versus.items():
         if not diff.significant:
@@ -316,7 +327,7 @@ def verdict(final_accuracy: dict[str, Sequence[float]], diverged: dict[str, Sequ
         failures = [f"{label} in {int(np.sum(flags))} of {len(flags)}" for label, flags in diverged.items() if np.any(flags)]
         if failures:
             sentences.append("Diverged (loss NaN or infinite) " + ", ".join(failures) + " seeds; a diverged run counts with the accuracy it ends at.")
-    return Verdict(placement=placement, versus_no_bn=versus, sentences=sentences)
+    return Verdict(placement=placement, versus_no_bn=versus, judged=judged, sentences=sentences)
 
 
 def summarize(result: PlacementResult) -> dict:

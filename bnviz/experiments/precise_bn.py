@@ -33,6 +33,7 @@ from ..data import load_mnist
 from ..models import PAPER_HIDDEN, ModelConfig
 from ..norms import PYTORCH_DEFAULT_MOMENTUM
 from ..train import PAPER_BATCH_SIZE, ProgressFn, Run, TrainConfig, TrainResult, evaluate, pick_device, train_together
+from ..verdicts import Verdict, judge
 from . import Experiment
 
 SAMPLE_COUNTS = (100, 300, 1000, 3000, 10_000)
@@ -59,6 +60,8 @@ class PreciseBNConfig(Config):
     sample_counts: tuple[int, ...] = SAMPLE_COUNTS
     draws: int = 3
     seed: int = 0
+    seeds: int = 3  # seeds seed .. seed + seeds - 1 for the lag verdict; the charts show the first
+
 
     def __post_init__(self):
         check(1 <= len(self.learning_rates) <= 4 and all(0 < lr <= 20 for lr in self.learning_rates), "Choose 1 to 4 learning rates in (0, 20].")
@@ -67,6 +70,7 @@ class PreciseBNConfig(Config):
         check(10 <= self.steps <= 20_000, "steps must be between 10 and 20,000.")
         check(self.sample_counts and all(self.batch_size <= n <= 60_000 for n in self.sample_counts), "Sample counts must be between one batch and 60,000.")
         check(1 <= self.draws <= 10, "Draws per sample count: 1 to 10.")
+        check(1 <= self.seeds <= 10, "Choose 1 to 10 seeds (3 or more give the lag verdict an interval).")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.model_config()
         check_view_cost(self, "fewer learning rates or steps")
@@ -74,13 +78,13 @@ class PreciseBNConfig(Config):
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
         # PreciseBN's statistics are forward passes over at most 60,000 images per draw: a small share
-        return training_cost((self.model_config(), self.train_config(lr)) for lr in self.learning_rates)
+        return self.seeds * training_cost((self.model_config(), self.train_config(lr)) for lr in self.learning_rates)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)
 
-    def train_config(self, lr: float) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=lr, seed=self.seed, eval_every=max(10, self.steps // 20))
+    def train_config(self, lr: float, seed: int | None = None) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=lr, seed=self.seed if seed is None else seed, eval_every=max(10, self.steps // 20))
 
     def batches_for(self, count: int) -> int:
         return max(1, round(count / self.batch_size))
@@ -90,7 +94,8 @@ class PreciseBNConfig(Config):
 class PreciseBNResult:
     """Per learning rate (index L): ``precise_accuracy`` (L, K, D) over sample counts K and draws D;
     ``ema_accuracy`` (L,); ``stat_gap`` rows {lr, layer, mean_gap, var_gap}: EMA vs PreciseBN with the
-    most samples, mean over units of |mu_EMA - mu|/sigma and |var_EMA/var - 1|."""
+    most samples, mean over units of |mu_EMA - mu|/sigma and |var_EMA/var - 1|. The charts show the
+    first seed; ``seed_lags`` (L, S) is :meth:`lag` for every seed (NaN where a run diverged)."""
 
     config: PreciseBNConfig
     runs: list[TrainResult]
@@ -98,6 +103,7 @@ class PreciseBNResult:
     ema_accuracy: np.ndarray
     precise_accuracy: np.ndarray
     stat_gap: list[dict]
+    seed_lags: np.ndarray | None = None
 
     def diverged(self, index: int) -> bool:
         return self.runs[index].diverged
@@ -114,6 +120,17 @@ class PreciseBNResult:
     def lag(self, index: int) -> float:
         """PreciseBN's accuracy with the most samples (mean over draws) minus the EMA's, for learning rate ``index``."""
         return float(self.precise_accuracy[index, -1].mean() - self.ema_accuracy[index])
+
+
+# The EMA "lags more" at the high learning rate only by more than a quarter point of accuracy.
+LAG_MARGIN_POINTS = 0.25
+
+
+def lag_verdict(result: PreciseBNResult) -> Verdict:
+    """Wu & Johnson's claim, judged over seeds: PreciseBN-minus-EMA accuracy at the highest
+    learning rate exceeds that at the lowest by more than :data:`LAG_MARGIN_POINTS` (paired)."""
+    lags = result.seed_lags if result.seed_lags is not None else np.array([[result.lag(i)] for i in range(len(result.runs))])
+    return judge("the EMA lags more when the weights move fast", lags[-1], lags[0], margin=LAG_MARGIN_POINTS, unit="points", display_scale=100, decimals=2)
 
 
 def statistics_gap(model, estimates) -> list[tuple[float, float]]:
@@ -137,13 +154,16 @@ def precise_model(model, x: torch.Tensor, batch_size: int, num_batches: int, see
 def run(config: PreciseBNConfig, progress: ProgressFn | None = None) -> PreciseBNResult:
     device = pick_device()
     data = load_mnist(str(device))
-    runs = [Run(config.model_config(), config.train_config(lr), data, label=f"lr {lr:g}") for lr in config.learning_rates]
+    seeds = range(config.seed, config.seed + config.seeds)
+    all_runs = [Run(config.model_config(), config.train_config(lr, seed), data, label=f"lr {lr:g}") for seed in seeds for lr in config.learning_rates]
 
     def train_progress(fraction, message, partial):
         if progress:
             progress(0.6 * fraction, message, None)
 
-    results = train_together(runs, train_progress)
+    all_results = train_together(all_runs, train_progress)
+    rates = len(config.learning_rates)
+    runs, results = all_runs[:rates], all_results[:rates]
     counts = config.sample_counts
     samples_used = np.asarray([config.batches_for(n) * config.batch_size for n in counts])
     shape = (len(runs), len(counts), config.draws)
@@ -166,9 +186,18 @@ def run(config: PreciseBNConfig, progress: ProgressFn | None = None) -> PreciseB
         # distance between the EMA and the precise statistics from the most images (the last draw)
         for layer, (mean_gap, var_gap) in enumerate(statistics_gap(model, estimates), start=1):
             stat_gap.append({"learning_rate": config.learning_rates[i], "layer": layer, "mean_gap": mean_gap, "var_gap": var_gap})
+    # the other seeds: only the lag with the most images, for the verdict
+    seed_lags = np.full((rates, config.seeds), np.nan)
+    seed_lags[:, 0] = precise_accuracy[:, -1].mean(axis=1) - ema_accuracy
+    for index, (run_, result) in enumerate(zip(all_runs[rates:], all_results[rates:]), start=rates):
+        if result.diverged:
+            continue
+        model = run_.model
+        precise = [evaluate(precise_model(model, data.train_x, config.batch_size, config.batches_for(counts[-1]), seed=run_.train_cfg.seed * 1000 + d + 1)[0], x, y)[1] for d in range(config.draws)]
+        seed_lags[index % rates, index // rates] = float(np.mean(precise)) - evaluate(model, x, y)[1]
     if progress:
         progress(1.0, "done", None)
-    return PreciseBNResult(config=config, runs=results, samples_used=samples_used, ema_accuracy=ema_accuracy, precise_accuracy=precise_accuracy, stat_gap=stat_gap)
+    return PreciseBNResult(config=config, runs=results, samples_used=samples_used, ema_accuracy=ema_accuracy, precise_accuracy=precise_accuracy, stat_gap=stat_gap, seed_lags=seed_lags)
 
 
 def summarize(result: PreciseBNResult) -> dict:
@@ -178,9 +207,10 @@ def summarize(result: PreciseBNResult) -> dict:
             "ema_accuracy": float(result.ema_accuracy[i]),
             "precise_accuracy_by_samples": dict(zip(map(int, result.samples_used), map(float, result.precise_accuracy[i].mean(axis=1)))),
             "precise_minus_ema": result.lag(i) if not math.isnan(result.ema_accuracy[i]) else None,
+            "precise_minus_ema_per_seed": result.seed_lags[i].tolist() if result.seed_lags is not None else None,
         }
         for i, lr in enumerate(result.config.learning_rates)
-    }
+    } | {"lag_verdict": lag_verdict(result).rule}
 
 
 EXPERIMENT = Experiment(

@@ -25,6 +25,7 @@ from ..models import ModelConfig, model_label
 from ..probes import TrainEvalMismatch
 from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
+from ..verdicts import Verdict, judge
 from . import Experiment, train_in_waves
 
 SWEEP_NORMS = ("none", "batch", "batch_renorm", "ghost_batch", "group", "layer")
@@ -131,6 +132,18 @@ class SmallBatchesResult:
                     **{name: mean(mismatch[i, :, k]) for k, name in enumerate(TrainEvalMismatch.NAMES)},
                 })
         return rows
+
+
+# Batch Renorm "beats" BN at the smallest batch only by more than a point of accuracy.
+RENORM_MARGIN_POINTS = 1.0
+
+
+def renorm_verdict(result: SmallBatchesResult) -> Verdict:
+    """Batch Renorm minus BN in final accuracy at the smallest batch size, paired by seed
+    (diverged seeds left out), judged with margin :data:`RENORM_MARGIN_POINTS`."""
+    bn, renorm = result.accuracy("batch")[0], result.accuracy("batch_renorm")[0]
+    paired = np.isfinite(bn) & np.isfinite(renorm)
+    return judge("Batch Renorm beats BN at the smallest batch", renorm[paired], bn[paired], margin=RENORM_MARGIN_POINTS, unit="points", display_scale=100)
 
 
 def run(config: SmallBatchesConfig, progress: ProgressFn | None = None) -> SmallBatchesResult:

@@ -18,7 +18,7 @@ from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig
 from ..recorders import ActivationDrift
-from ..results import Comparison
+from ..results import Comparison, SeededComparison, first_seed_progress as _first_seed
 from ..train import PAPER_BATCH_SIZE, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from . import Experiment
 
@@ -41,11 +41,13 @@ class NoisyBNConfig(Config):
     noise_strength: float = 1.0
     seed: int = 0
     eval_every: int = 25
+    seeds: int = 3  # seeds seed .. seed + seeds - 1: the charts show the first, the scoreboard's verdicts use all
 
     def __post_init__(self):
         check(1 <= len(self.hidden) <= 6, "Choose 1 to 6 hidden layers.")
         check(self.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}.")
         check(20 <= self.steps <= 20_000, "steps must be between 20 and 20,000.")
+        check(1 <= self.seeds <= 10, "Choose 1 to 10 seeds (3 or more give the scoreboard an interval).")
         check(0.0 <= self.noise_strength <= 5.0, "noise strength must be between 0 and 5.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
         self.models(), self.train_config()
@@ -53,20 +55,21 @@ class NoisyBNConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
-        return training_cost((model, self.train_config()) for model in self.models())
+        return self.seeds * training_cost((model, self.train_config()) for model in self.models())
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation, noise_strength=self.noise_strength)
         return [base.replace(norm=norm) for norm in NOISY_MODELS]
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed, eval_every=self.eval_every)
+    def train_config(self, seed: int | None = None) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed if seed is None else seed, eval_every=self.eval_every)
 
 
 def run(config: NoisyBNConfig, progress: ProgressFn | None = None) -> Comparison:
     data = load_mnist(str(pick_device()))
-    runs = [Run(model, config.train_config(), data, [ActivationDrift()]) for model in config.models()]
-    return Comparison(train_together(runs, progress))
+    runs = [Run(model, config.train_config(seed), data, [ActivationDrift()]) for seed in range(config.seed, config.seed + config.seeds) for model in config.models()]
+    models = len(config.models())
+    return SeededComparison.from_seeds(train_together(runs, _first_seed(progress, models)), models)
 
 
 def drift(run: TrainResult) -> tuple[float, float]:

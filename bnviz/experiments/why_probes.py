@@ -17,8 +17,9 @@ from ..config import Config, check
 from ..data import load_mnist
 from ..models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig
 from ..probes import InternalCovariateShift, LossLandscape, LowerLayerChange
-from ..results import Comparison
+from ..results import Comparison, SeededComparison, first_seed_progress as _first_seed
 from ..train import PAPER_BATCH_SIZE, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
+from ..verdicts import judge
 from . import Experiment
 
 # Santurkar et al. 2018, Fig. 4: steps along the gradient of 0.5x to 4x the learning rate.
@@ -46,11 +47,13 @@ class ProbesConfig(Config):
     with_noisy: bool = False
     seed: int = 0
     eval_every: int = 25
+    seeds: int = 3  # seeds seed .. seed + seeds - 1: the charts show the first, the scoreboard's verdicts use all
 
     def __post_init__(self):
         check(2 <= len(self.hidden) <= 6, "Choose 2 to 6 hidden layers (ICS needs a layer below a layer).")
         check(self.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}.")
         check(20 <= self.steps <= 20_000, "steps must be between 20 and 20,000.")
+        check(1 <= self.seeds <= 10, "Choose 1 to 10 seeds (3 or more give the scoreboard an interval).")
         check(1 <= self.probe_every <= self.steps, "probe every 1 step up to once per run.")
         check(self.max_multiplier in STEP_MULTIPLIERS[1:], f"max_multiplier must be one of {', '.join(map(str, STEP_MULTIPLIERS[1:]))}.")
         # the built configs check what they hold: widths, batch size, learning rate, eval_every
@@ -61,7 +64,7 @@ class ProbesConfig(Config):
         """Reference steps this config trains (``bnviz.budget``)."""
         # each probe: about PROBE_PASSES forward and backward passes of a batch per model (ICS, the landscape's step sizes, the gradients)
         probes = self.steps // self.probe_every * PROBE_PASSES
-        return training_cost((model, self.train_config().replace(steps=self.steps + probes)) for model in self.models())
+        return self.seeds * training_cost((model, self.train_config().replace(steps=self.steps + probes)) for model in self.models())
 
     @property
     def multipliers(self) -> tuple[float, ...]:
@@ -72,8 +75,8 @@ class ProbesConfig(Config):
         norms = ("none", "batch", "noisy_batch") if self.with_noisy else ("none", "batch")
         return [base.replace(norm=norm) for norm in norms]
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed, eval_every=self.eval_every)
+    def train_config(self, seed: int | None = None) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed if seed is None else seed, eval_every=self.eval_every)
 
     def probes(self) -> list:
         return [
@@ -85,8 +88,9 @@ class ProbesConfig(Config):
 
 def run(config: ProbesConfig, progress: ProgressFn | None = None) -> Comparison:
     data = load_mnist(str(pick_device()))
-    runs = [Run(model, config.train_config(), data, config.probes()) for model in config.models()]
-    return Comparison(train_together(runs, progress))
+    runs = [Run(model, config.train_config(seed), data, config.probes()) for seed in range(config.seed, config.seed + config.seeds) for model in config.models()]
+    models = len(config.models())
+    return SeededComparison.from_seeds(train_together(runs, _first_seed(progress, models)), models)
 
 
 def _median(values: np.ndarray) -> float:
@@ -144,15 +148,11 @@ EXPERIMENT = Experiment(
 )
 
 
-# Ratios inside [1/SIMILAR, SIMILAR] count as "similar"; a point of accuracy as "about as well".
+# A ratio counts only beyond SIMILAR (the whole 95% interval over seeds); an accuracy gap beyond a point.
 SIMILAR = 1.25
 ACCURACY_POINTS_SAME = 1.0
 # A relative change below UNCHANGED is rounding and eps; above CHANGED, a visible change.
 UNCHANGED, CHANGED = 1e-3, 1e-2
-
-
-def _compare(ratio: float, lower: str, similar: str, higher: str) -> str:
-    return lower if ratio < 1 / SIMILAR else higher if ratio > SIMILAR else similar
 
 
 def number(value: float, spec: str) -> str:
@@ -164,13 +164,27 @@ def _diverged_note(runs: list[TrainResult]) -> str:
     return "; ".join(f"{run.label} diverged at step {run.diverged_step}" for run in runs if run.diverged)
 
 
+def _per_seed(result: Comparison, label: str, measure) -> np.ndarray:
+    """One number per seed of one model: ``measure(run)`` over ``result.arm(label)``."""
+    runs = result.arm(label) if isinstance(result, SeededComparison) else [result.by_label(label)]
+    return np.array([measure(run) for run in runs], dtype=float)
+
+
+def _word(verdict) -> str:
+    return verdict.label
+
+
 def scoreboard(noisy: Comparison, probes: Comparison) -> list[dict[str, str]]:
     """One line per hypothesis: what it predicts, what the runs measured, the verdict.
 
-    Every word of "measured" and "verdict" is chosen from the numbers:
-    ratios within [1/SIMILAR, SIMILAR] are "similar", accuracy within
-    ACCURACY_POINTS_SAME points is "about as well", a relative change under
-    UNCHANGED is "unchanged". A diverged run gives "no verdict".
+    Every verdict word comes from :func:`bnviz.verdicts.judge` over the seeds
+    (paired by seed): (1) BN's final accuracy over noisy BN's, margin
+    :data:`ACCURACY_POINTS_SAME` points; (1′) no BN's relative ICS over BN's and
+    (3) no BN's effective β-smoothness over BN's (Santurkar et al.'s measure), as
+    ratios with margin :data:`SIMILAR`. (2) is not evidence: BN's invariance to a
+    rescale or shift of the layer below holds by construction (while BN uses
+    batch statistics); the row says whether the construction check held
+    (change below :data:`UNCHANGED`). A diverged run gives "no verdict".
     """
     from .why_noisy_bn import drift
 
@@ -178,31 +192,28 @@ def scoreboard(noisy: Comparison, probes: Comparison) -> list[dict[str, str]]:
     bn, noisy_bn, plain = noisy.by_label("BN"), noisy.by_label("noisy BN"), noisy.by_label("no BN")
     bn_drift, noisy_drift = drift(bn)[0], drift(noisy_bn)[0]
     drift_ratio = noisy_drift / bn_drift if bn_drift > 0 else float("inf")
-    gap = 100 * (noisy_bn.final_test_acc - bn.final_test_acc)
-    gap_plain = 100 * (noisy_bn.final_test_acc - plain.final_test_acc)
-    if noisy_bn.diverged or bn.diverged:
-        how, verdict = _diverged_note([bn, noisy_bn]), "no verdict"
+    accuracy = {label: _per_seed(noisy, label, lambda r: r.final_test_acc) for label in ("BN", "noisy BN", "no BN")}
+    worse = judge("noisy BN trains clearly worse than BN", accuracy["BN"], accuracy["noisy BN"], margin=ACCURACY_POINTS_SAME, unit="points", display_scale=100)
+    noisy_seed_runs = noisy.arm("BN") + noisy.arm("noisy BN") if isinstance(noisy, SeededComparison) else [bn, noisy_bn]
+    if any(r.diverged for r in noisy_seed_runs):
+        how, verdict = _diverged_note(noisy_seed_runs), "no verdict"
     elif not drift_ratio > SIMILAR:
         how, verdict = "the noise did not make its inputs less stable (noise strength 0?)", "not tested"
-    elif gap > ACCURACY_POINTS_SAME:
-        how, verdict = "better than BN", "not supported"
-    elif gap >= -ACCURACY_POINTS_SAME:
-        how, verdict = "about as well as BN", "not supported"
-    elif gap_plain > ACCURACY_POINTS_SAME:
-        how, verdict = "worse than BN, better than no BN", "partly supported"
     else:
-        how, verdict = "worse than BN and no better than no BN", "supported"
+        how, verdict = worse.rule, _word(worse)
     rows.append({
         "hypothesis": "(1) BN works by keeping layer inputs stable (less covariate shift)",
-        "if true": "noisy BN, whose layer inputs are shaken at every step, trains clearly worse than BN",
-        "measured": f"noisy BN's unit means move {number(drift_ratio, ',.0f')}× as much per step as BN's; it reached "
-        f"{number(100 * noisy_bn.final_test_acc, '.1f')}% vs BN {number(100 * bn.final_test_acc, '.1f')}% ({how})",
+        "if true": f"noisy BN, whose layer inputs are shaken at every step, trains clearly worse than BN (by more than {ACCURACY_POINTS_SAME:g} point)",
+        "measured": f"noisy BN's unit means move {number(drift_ratio, ',.0f')}× as much per step as BN's (seed {bn.train.seed}); final accuracy, mean over "
+        f"{len(accuracy['BN'])} seed{'s' if len(accuracy['BN']) != 1 else ''}: noisy BN {number(100 * accuracy['noisy BN'].mean(), '.1f')}%, BN {number(100 * accuracy['BN'].mean(), '.1f')}%, "
+        f"no BN {number(100 * accuracy['no BN'].mean(), '.1f')}%. BN minus noisy BN: {how}",
         "verdict": verdict,
     })
 
     plain_run, bn_run = probes.by_label("no BN"), probes.by_label("BN")
     p_plain, p_bn = measures(plain_run), measures(bn_run)
-    diverged = _diverged_note([plain_run, bn_run])
+    probe_seed_runs = probes.arm("no BN") + probes.arm("BN") if isinstance(probes, SeededComparison) else [plain_run, bn_run]
+    diverged = _diverged_note(probe_seed_runs)
 
     def verdict_or_none(value: str) -> str:
         return "no verdict" if diverged else value
@@ -210,36 +221,37 @@ def scoreboard(noisy: Comparison, probes: Comparison) -> list[dict[str, str]]:
     def note(words: str) -> str:
         return f"({diverged})" if diverged else f"({words})"
 
-    ics_words = _compare(p_bn["ics_relative"] / p_plain["ics_relative"], "lower", "similar", "higher")
+    def ratio_verdict(claim: str, key: str):
+        return judge(claim, _per_seed(probes, "BN", lambda r: measures(r)[key]), _per_seed(probes, "no BN", lambda r: measures(r)[key]), margin=SIMILAR, scale="ratio", higher_is_better=False, decimals=2)
+
+    ics = ratio_verdict("BN's layer gradients change less when the layers below move", "ics_relative")
     rows.append({
         "hypothesis": "(1′) BN reduces internal covariate shift in the optimisation sense (Santurkar et al. Def. 2.1)",
-        "if true": "BN's gradients change less when the layers below take their step: smaller ‖G − G′‖/‖G‖, cosine nearer 1",
-        "measured": f"‖G − G′‖/‖G‖ BN {number(p_bn['ics_relative'], '.3f')} vs no BN {number(p_plain['ics_relative'], '.3f')} {note(ics_words)}; "
-        f"cosine BN {number(p_bn['ics_cosine'], '.3f')} vs no BN {number(p_plain['ics_cosine'], '.3f')}",
-        "verdict": verdict_or_none("supported" if ics_words == "lower" else "not supported"),
+        "if true": f"BN's gradients change less when the layers below take their step: ‖G − G′‖/‖G‖ smaller by more than {SIMILAR:g}×",
+        "measured": f"‖G − G′‖/‖G‖ BN {number(p_bn['ics_relative'], '.3f')} vs no BN {number(p_plain['ics_relative'], '.3f')} (seed {bn_run.train.seed}); "
+        f"cosine BN {number(p_bn['ics_cosine'], '.3f')} vs no BN {number(p_plain['ics_cosine'], '.3f')}; no BN over BN: {note(ics.rule)}",
+        "verdict": verdict_or_none(_word(ics)),
     })
 
     bn_moved, plain_moved = p_bn["lower_change"], p_plain["lower_change"]
-    bn_words = "unchanged" if bn_moved < UNCHANGED else "changed"
+    holds = bn_moved < UNCHANGED
     plain_words = "changed" if plain_moved > CHANGED else "barely changed"
     rows.append({
         "hypothesis": "(2) BN cuts the interdependency between layers",
         "if true": "rescaling or shifting the first layer leaves BN's upper layers unchanged; without BN they move",
-        "measured": f"largest relative change of the last hidden layer: BN {number(bn_moved, '.1e')} ({bn_words}), "
+        "measured": f"a guarantee of BN's construction, BN((cW)x + cb) = BN(Wx + b), not evidence for the hypothesis: largest relative change of the "
+        f"last hidden layer BN {number(bn_moved, '.1e')} ({'below' if holds else 'not below'} {UNCHANGED:g}: rounding and ε), "
         f"no BN {number(plain_moved, '.1e')} {note(plain_words)}",
-        "verdict": verdict_or_none("supported" if bn_words == "unchanged" and plain_words == "changed" else "not supported"),
+        "verdict": verdict_or_none("holds by construction" if holds else "construction check failed"),
     })
 
-    loss_words = _compare(p_bn["loss_range"] / p_plain["loss_range"], "smaller", "similar", "larger")
-    change_words = _compare(p_bn["grad_change"] / p_plain["grad_change"], "smaller", "similar", "larger")
-    smoother = loss_words == "smaller" and change_words == "smaller"
-    rougher = loss_words == "larger" and change_words == "larger"
+    beta = ratio_verdict("BN's effective β-smoothness is lower", "beta")
     rows.append({
         "hypothesis": "(3) BN makes the loss landscape smoother (Santurkar et al.)",
-        "if true": "along the gradient, BN's loss varies less and its gradient changes less",
-        "measured": f"loss range BN {number(p_bn['loss_range'], '.3f')} vs no BN {number(p_plain['loss_range'], '.3f')} {note(loss_words)}; "
-        f"gradient change BN {number(p_bn['grad_change'], '.2f')} vs no BN {number(p_plain['grad_change'], '.2f')} {note(change_words)}; "
-        f"β BN {number(p_bn['beta'], '.2f')} vs no BN {number(p_plain['beta'], '.2f')}",
-        "verdict": verdict_or_none("supported" if smoother else "contradicted" if rougher else "mixed"),
+        "if true": f"BN's effective β-smoothness (Santurkar et al.'s measure: the largest gradient change per distance moved along the gradient) is lower by more than {SIMILAR:g}×",
+        "measured": f"effective β BN {number(p_bn['beta'], '.2f')} vs no BN {number(p_plain['beta'], '.2f')} (seed {bn_run.train.seed}); no BN over BN: {note(beta.rule)} "
+        f"For context (not judged): loss range along the gradient BN {number(p_bn['loss_range'], '.3f')} vs no BN {number(p_plain['loss_range'], '.3f')}; "
+        f"largest gradient change BN {number(p_bn['grad_change'], '.2f')} vs no BN {number(p_plain['grad_change'], '.2f')}",
+        "verdict": verdict_or_none(_word(beta)),
     })
     return rows

@@ -33,8 +33,8 @@ E2E_FAST_QUERY: dict[str, str] = {
     # provisional, from each page's AppTest FAST dict; page owners may tune them
     "normalization-math": "trained=0&batch=16",
     "train-vs-eval": "steps=100",
-    "paper-results": "steps=500&lr_steps=100",
-    "why-bn-works": "n_steps=100&p_steps=100&every=50",
+    "paper-results": "steps=500&lr_steps=100&seeds=2",
+    "why-bn-works": "n_steps=100&p_steps=100&every=50&n_seeds=2&p_seeds=2",
     "distribution-shift": "steps=100&n=1000&depth=2&width=32",
     "bn-vs-layernorm": "steps=10&rnn_steps=10&rnn_hidden=16",
     "small-batches": "sizes=light&seeds=1&steps=10&b_steps=10&depth=8&width=16",
