@@ -7,7 +7,7 @@ from bnviz.app import Controls, chart_mark, device_caption, downloads, draw_char
 from bnviz.charts.pitfalls import (batch_size_chart, batch_size_frame, depth_chart, depth_frame, label_shift_chart, label_shift_frame,
                                    layer_norms_chart, layer_norms_frame, running_stats_chart, running_stats_frame)
 from bnviz.experiments.distribution_shift import SHIFT_OPTIONS
-from bnviz.experiments.forward_pass_pitfall import (ACCURACY_MARGIN, EVAL_PASS, GRAD_PASS, NO_GRAD_PASS, PASS_OVER, ForwardPassConfig,
+from bnviz.experiments.forward_pass_pitfall import (ACCURACY_MARGIN, EVAL_PASS, SWEEP_EXAMPLES, GRAD_PASS, NO_GRAD_PASS, PASS_OVER, ForwardPassConfig,
                                                     GradSwitchedBatchNorm, accuracy_verdict, stats_verdict)
 from bnviz.experiments.init_gradients import GROWTH_MARGIN, RELU_BN_GROWTH_ESTIMATE, VARIANTS, InitGradientsConfig, growth_factor, growth_verdict
 from bnviz.experiments.label_shift import DATA, MARGIN, METHODS, LabelShiftConfig, compare, tent_predict
@@ -111,7 +111,7 @@ if defined:
     st.markdown(
         f"In train mode every test batch is normalised with its own statistics, so a prediction depends on the batch-mates: at batch "
         f"size {worst} the accuracy is {format_percent(defined[worst])}, at {max(defined)} it is {format_percent(defined[max(defined)])}, "
-        f"against {format_percent(before)} in eval mode at any batch size (mean over seeds)."
+        f"against {format_percent(before)} in eval mode at any batch size (mean over seeds; train mode scored on the first {SWEEP_EXAMPLES:,} test images)."
     )
 for size, message in fp.refused_batch_sizes.items():
     st.info(f"A test batch of **{size}** in train mode: PyTorch refuses it (`ValueError: {message}`): the variance of one value per unit carries no information, and its unbiased estimate would divide by m − 1 = 0.")
@@ -130,9 +130,10 @@ with st.expander("Settings of this experiment", expanded=False):
         strength = controls.select("Shift strength", "strength", [0.25, 0.5, 0.75, 1.0], ls_defaults.model.strength)
     with c3:
         ls_seeds = controls.slider("Seeds", "ls_seeds", 1, 5, ls_defaults.seeds)
+        ls_steps = controls.select("Training steps", "ls_steps", [100, 200, 400, 1000], ls_defaults.model.steps)
         tent_steps = controls.select("TENT steps per batch", "tent", [1, 3, 10], ls_defaults.tent_steps, help="Adam steps on the entropy of the batch's predictions, updating only BN's γ and β.")
 controls.show_notes()
-ls_config = ls_defaults.replace(model=ls_defaults.model.replace(shift=shift, strength=strength), seeds=ls_seeds, tent_steps=tent_steps)
+ls_config = ls_defaults.replace(model=ls_defaults.model.replace(shift=shift, strength=strength, steps=ls_steps), seeds=ls_seeds, tent_steps=tent_steps)
 start = chart_mark()
 st.markdown(
     f"Test-time adaptation by batch statistics assumes each test batch is a fair sample. Here each test batch of {ls_config.batch_size} images holds "
