@@ -95,7 +95,7 @@ def layer_norms_frame(result: InitGradientsResult, depth: int) -> pd.DataFrame:
 def layer_norms_chart(result: InitGradientsResult, depth: int) -> alt.LayerChart:
     """Gradient norm at each hidden layer's output (log y), one line per variant: mean over seeds, band: seed range."""
     data = layer_norms_frame(result, depth)
-    color = alt.Color("model:N", title="model", scale=color_scale(VARIANTS), legend=alt.Legend(orient="top"))
+    color = alt.Color("model:N", title="model", scale=color_scale(VARIANTS), legend=alt.Legend(orient="top", symbolOpacity=1))
     x = alt.X("layer:Q", title="hidden layer (1 = next to the input)", scale=alt.Scale(domain=[1, depth]))
     y_axis = log_axis(pd.concat([data["low"], data["high"]]), "gradient norm ||dL/dh|| (log scale)")
     y = alt.Y("mean:Q", scale=alt.Scale(type="log"), axis=y_axis)
@@ -127,4 +127,5 @@ def depth_chart(result: InitGradientsResult) -> alt.LayerChart:
         tooltip=["model:N", "depth:Q", alt.Tooltip("mean:Q", format=".4g", title="mean over seeds")])
     estimate = alt.Chart(data).transform_filter(~measured).mark_line(strokeDash=[6, 4], strokeWidth=2).encode(
         x=x, y=alt.Y("mean:Q", scale=alt.Scale(type="log"), axis=y_axis), color=color, tooltip=["model:N", "depth:Q", alt.Tooltip("mean:Q", format=".4g")])
-    return alt.layer(estimate, line, title="How much larger the first layer's gradient is than the last's").properties(height=CHART_HEIGHT)
+    # the estimate on top, dashed: it lies on the measured BN line
+    return alt.layer(line, estimate, title="First over last layer's gradient, by depth").properties(height=CHART_HEIGHT)
