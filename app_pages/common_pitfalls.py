@@ -1,11 +1,13 @@
 """BN pitfalls in real code: the forward pass that changes a model, label-shifted test batches,
 and deep plain networks at initialization. Every number below comes from a run."""
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from bnviz.app import Controls, chart_mark, device_caption, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
 from bnviz.charts.pitfalls import (batch_size_chart, batch_size_frame, depth_chart, depth_frame, label_shift_chart, label_shift_frame,
-                                   layer_norms_chart, layer_norms_frame, running_stats_chart, running_stats_frame)
+                                   layer_norms_chart, layer_norms_frame, running_stats_chart, running_stats_frame, switches_chart, switches_frame)
+from bnviz.experiments.bn_switches import DROPOUT_RATE, FULL_BN, MARGIN as SWITCH_MARGIN, PartialBatchNorm, SwitchesConfig, paired_verdict
 from bnviz.experiments.distribution_shift import SHIFT_OPTIONS
 from bnviz.experiments.forward_pass_pitfall import (ACCURACY_MARGIN, EVAL_PASS, SWEEP_EXAMPLES, GRAD_PASS, NO_GRAD_PASS, PASS_OVER, ForwardPassConfig,
                                                     GradSwitchedBatchNorm, accuracy_verdict, stats_verdict)
@@ -235,4 +237,46 @@ st.caption("Lines: mean over seeds; band: lowest to highest seed. SkipInit's blo
 downloads("init_gradients", ig_config, {"Gradient norm per layer": layer_norms_frame(ig, view_depth), "First over last layer by depth": depth_frame(ig)},
           title="Download this section's data and config", charts=(start, chart_mark()))
 source_expander(growth_factor, growth_verdict)
+
+# ---------------------------------------------------------------- 4. the textbook's exercises as switches
+st.header("4. The textbook's exercises as switches")
+sw_defaults = SwitchesConfig()
+with st.expander("Settings of this experiment", expanded=False):
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        sw_steps = controls.select("Training steps", "sw_steps", [100, 300, 1000, 2000], sw_defaults.steps)
+    with c2:
+        sw_lr = controls.select("Learning rate (SGD)", "sw_lr", [0.03, 0.1, 0.3, 1.0], sw_defaults.lr)
+    with c3:
+        sw_seeds = controls.slider("Seeds", "sw_seeds", 2, 5, sw_defaults.seeds)
+controls.show_notes()
+sw_config = sw_defaults.replace(steps=sw_steps, lr=sw_lr, seeds=sw_seeds)
+start = chart_mark()
+st.markdown(
+    f"The same ReLU MLP ({sw_config.depth} hidden layers of {sw_config.width}, BN before each activation) trained {sw_steps} SGD steps at learning rate "
+    f"{sw_lr:g}, once per switch and seed, each seed from the same initial weights on the same batches. Each switch takes one part of BN away: "
+    "its centring, its division, its trained γ/β, BN in the deeper layers, the linear bias before it; or adds dropout "
+    f"(rate {DROPOUT_RATE:g}) before each BN layer (Li et al. 2019), or trains *only* γ and β over frozen random weights (Frankle et al. 2020)."
+)
+sw = run_experiment("bn_switches", sw_config, label=f"Training {len(sw_config.switches) * sw_seeds} models")
+draw_chart(st, switches_chart(sw), width="stretch")
+reference = sw.accuracy[FULL_BN]
+sw_rows = [{"switch": switch, "mean accuracy": format_percent(float(np.nanmean(values)), 2),
+            "per seed": ", ".join(format_percent(v, 1) for v in values),
+            "vs full BN": "(the reference)" if switch == FULL_BN else paired_verdict(values, reference)} for switch, values in sw.accuracy.items()]
+sw_table = pd.DataFrame(sw_rows)
+st.dataframe(sw_table, hide_index=True, width="stretch")
+st.caption(f"Rule, paired by seed: “worse” / “better” when every one of the {sw_seeds} seeds is more than {100 * SWITCH_MARGIN:.0f} point below / above full BN; "
+           f"“within margin” when every seed is within {100 * SWITCH_MARGIN:.0f} point; otherwise inconclusive.")
+if sw.variance_shift is not None:
+    shift_by_layer = sw.variance_shift.mean(axis=0)
+    st.markdown(
+        "**Dropout's variance shift, measured.** BN's running variance was gathered in train mode, with dropout on; at test time dropout is off, "
+        "and the variance of what reaches BN changes. Running variance over the test-time variance, per BN layer after the first (mean over seeds): "
+        + ", ".join(f"layer {i + 2}: **{v:.2f}×**" for i, v in enumerate(shift_by_layer))
+        + " (1 would be no shift)"
+        + (": at test time BN divides by a standard deviation that no longer fits." if np.all(np.abs(shift_by_layer - 1) > 0.05) else ".")
+    )
+downloads("bn_switches", sw_config, {"Final accuracy per switch": switches_frame(sw), "Verdicts": sw_table}, title="Download this section's data and config", charts=(start, chart_mark()))
+source_expander(PartialBatchNorm, paired_verdict)
 device_caption()

@@ -168,3 +168,51 @@ def test_init_gradients_run_and_bounds():
         InitGradientsConfig(depths=(2,))
     with pytest.raises(BnvizError, match="increasing"):
         InitGradientsConfig(depths=(10, 5))
+
+
+# ------------------------------------------------------------------ the textbook's switches
+def test_partial_batch_norm_keeps_only_its_step():
+    from bnviz.experiments.bn_switches import PartialBatchNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 6, dtype=torch.float64) * 3 + 2
+    for keep in ("mean", "variance"):
+        layer = PartialBatchNorm(nn.BatchNorm1d(6).double(), keep).train()
+        y = layer(x)
+        if keep == "mean":
+            torch.testing.assert_close(y, x - x.mean(dim=0))
+        else:
+            torch.testing.assert_close(y, x / torch.sqrt(x.var(dim=0, unbiased=False) + 1e-5))
+        # running statistics as torch's own BN updates them
+        reference = nn.BatchNorm1d(6).double().train()
+        reference(x)
+        torch.testing.assert_close(layer.layer.running_mean, reference.running_mean)
+        torch.testing.assert_close(layer.layer.running_var, reference.running_var)
+
+
+def test_switches_run_paired_and_their_rules():
+    from bnviz.experiments.bn_switches import FULL_BN, SwitchesConfig, paired_verdict
+    from bnviz.experiments.bn_switches import run as run_switches
+
+    assert paired_verdict([0.8, 0.85], [0.9, 0.9]) == "worse" and paired_verdict([0.905, 0.9], [0.9, 0.9]) == "within margin"
+    assert paired_verdict([0.95, 0.85], [0.9, 0.9]) == "inconclusive" and paired_verdict([float("nan"), 0.95], [0.9, 0.9]) == "inconclusive"
+    config = SwitchesConfig(depth=2, width=32, steps=30, seeds=2,
+                            switches=(FULL_BN, "frozen γ = 1, β = 0", "no linear bias", "dropout before BN", "only γ/β trained"))
+    result = run_switches(config)
+    assert all(np.isfinite(v).all() for v in result.accuracy.values())
+    assert result.variance_shift.shape == (2, 1) and np.all(result.variance_shift > 1)  # dropout inflates the train-mode variance
+    with pytest.raises(BnvizError, match="paired"):
+        SwitchesConfig(seeds=1)
+
+
+def test_only_gamma_beta_trained_leaves_every_linear_weight_at_its_initial_value(mnist):
+    from bnviz.experiments.bn_switches import ApplySwitch, SwitchesConfig
+    from bnviz.train import Run, train_together
+
+    config = SwitchesConfig(depth=2, width=16, steps=10, seeds=2)
+    run = Run(config.model("only γ/β trained"), config.train_config(0), mnist, recorders=[ApplySwitch("only γ/β trained")], use_engine=False)
+    initial = copy.deepcopy(run.model.state_dict())
+    train_together([run])
+    for key, value in run.model.state_dict().items():
+        changed = not torch.equal(value, initial[key])
+        assert changed == (".norm." in key and (key.endswith("weight") or key.endswith("bias") or "running" in key or "num_batches" in key)), key

@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..experiments.bn_switches import SwitchesResult
 from ..experiments.forward_pass_pitfall import ForwardPassResult
 from ..experiments.init_gradients import RELU_BN_GROWTH_ESTIMATE, VARIANTS, InitGradientsResult
 from ..experiments.label_shift import METHODS, LabelShiftResult
@@ -129,3 +130,24 @@ def depth_chart(result: InitGradientsResult) -> alt.LayerChart:
         x=x, y=alt.Y("mean:Q", scale=alt.Scale(type="log"), axis=y_axis), color=color, tooltip=["model:N", "depth:Q", alt.Tooltip("mean:Q", format=".4g")])
     # the estimate on top, dashed: it lies on the measured BN line
     return alt.layer(line, estimate, title="First over last layer's gradient, by depth").properties(height=CHART_HEIGHT)
+
+
+# ------------------------------------------------------------ 4. the textbook's exercises as switches
+def switches_frame(result: SwitchesResult) -> pd.DataFrame:
+    return spread_frame(result.records(), ["switch"], "accuracy")
+
+
+def switches_chart(result: SwitchesResult) -> alt.LayerChart:
+    """Final test accuracy per switch: each seed a dot, the mean a bar tick; full BN's mean as a rule."""
+    from ..experiments.bn_switches import FULL_BN
+
+    seeds = pd.DataFrame(result.records())
+    order = list(result.config.switches)
+    y = alt.Y("switch:N", title=None, sort=order, axis=alt.Axis(labelLimit=260))
+    x = alt.X("accuracy:Q", title="final test accuracy (eval mode)", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    dots = alt.Chart(seeds).mark_point(filled=True, size=90, opacity=0.7, color="#4C78A8").encode(
+        x=x, y=y, tooltip=["switch:N", "seed:Q", alt.Tooltip("accuracy:Q", format=".2%")])
+    means = alt.Chart(switches_frame(result)).mark_tick(thickness=3, size=26, color="#3B3B3B").encode(
+        x=alt.X("mean:Q", title="final test accuracy (eval mode)"), y=y, tooltip=["switch:N", alt.Tooltip("mean:Q", format=".2%", title="mean over seeds")])
+    reference = alt.Chart(pd.DataFrame({"accuracy": [float(np.nanmean(result.accuracy[FULL_BN]))]})).mark_rule(strokeDash=[6, 4], color="#4C78A8").encode(x="accuracy:Q")
+    return alt.layer(reference, dots, means, title=f"One part of BN switched off: final test accuracy after {result.config.steps} steps").properties(height=CHART_HEIGHT)
