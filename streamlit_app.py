@@ -25,6 +25,7 @@ PAGES = {
     ],
     "Understanding BN": [
         st.Page("app_pages/distribution_shift.py", title="Distribution shift and NaN", icon=":material/warning:", url_path="distribution-shift"),
+        st.Page("app_pages/common_pitfalls.py", title="BN pitfalls in real code", icon=":material/bug_report:", url_path="common-pitfalls"),
         st.Page("app_pages/bn_vs_layernorm.py", title="BN vs LayerNorm and others", icon=":material/view_module:", url_path="bn-vs-layernorm"),
         st.Page("app_pages/small_batches.py", title="Small batches and later fixes", icon=":material/compress:", url_path="small-batches"),
         st.Page("app_pages/placement.py", title="BN before or after activation", icon=":material/swap_horiz:", url_path="placement"),

@@ -323,7 +323,7 @@ st.caption(
     "running statistics (here set to this batch's own before the change, so both modes agree until something changes), a fixed affine map: every change shows. "
     f"BN in train mode changes under {', '.join(bn_train_changes) or 'nothing'}. "
     "g and c are random vectors (seeded); one unit = unit 0, one image = image 0. "
-    + ("The network is freshly initialised (PyTorch's default init)." if inv_trained == 0 else f"Each network (BN, LayerNorm, no norm) was trained {inv_trained} steps first.")
+    + ("The network is freshly initialised (PyTorch's default init)." if inv_trained == 0 else f"Each network (BN, LayerNorm, RMSNorm, no norm) was trained {inv_trained} steps first.")
 )
 downloads("invariance_table", inv_config, {"Invariance table": pd.DataFrame(inv.cells)}, title="Download the invariance table and config", charts=(invariance_mark, None))
 source_expander(transformed, layer_output, title="The code of the invariance table")

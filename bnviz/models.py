@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import Config, check
 from .data import IMAGE_SHAPE, NUM_CLASSES
-from .norms import PYTORCH_DEFAULT_EPS, PYTORCH_DEFAULT_MOMENTUM
+from .norms import PYTORCH_DEFAULT_EPS, PYTORCH_DEFAULT_MOMENTUM, RMSNorm
 from .renorm import PAPER_D_MAX, PAPER_R_MAX, PAPER_WARMUP_STEPS, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d
 
 ACTIVATIONS = {
@@ -34,6 +34,7 @@ NORMS = ("none", "batch", "layer", "group", "instance")
 NORMS += ("noisy_batch", "noise")
 # Batch Renorm (Ioffe 2017) and ghost BN (Hoffer et al. 2017): bnviz.renorm
 NORMS += ("batch_renorm", "ghost_batch")
+NORMS += ("rms",)  # RMSNorm (Zhang & Sennrich 2019): bnviz.norms.RMSNorm
 PLACEMENTS = ("before", "after")
 INITS = ("default", "normal")
 ARCHS = ("mlp", "cnn", "rnn")
@@ -108,7 +109,7 @@ class ModelConfig(Config):
 def model_label(norm: str, placement: str = "before") -> str:
     """The name a chart legend uses for a model; colours are keyed on it."""
     names = {"none": "no BN", "batch": "BN", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm", "noisy_batch": "noisy BN", "noise": "no BN + noise"}
-    names |= {"batch_renorm": "Batch Renorm", "ghost_batch": "ghost BN"}
+    names |= {"batch_renorm": "Batch Renorm", "ghost_batch": "ghost BN", "rms": "RMSNorm"}
     return names[norm]
 
 
@@ -206,6 +207,8 @@ def make_norm(cfg: ModelConfig, width: int, spatial: bool) -> nn.Module:
         return nn.GroupNorm(1, width, eps=cfg.bn_eps) if spatial else nn.LayerNorm(width, eps=cfg.bn_eps)
     if cfg.norm == "group":
         return nn.GroupNorm(cfg.groups, width, eps=cfg.bn_eps)
+    if cfg.norm == "rms":
+        return RMSNorm(width, eps=cfg.bn_eps)
     if cfg.norm == "instance":
         return nn.GroupNorm(width, width, eps=cfg.bn_eps)
     return nn.Identity()

@@ -188,6 +188,34 @@ def layer_norm(x: torch.Tensor, gamma=None, beta=None, eps: float = PYTORCH_DEFA
     return y
 
 
+def rms_norm(x: torch.Tensor, gamma=None, eps: float = PYTORCH_DEFAULT_EPS) -> torch.Tensor:
+    """RMSNorm (Zhang & Sennrich 2019): each example divided by the root mean square of its features,
+    ``y = x / sqrt(mean(x^2) + eps) * gamma`` over every dim but 0. No mean is subtracted, so unlike
+    LayerNorm it is not invariant to adding the same constant to every feature of an example.
+
+    Matches ``torch.nn.RMSNorm(x.shape[1:], eps=eps)`` when its weight is ``gamma`` broadcast over
+    the spatial positions; ``gamma`` has shape (C,) (one gain per feature or channel). No beta.
+    """
+    dims = tuple(range(1, x.dim()))
+    y = x / torch.sqrt(x.pow(2).mean(dim=dims, keepdim=True) + eps)
+    return y * _per_channel(gamma, x) if gamma is not None else y
+
+
+class RMSNorm(nn.Module):
+    """:func:`rms_norm` as a layer: ``weight`` (C,) starts at 1, for (N, C) and (N, C, H, W) inputs.
+    Same computation in train and eval mode: no running statistics. ``bias`` is None (RMSNorm has no
+    beta; kept so code that reads ``norm.bias`` sees there is none)."""
+
+    def __init__(self, num_features: int, eps: float = PYTORCH_DEFAULT_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
 def group_norm(x: torch.Tensor, num_groups: int, gamma=None, beta=None, eps: float = PYTORCH_DEFAULT_EPS) -> torch.Tensor:
     """GroupNorm: each example's channels split into groups, each group normalised
     over its channels and spatial positions. ``num_groups=1`` is LayerNorm over

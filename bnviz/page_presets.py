@@ -126,6 +126,12 @@ PAGE_PRESETS: dict[str, PagePresets] = {
         "act": "activation", "opt": "optimizer", "depth": "depth", "width": "width", "lr": _lr_range,
         "batch": "batch_size", "seeds": "seeds", "steps": "steps",
     }}),
+    "common_pitfalls": PagePresets("pitfalls", {
+        "forward_pass_pitfall": {"pass": "pass_over", "pass_batch": "pass_batch_size", "fp_seeds": "seeds", "fp_steps": "steps"},
+        "label_shift": {"shift": lambda c: c.model.shift, "strength": lambda c: c.model.strength, "ls_steps": lambda c: c.model.steps, "ls_seeds": "seeds", "tent": "tent_steps"},
+        "init_gradients": {"width": "width", "ig_batch": "batch_size", "ig_seeds": "seeds"},
+        "bn_switches": {"sw_steps": "steps", "sw_lr": "lr", "sw_seeds": "seeds"},
+    }),
     "why_bn_works": PagePresets("why", {
         "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed", "n_seeds": "seeds"},
         "why_probes": {"p_act": "activation", "p_lr": "lr", "p_steps": "steps", "every": "probe_every", "eta": "max_multiplier",

@@ -156,6 +156,8 @@ def direct_output(row: str, weight: np.ndarray, bias: np.ndarray, x: np.ndarray,
         return z
     if row == "LayerNorm":
         return (z - z.mean(axis=1, keepdims=True)) / np.sqrt(z.var(axis=1, keepdims=True) + eps) * gamma + beta
+    if row == "RMSNorm":  # no mean subtracted, no beta
+        return z / np.sqrt((z**2).mean(axis=1, keepdims=True) + eps) * gamma
     if row == "BN, train mode":
         return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + eps) * gamma + beta
     # eval mode: the statistics of the untransformed batch's inputs, fixed
@@ -175,7 +177,7 @@ def test_every_cell_of_the_invariance_table_matches_a_direct_computation(changes
         weight = linear.weight.detach()
         bias = linear.bias.detach().numpy() if config.linear_bias else np.zeros(weight.shape[0])
         gamma = norm.weight.detach().numpy() if row != "no norm" else None
-        beta = norm.bias.detach().numpy() if row != "no norm" else None
+        beta = norm.bias.detach().numpy() if row != "no norm" and norm.bias is not None else None
         reference_input = x.numpy() @ weight.numpy().T + bias
         before = direct_output(row, weight.numpy(), bias, x.numpy(), gamma, beta, config.eps, reference_input)
         for transform in TRANSFORMS:
@@ -194,6 +196,8 @@ def test_the_default_table_agrees_with_ba_et_al_and_the_bias_breaks_layernorm():
         assert not result.cell("no norm", transform)["invariant"]
         assert not result.cell("BN, eval mode", transform)["invariant"]  # fixed statistics: nothing cancels
         assert result.cell("LayerNorm", transform)["invariant"] == BA_ET_AL_TABLE_1["LayerNorm"][t]
+        # RMSNorm: LayerNorm's row but for weight matrix re-centering (it subtracts no mean)
+        assert result.cell("RMSNorm", transform)["invariant"] == (BA_ET_AL_TABLE_1["LayerNorm"][t] and transform != "weight matrix re-centering")
     with_bias = run_invariance(InvarianceConfig(batch=64, linear_bias=True))
     broken = {c["transform"] for c in with_bias.cells if c["row"] == "LayerNorm" and c["claimed"] != c["invariant"]}
     assert broken == {"weight matrix re-scaling", "dataset re-scaling", "single training case re-scaling"}

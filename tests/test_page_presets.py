@@ -20,7 +20,7 @@ from bnviz.page_presets import DEFAULT_VIEW, PAGE_PRESETS, PagePresets, url_text
 
 URL_PATHS = {"home": "", "normalization_math": "normalization-math", "train_vs_eval": "train-vs-eval", "paper_results": "paper-results",
              "distribution_shift": "distribution-shift", "bn_vs_layernorm": "bn-vs-layernorm", "small_batches": "small-batches", "placement": "placement",
-             "why_bn_works": "why-bn-works"}
+             "why_bn_works": "why-bn-works", "common_pitfalls": "common-pitfalls"}
 
 
 def _light_queries() -> dict[str, str]:

@@ -58,7 +58,9 @@ def test_invariance_table_is_measured_and_its_controls_change_it():
     assert not at.exception
     assert "12 of Ba et al.'s 12 claims hold" in page_text(at)
     measured = at.table[2].value
-    assert measured.shape == (4, 6) and measured.iloc[0, 0].startswith("invariant")  # BN in train mode, W -> δW
+    assert measured.shape == (5, 6) and measured.iloc[0, 0].startswith("invariant")  # BN in train mode, W -> δW
+    # RMSNorm's re-centering cell differs from LayerNorm's: it subtracts no mean
+    assert measured.loc["LayerNorm"].iloc[1].startswith("invariant") and measured.loc["RMSNorm"].iloc[1].startswith("changes")
     at.toggle(key="norms.invbias").set_value(True).run()  # PyTorch's bias before the norm breaks three LayerNorm cells
     assert not at.exception
     assert "9 of Ba et al.'s 12 claims hold" in page_text(at) and "bias" in page_text(at)

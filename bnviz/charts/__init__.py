@@ -20,6 +20,7 @@ PALETTE = {
     "BN before": "#4C78A8",
     "BN after": "#72B7B2",
     "LayerNorm": "#F58518",
+    "RMSNorm": "#FFBF79",  # LayerNorm's orange, lighter: its sibling without the mean
     "GroupNorm": "#54A24B",
     "InstanceNorm": "#B279A2",
     "noisy BN": "#9D755D",

@@ -2,7 +2,10 @@
 
 Ba et al. list, for batch, weight and layer normalization, which
 transformations of a layer's weights or of the data leave the *normalized
-layer's output* unchanged. Here each cell is measured on a real network (the
+layer's output* unchanged. RMSNorm (Zhang & Sennrich 2019) is measured beside
+LayerNorm: it divides by the root mean square without subtracting the mean, so
+weight matrix re-centering (the same shift added to every unit's input) changes
+it. Here each cell is measured on a real network (the
 paper's MLP, 784-100-100-100-10, freshly initialised or trained): the output
 of the first hidden layer's norm, ``y = norm(W x + b)`` (BN: gamma, beta and
 per-unit statistics; LayerNorm: per-example statistics over the 100 units; no
@@ -55,10 +58,10 @@ TRANSFORMS = (
     "dataset re-centering",
     "single training case re-scaling",
 )
-ROWS = ("BN, train mode", "BN, eval mode", "LayerNorm", "no norm")
-ROW_NORMS = {"BN, train mode": "batch", "BN, eval mode": "batch", "LayerNorm": "layer", "no norm": "none"}
+ROWS = ("BN, train mode", "BN, eval mode", "LayerNorm", "RMSNorm", "no norm")
+ROW_NORMS = {"BN, train mode": "batch", "BN, eval mode": "batch", "LayerNorm": "layer", "RMSNorm": "rms", "no norm": "none"}
 # Ba et al. 2016, Table 1 ("invariant" = True), in the order of TRANSFORMS. Their BN is BN as trained
-# (batch statistics); they have no row for BN in eval mode or for no normalization.
+# (batch statistics); they have no row for BN in eval mode, RMSNorm (Zhang & Sennrich 2019, later) or no normalization.
 BA_ET_AL_TABLE_1 = {
     "BN, train mode": (True, False, True, True, True, False),
     "LayerNorm": (True, True, False, True, False, True),
@@ -158,7 +161,7 @@ def layer_output(model: nn.Module, weight: torch.Tensor, x: torch.Tensor, train_
 def run(config: InvarianceConfig, progress: ProgressFn | None = None) -> InvarianceResult:
     device = pick_device()
     data = load_mnist(str(device))
-    norms = ("batch", "layer", "none")
+    norms = ("batch", "layer", "rms", "none")
     if config.trained_steps:
         runs = [Run(config.model_config(n), TrainConfig(steps=config.trained_steps, seed=config.seed, eval_every=config.trained_steps), data) for n in norms]
         train_together(runs, progress)

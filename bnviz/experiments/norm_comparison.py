@@ -26,7 +26,7 @@ from ..probes import SingleInputConsistency
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
 from . import Experiment, train_in_waves
 
-SWEEP_NORMS = ("none", "batch", "layer", "group", "instance")
+SWEEP_NORMS = ("none", "batch", "layer", "rms", "group", "instance")
 HIDDEN = {"mlp": (100, 100), "cnn": (8, 16)}
 LIGHT_BATCH_SIZES = (2, 16, 128)
 FULL_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -47,7 +47,7 @@ class NormComparisonConfig(Config):
     """
 
     arch: str = "mlp"
-    norms: tuple[str, ...] = ("none", "batch", "layer", "group")
+    norms: tuple[str, ...] = ("none", "batch", "layer", "rms", "group")
     batch_sizes: tuple[int, ...] = LIGHT_BATCH_SIZES
     seeds: int = 1
     steps: int = 100

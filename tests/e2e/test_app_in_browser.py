@@ -39,6 +39,7 @@ E2E_FAST_QUERY: dict[str, str] = {
     "bn-vs-layernorm": "steps=10&rnn_steps=10&rnn_hidden=16",
     "small-batches": "sizes=light&seeds=1&steps=10&b_steps=10&depth=8&width=16",
     "placement": "steps=50&seeds=2&lr=0.3,1.0&width=32&depth=1",
+    "common-pitfalls": "fp_steps=50&fp_seeds=1&ls_seeds=1&ls_steps=100&ig_seeds=1&width=32&sw_steps=100&sw_seeds=2",
 }
 # url_path -> label of the control to change (default: a "seed" control, else
 # the page's first control). Only for a page whose first control is costly.
