@@ -124,7 +124,7 @@ class TrainingStepper:
     def reset(self) -> None:
         with self._lock:
             self.recorder = BatchStatsRecorder(self.units, self.first_unit)
-            self.run = Run(self.model_cfg, self.train_cfg, self.data, recorders=[self.recorder], use_engine=False)
+            self.run = Run(self.model_cfg, self.train_cfg, self.data, recorders=[self.recorder], accelerate=False)
             self.playing = False
 
     def step(self, n: int = 1) -> list[StepRecord]:

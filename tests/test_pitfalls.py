@@ -210,7 +210,7 @@ def test_only_gamma_beta_trained_leaves_every_linear_weight_at_its_initial_value
     from bnviz.train import Run, train_together
 
     config = SwitchesConfig(depth=2, width=16, steps=10, seeds=2)
-    run = Run(config.model("only γ/β trained"), config.train_config(0), mnist, recorders=[ApplySwitch("only γ/β trained")], use_engine=False)
+    run = Run(config.model("only γ/β trained"), config.train_config(0), mnist, recorders=[ApplySwitch("only γ/β trained")], accelerate=False)
     initial = copy.deepcopy(run.model.state_dict())
     train_together([run])
     for key, value in run.model.state_dict().items():

@@ -22,7 +22,7 @@ initial weights on the same batches as full BN:
 
 A switch is applied by :class:`ApplySwitch` when the run attaches its recorders
 (after the optimiser is built on the same parameter objects, before the first
-evaluation); these runs take the trainer's autograd path (``use_engine=False``),
+evaluation); these runs take the trainer's autograd path (``accelerate=False``),
 whose step follows the modules as they are. The verdict per switch is paired by
 seed against full BN (:func:`paired_verdict`).
 """
@@ -180,7 +180,7 @@ def variance_shift(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 def run(config: SwitchesConfig, progress: ProgressFn | None = None) -> SwitchesResult:
     data = load_mnist(str(pick_device()))
     keys = [(switch, seed) for switch in config.switches for seed in range(config.seeds)]
-    runs = [Run(config.model(switch), config.train_config(seed), data, recorders=[ApplySwitch(switch)], label=f"{switch}, seed {seed}", use_engine=False)
+    runs = [Run(config.model(switch), config.train_config(seed), data, recorders=[ApplySwitch(switch)], label=f"{switch}, seed {seed}", accelerate=False)
             for switch, seed in keys]
     results = dict(zip(keys, train_together(runs, progress)))
     accuracy = {switch: np.array([np.nan if results[(switch, s)].diverged else results[(switch, s)].final_test_acc for s in range(config.seeds)])
