@@ -188,7 +188,7 @@ class _ReadOnlyIndex:
         con.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
         return con
 
-    def get(self, key, default=None):
+    def get(self, key, default=None, retry=True):  # ``retry`` as diskcache's: nobody writes here to wait for
         db_key, raw = self.disk.put(key)
         with self._lock:
             rows = self._con.execute(
@@ -289,24 +289,32 @@ class ResultStore:
     def _set_aside_index(self, exc: BaseException) -> None:
         """Move a damaged SQLite index out of the way (kept for a post-mortem); a fresh one is made."""
         log.warning("result store index %s is damaged (%s): rebuilding it empty", self.directory / INDEX_NAME, exc)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         for suffix in ("", "-wal", "-shm"):
             path = self.directory / f"{INDEX_NAME}{suffix}"
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, path.with_name(f"{path.name}.damaged-{stamp}"))
 
-    def _rebuild_index(self, exc: BaseException) -> None:
+    def _rebuild_index(self, exc: BaseException, broken) -> None:
+        """Replace the damaged index ``broken`` raised from; once, however many threads saw it."""
         with self._disk_lock:
-            if self.disk is None:
+            if broken is self._reader and broken is not self.disk:  # a read-only index: stop reading it
+                log.warning("result store index %s is damaged (%s) and read-only: not read any more", self.directory / INDEX_NAME, exc)
+                self._reader = None
                 return
+            if broken is not self.disk:  # another thread rebuilt it already
+                return
+            # the broken store stays in place until the new one is open: a thread that finds no
+            # store in between would take itself for memory-only and not write its result
             with contextlib.suppress(Exception):
                 self.disk.close()
-            self.disk = self._reader = None
             self._set_aside_index(exc)
             try:
-                self.disk = self._reader = self._open_cache()
+                rebuilt = self._open_cache()
             except (OSError, sqlite3.DatabaseError) as again:
                 self._give_up("cannot be rebuilt", again)
+            else:
+                self.disk = self._reader = rebuilt
 
     def _give_up(self, what: str, exc: BaseException) -> None:
         """Keep results in memory from now on, with one notice (the first fault's)."""
@@ -328,17 +336,36 @@ class ResultStore:
             )
 
     @contextlib.contextmanager
-    def _disk_faults(self, what: str) -> Iterator[None]:
-        """Turn a disk fault inside the block into healing (damaged index) or memory-only mode."""
+    def _disk_faults(self, what: str, source) -> Iterator[None]:
+        """Turn a fault of ``source`` (the store or the read-only index) inside the block into
+        healing (a damaged index) or memory-only mode (anything else)."""
         try:
             yield
-        except sqlite3.DatabaseError as exc:
-            if _is_index_corruption(exc):
-                self._rebuild_index(exc)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            with self._disk_lock:  # waits out a rebuild in progress
+                replaced = source is not self.disk and source is not self._reader
+            if replaced:  # e.g. "no such table" from the old store's path while the new one was made
+                log.info("result store %s: an operation on the replaced index failed (%s); not a new fault", self.directory, exc)
+            elif _is_index_corruption(exc):
+                self._rebuild_index(exc, source)
             else:
                 self._give_up(what, exc)
-        except (OSError, diskcache.Timeout) as exc:
-            self._give_up(what, exc)
+
+    def _with_disk(self, what: str, operation: Callable[[diskcache.Cache], Any]) -> Any:
+        """``operation(disk)`` on the writable store; None when there is none or it failed.
+
+        Operations pass ``retry=True``: diskcache's ``Timeout`` means another connection
+        holds SQLite's write lock for a moment (busy), not a fault, so it is waited out.
+        """
+        for _ in range(2):  # once more when the index was rebuilt under this call (by another thread)
+            disk = self.disk  # one instance per try: another thread may rebuild or drop it meanwhile
+            if disk is None:
+                return None
+            with self._disk_faults(what, disk):
+                return operation(disk)
+            if self.disk is disk:
+                return None
+        return None
 
     # ------------------------------------------------------------ the public methods
     def key(self, name: str, config) -> str:
@@ -359,9 +386,9 @@ class ResultStore:
         reader = self._reader
         if reader is None:
             return default
-        with self._disk_faults("cannot be read"):
+        with self._disk_faults("cannot be read", reader):
             try:
-                return reader.get(disk_key, default)
+                return reader.get(disk_key, default, retry=True)
             except (CorruptEntry, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
                 # sealed but unloadable (a class renamed since): as damaged as a bad checksum
                 log.warning("result store %s: dropping damaged entry %s (%s); it will be recomputed", self.directory, disk_key, exc)
@@ -369,14 +396,10 @@ class ResultStore:
         return default
 
     def _disk_set(self, disk_key: tuple[str, str], value, **options) -> None:
-        if self.disk is not None:
-            with self._disk_faults("cannot be written"):
-                self.disk.set(disk_key, value, **options)
+        self._with_disk("cannot be written", lambda disk: disk.set(disk_key, value, retry=True, **options))
 
     def _disk_delete(self, disk_key: tuple[str, str]) -> None:
-        if self.disk is not None:
-            with self._disk_faults("cannot be written"):
-                self.disk.delete(disk_key)
+        self._with_disk("cannot be written", lambda disk: disk.delete(disk_key, retry=True))
 
     def put(self, name: str, config, result) -> None:
         key = self.key(name, config)
@@ -397,12 +420,9 @@ class ResultStore:
         return int(stored if isinstance(stored, int) else 0) + self._memory_computations[key]
 
     def _count_computation(self, key: str) -> None:
-        if self.disk is not None:
-            with self._disk_faults("cannot be written"):
-                self.disk.incr(("computations", key), 1, default=0)
-                return
-        with self._memory_lock:
-            self._memory_computations[key] += 1
+        if self._with_disk("cannot be written", lambda disk: disk.incr(("computations", key), 1, default=0, retry=True)) is None:
+            with self._memory_lock:
+                self._memory_computations[key] += 1
 
     def progress(self, name: str, config) -> tuple[float, str]:
         key = self.key(name, config)
@@ -428,11 +448,13 @@ class ResultStore:
                 result = self.get(name, config)  # computed by whoever held the file lock
                 if result is not None:
                     return result
-                result = compute(self._progress_reporter(key))
+                try:
+                    result = compute(self._progress_reporter(key))
+                finally:  # a failed computation leaves no progress behind either
+                    with self._memory_lock:
+                        self._memory_progress.pop(key, None)
                 self._count_computation(key)
                 self.put(name, config, result)
-                with self._memory_lock:
-                    self._memory_progress.pop(key, None)
                 self._disk_delete(("progress", key))
                 return result
         finally:
@@ -484,9 +506,7 @@ class ResultStore:
         return report
 
     def clear(self) -> None:
-        if self.disk is not None:
-            with self._disk_faults("cannot be written"):
-                self.disk.clear()
+        self._with_disk("cannot be written", lambda disk: disk.clear(retry=True))
         with self._memory_lock:
             self._memory.clear()
             self._memory_progress.clear()

@@ -293,6 +293,28 @@ def test_an_index_damaged_while_open_is_rebuilt(tmp_path, caplog):
     assert store.notice is None
 
 
+def test_threads_that_all_meet_a_damaged_index_rebuild_it_once(tmp_path):
+    store = filled_store(tmp_path, values=(1,))
+    with open(tmp_path / INDEX_NAME, "r+b") as index:
+        index.write(bytes(100))
+    start = threading.Barrier(4)
+    computes = [Computer(1, LARGE) for _ in range(4)]
+
+    def visit(compute):
+        start.wait()
+        store.get_or_compute("toy", Toy(2), compute)  # each thread opens its own connection
+
+    threads = [threading.Thread(target=visit, args=(compute,)) for compute in computes]
+    store._memory.clear()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(list(tmp_path.glob(f"{INDEX_NAME}.damaged-*"))) == 1, "one rebuild, not one per thread"
+    assert sum(c.calls for c in computes) == 1 and store.notice is None
+    assert np.array_equal(fresh(tmp_path).get("toy", Toy(2)), curve(1, LARGE))
+
+
 def fresh_memory(store: ResultStore) -> ResultStore:
     """The same open store with its memory emptied (as another session on the server would miss it)."""
     store._memory.clear()
