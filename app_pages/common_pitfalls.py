@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, device_caption, downloads, draw_chart, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import chart_mark, Controls, device_caption, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts.pitfalls import (batch_size_chart, batch_size_frame, depth_chart, depth_frame, label_shift_chart, label_shift_frame,
                                    layer_norms_chart, layer_norms_frame, running_stats_chart, running_stats_frame, switches_chart, switches_frame)
 from bnviz.experiments.bn_switches import DROPOUT_RATE, FULL_BN, MARGIN as SWITCH_MARGIN, PartialBatchNorm, SwitchesConfig, paired_verdict
@@ -37,7 +37,7 @@ with st.expander("Settings of this experiment", expanded=False):
         fp_seeds = controls.slider("Seeds", "fp_seeds", 1, 5, fp_defaults.seeds, help="Each seed trains its own model.")
         fp_steps = controls.select("Training steps", "fp_steps", [50, 100, 300, 1000, 3000], fp_defaults.steps)
 controls.show_notes()
-fp_config = fp_defaults.replace(pass_over=pass_over, pass_batch_size=pass_batch, seeds=fp_seeds, steps=fp_steps)
+fp_config = page_config(fp_defaults, pass_over=pass_over, pass_batch_size=pass_batch, seeds=fp_seeds, steps=fp_steps)
 start = chart_mark()
 
 st.code(
@@ -135,7 +135,7 @@ with st.expander("Settings of this experiment", expanded=False):
         ls_steps = controls.select("Training steps", "ls_steps", [100, 200, 400, 1000], ls_defaults.model.steps)
         tent_steps = controls.select("TENT steps per batch", "tent", [1, 3, 10], ls_defaults.tent_steps, help="Adam steps on the entropy of the batch's predictions, updating only BN's γ and β.")
 controls.show_notes()
-ls_config = ls_defaults.replace(model=ls_defaults.model.replace(shift=shift, strength=strength, steps=ls_steps), seeds=ls_seeds, tent_steps=tent_steps)
+ls_config = page_config(ls_defaults, model=ls_defaults.model.replace(shift=shift, strength=strength, steps=ls_steps), seeds=ls_seeds, tent_steps=tent_steps)
 start = chart_mark()
 st.markdown(
     f"Test-time adaptation by batch statistics assumes each test batch is a fair sample. Here each test batch of {ls_config.batch_size} images holds "
@@ -198,7 +198,7 @@ with st.expander("Settings of this experiment", expanded=False):
     with c3:
         ig_seeds = controls.slider("Seeds", "ig_seeds", 1, 10, ig_defaults.seeds)
 controls.show_notes()
-ig_config = ig_defaults.replace(width=width, batch_size=ig_batch, seeds=ig_seeds)
+ig_config = page_config(ig_defaults, width=width, batch_size=ig_batch, seeds=ig_seeds)
 start = chart_mark()
 st.markdown(
     f"No training: one batch of {ig_batch} test images through freshly initialised ReLU MLPs of {', '.join(map(str, ig_config.depths))} hidden layers "
@@ -250,7 +250,7 @@ with st.expander("Settings of this experiment", expanded=False):
     with c3:
         sw_seeds = controls.slider("Seeds", "sw_seeds", 2, 5, sw_defaults.seeds)
 controls.show_notes()
-sw_config = sw_defaults.replace(steps=sw_steps, lr=sw_lr, seeds=sw_seeds)
+sw_config = page_config(sw_defaults, steps=sw_steps, lr=sw_lr, seeds=sw_seeds)
 start = chart_mark()
 st.markdown(
     f"The same ReLU MLP ({sw_config.depth} hidden layers of {sw_config.width}, BN before each activation) trained {sw_steps} SGD steps at learning rate "

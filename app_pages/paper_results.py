@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, device_caption, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.paper import accuracy_chart, lr_curve_records, lr_curves_chart, percentile_chart, percentile_records, steps_to_target_chart
 from bnviz.charts.paper import PAPER_ACCURACY_AXIS
@@ -65,7 +65,7 @@ with st.expander("Settings of the experiment: network, batch size and plain SGD 
     with c5:
         seed = controls.slider("First seed", "seed", 0, 9, defaults.seed, help="The charts show this seed; the verdicts use it and the next ones.")
         seeds = controls.slider("Seeds", "seeds", 1, 5, defaults.seeds, help="Verdicts need 2 or more (one seed has no interval); each seed trains both networks.")
-config = defaults.replace(steps=steps, lr=lr, optimizer=optimizer, seed=seed, seeds=seeds, binarise=binarise, **INIT_CHOICES[init])
+config = page_config(defaults, steps=steps, lr=lr, optimizer=optimizer, seed=seed, seeds=seeds, binarise=binarise, **INIT_CHOICES[init])
 
 UNIT_CHOICES = [TYPICAL_UNIT, *range(PAPER_HIDDEN[-1])]
 d1, d2, d3, d4 = st.columns([1, 1, 1, 1.4])
@@ -205,7 +205,7 @@ with e3:
         help="The default is the paper's yardstick: the accuracy the plain network reaches at the normal learning rate.",
     )
 lr_controls.show_notes()
-lr_config = lr_defaults.replace(base_lr=base_lr, steps=lr_steps, eval_every=max(10, lr_steps // 20))
+lr_config = page_config(lr_defaults, base_lr=base_lr, steps=lr_steps, eval_every=max(10, lr_steps // 20))
 lr_slot = st.empty()
 
 

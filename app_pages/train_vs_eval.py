@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from bnviz.app import Controls, chart_mark, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import chart_mark, Controls, device_caption, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.bn_stats import precise_batch_norm_statistics
 from bnviz.charts.train_vs_eval import (
     accuracy_chart,
@@ -194,7 +194,7 @@ with r3:
 with r4:
     reg_metric = reg_controls.radio("Show", "regshow", ["gap", "test_acc", "train_acc", "test_loss"], "gap",
                                 format_func={"gap": "train − test gap", "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss"}.get)
-reg_config = reg_defaults.replace(train_examples=reg_examples, steps=reg_steps, num_seeds=reg_seeds)
+reg_config = page_config(reg_defaults, train_examples=reg_examples, steps=reg_steps, num_seeds=reg_seeds)
 total_runs = len(reg_config.runs())
 run_regularization = reg_controls.toggle(f"Run it ({total_runs} trainings)", "reg", False)
 reg_controls.show_notes()
@@ -258,7 +258,7 @@ with p3:
     pb_draws = pb_controls.slider("Random draws of the N images", "pbdraws", 1, 5, pb_defaults.draws, help="The band spans the worst and the best draw.")
 with p4:
     pb_steps = pb_controls.slider("Training steps", "pbsteps", 100, 2000, pb_defaults.steps, step=100)
-pb_config = pb_defaults.replace(learning_rates=(pb_defaults.learning_rates[0], pb_high), bn_momentum=pb_momentum, draws=pb_draws, steps=pb_steps)
+pb_config = page_config(pb_defaults, learning_rates=(pb_defaults.learning_rates[0], pb_high), bn_momentum=pb_momentum, draws=pb_draws, steps=pb_steps)
 run_precise = pb_controls.toggle(f"Run this experiment (trains {len(pb_config.learning_rates) * pb_config.seeds} models, {len(pb_config.learning_rates)} learning rates × {pb_config.seeds} seeds, for {pb_steps} steps, then "
                                  f"{(len(pb_config.sample_counts) + pb_config.seeds - 1) * pb_draws * len(pb_config.learning_rates)} PreciseBN estimates; then cached)", "pbrun", False)
 pb_controls.show_notes()

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, curve_panels, device_caption, draw_chart, downloads, format_percent, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, curve_panels, device_caption, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
 from bnviz.charts import curve_records
 from bnviz.charts.why import (
     beta_chart,
@@ -84,7 +84,7 @@ with st.expander("Settings of the noisy-BN experiment", expanded=False):
     with c5:
         n_seed = controls.slider("Seed", "n_seed", 0, 9, noisy_defaults.seed, help="The charts show this seed; the scoreboard uses it and the next ones.")
         n_seeds = controls.slider("Seeds", "n_seeds", 1, 5, noisy_defaults.seeds, help="The scoreboard's verdicts need 2 or more (one seed has no interval).")
-noisy_config = noisy_defaults.replace(activation=n_activation, lr=n_lr, steps=n_steps, noise_strength=noise, seed=n_seed, seeds=n_seeds)
+noisy_config = page_config(noisy_defaults, activation=n_activation, lr=n_lr, steps=n_steps, noise_strength=noise, seed=n_seed, seeds=n_seeds)
 st.caption(f"The paper's MLP: 784 → {' → '.join(map(str, noisy_config.hidden))} → 10, {n_activation}, SGD lr {n_lr}, batches of {noisy_config.batch_size}; the four models see the same batches.")
 
 noisy_metrics = st.container()
@@ -145,7 +145,7 @@ with st.expander("Settings of the probe experiment", expanded=False):
         p_seed = controls.slider("Seed", "p_seed", 0, 9, probe_defaults.seed, help="The charts show this seed; the scoreboard uses it and the next ones.")
         p_seeds = controls.slider("Seeds", "p_seeds", 1, 5, probe_defaults.seeds, help="The scoreboard's verdicts need 2 or more (one seed has no interval).")
 controls.show_notes()
-probe_config = probe_defaults.replace(activation=p_activation, lr=p_lr, steps=p_steps, probe_every=every, max_multiplier=max_multiplier, with_noisy=with_noisy, seed=p_seed, seeds=p_seeds)
+probe_config = page_config(probe_defaults, activation=p_activation, lr=p_lr, steps=p_steps, probe_every=every, max_multiplier=max_multiplier, with_noisy=with_noisy, seed=p_seed, seeds=p_seeds)
 st.caption(f"784 → {' → '.join(map(str, probe_config.hidden))} → 10, {p_activation}, SGD lr {p_lr}, batches of {probe_config.batch_size}; probes every {every} steps.")
 draw_probes = curve_panels([(st, "test_acc", "Test accuracy of the probed runs")], total_steps=probe_config.steps)
 

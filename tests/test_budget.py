@@ -85,7 +85,7 @@ PAGE_MAXIMA = {
     "train_vs_eval": TrainVsEvalConfig(steps=3000, batch_size=256),
     "batch_noise_regularization": RegularizationConfig(train_examples=5000, steps=2000, num_seeds=5),
     "precise_bn": PreciseBNConfig(learning_rates=(0.1, 20.0), draws=5, steps=2000),
-    "paper_figure1": PaperFigure1Config(steps=PAPER_STEPS),
+    "paper_figure1": PaperFigure1Config(steps=PAPER_STEPS, seeds=1),  # more seeds at 50,000 steps: refused (REFUSING)
     "paper_lr_claims": PaperLrClaimsConfig(steps=2000, eval_every=100),
     "distribution_shift": ShiftConfig(depth=6, width=256, corrupted_examples=100, steps=2000),
     "few_sample_adaptation": FewSampleConfig(model=ShiftConfig(depth=6, width=256, steps=2000), draws=10),
@@ -138,6 +138,7 @@ REFUSING = {
     "placement": dict(lr="0.0003,10.0", seeds="10", steps="3000", depth="6", width="400", batch="256"),
     "small_batches": dict(sizes="full", seeds="5", steps="1000"),
     "bn_vs_layernorm": dict(arch="cnn", sweep="full", seeds="3", steps="1000"),
+    "paper_results": dict(steps="50000", seeds="5"),
 }
 
 

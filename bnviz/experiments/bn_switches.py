@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -125,6 +126,11 @@ class SwitchesConfig(Config):
         check(0.0 < self.lr <= 2.0, "The learning rate must be in (0, 2].")
         check(2 <= self.seeds <= 5, "Choose 2 to 5 seeds (the verdict is paired by seed).")
         check(FULL_BN in self.switches and all(s in SWITCHES for s in self.switches), f"switches are some of: {', '.join(SWITCHES)} (full BN always).")
+        check_view_cost(self, "fewer seeds or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``): full BN and every switch, per seed."""
+        return self.seeds * training_cost((self.model(switch), self.train_config(0)) for switch in self.switches)
 
     def model(self, switch: str) -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm="none" if switch == "no BN" else "batch")

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..models import ModelConfig
@@ -82,6 +83,11 @@ class ForwardPassConfig(Config):
         check(self.pass_over in PASS_OVER, f"pass_over must be one of: {', '.join(PASS_OVER)}.")
         check(2 <= self.pass_batch_size <= 1000, "The pass's batch size must be between 2 and 1,000 (train-mode BN refuses a batch of 1).")
         check(1 <= len(self.test_batch_sizes) <= 12 and all(1 <= b <= SWEEP_EXAMPLES for b in self.test_batch_sizes), f"Choose 1 to 12 test batch sizes between 1 and {SWEEP_EXAMPLES:,}.")
+        check_view_cost(self, "fewer seeds or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``): one BN model per seed."""
+        return self.seeds * training_cost([(self.model(), self.train_config(0))])
 
     def model(self) -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm="batch")

@@ -79,6 +79,10 @@ class InitGradientsConfig(Config):
         check(2 <= self.batch_size <= 1000, "The batch needs 2 to 1,000 images (BN's batch statistics need two).")
         check(1 <= self.seeds <= 10, "Choose 1 to 10 seeds.")
 
+    def cost(self) -> float:
+        """Nothing is trained: one forward and backward pass per network."""
+        return 0.0
+
 
 class DeepChain(nn.Module):
     """``depth`` hidden layers of ``width`` ReLU units in one of :data:`VARIANTS`, then a linear head.

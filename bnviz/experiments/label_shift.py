@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
 from ..train import ProgressFn, Run, TrainResult, pick_device, train_together
@@ -75,6 +76,11 @@ class LabelShiftConfig(Config):
         check(1 <= self.batches <= 100, "Choose 1 to 100 test batches per class count.")
         check(1 <= self.tent_steps <= 20, "TENT takes 1 to 20 steps per batch.")
         check(1e-5 <= self.tent_lr <= 1e-1, "TENT's learning rate must be between 1e-5 and 0.1.")
+        check_view_cost(self, "fewer seeds or steps")
+
+    def cost(self) -> float:
+        """Reference steps this config trains (``bnviz.budget``): one BN model per seed (TENT's few steps on test batches are a small share)."""
+        return self.seeds * training_cost([(self.model.model(), self.model.train_config())])
 
 
 def label_shifted_batches(y: torch.Tensor, classes_per_batch: int, batch_size: int, batches: int, seed: int) -> list[torch.Tensor]:
