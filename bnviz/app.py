@@ -295,7 +295,7 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
         state = {JobState.PAUSED: "paused", JobState.RUNNING: "playing", JobState.DONE: "done"}[stepper.status()]
         row.caption(f"Step {len(records):,} of {stepper.train_cfg.steps:,} ({state}); batches of {stepper.train_cfg.batch_size}.")
         if not records:
-            st.info("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
+            st.caption("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
             return
         layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
         latest = records[-1]

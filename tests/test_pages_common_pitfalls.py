@@ -50,4 +50,4 @@ def test_bad_link_values_are_clamped_with_a_note():
     at = open_page("app_pages/common_pitfalls.py", **{**FAST, "ig_seeds": 0, "pass": "train set"}).run()
     assert not at.exception
     notes = " ".join(i.value for i in at.info)
-    assert "ig_seeds=0" in notes and "train set" in notes
+    assert "ig\\_seeds=0" in notes and "train set" in notes  # notes are escaped plain text (markdown characters backslashed)

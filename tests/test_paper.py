@@ -131,7 +131,7 @@ def test_configs_reject_impossible_requests_and_register():
     with pytest.raises(BnvizError, match="optimizer"):
         PaperFigure1Config(optimizer="adam")
     figure1 = get_experiment("paper_figure1")
-    assert PaperFigure1Config(steps=50_000) in figure1.configs_to_precompute()
+    assert PaperFigure1Config(steps=50_000, seeds=1) in figure1.configs_to_precompute()
     assert get_experiment("paper_lr_claims").default_config() == PaperLrClaimsConfig()
 
 

@@ -89,6 +89,6 @@ def test_play_pause_and_step_through_training(page, app_url):
     paused_at = stepper_caption(page)
     page.wait_for_timeout(1500)
     assert stepper_caption(page) == paused_at  # paused: no more steps
-    page.get_by_role("button", name="Reset").click()
+    page.get_by_role("button", name="Reset", exact=True).click()
     page.wait_for_function("() => document.body.innerText.includes('Step 0 of 100')", timeout=20_000)
     assert not page.locator('[data-testid="stException"]').count()
