@@ -377,6 +377,17 @@ def plain_text(text: str) -> str:
     return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
+HIDE_KEY = "hide"  # a teacher's link: ``?hide=seed,lr,stepper`` hides those controls and sections
+
+
+def hidden(key: str) -> bool:
+    """Whether the page's link hides the control or section ``key`` (``?hide=key1,key2``, as
+    TensorFlow Playground's ``*_hide`` keys): a lecturer shares a link that shows only what the
+    lesson needs. A hidden control keeps its link or default value; a hidden section is not drawn."""
+    raw = st.query_params.get(HIDE_KEY) or ""
+    return key in {part.strip() for part in raw.split(",")}
+
+
 class Controls:
     """Bounded widgets mirrored in the URL.
 
