@@ -15,6 +15,7 @@ import math
 import os
 import re
 import time
+import uuid
 from typing import Any, Callable, Sequence
 
 import altair as alt
@@ -78,7 +79,7 @@ LIVE_REDRAW_SECONDS = 0.5
 # not the page): often enough to look live, rare enough that a class of 30 watching does
 # not take the cores the training wants.
 JOB_POLL_SECONDS = 1.0
-IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run; "0": never
+IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run (AppTest); else a polling fragment
 _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
 
 
@@ -88,25 +89,23 @@ def job_manager() -> JobManager:
     return JobManager(result_store(), on_finished=_release_freed_memory)
 
 
-def _session_id() -> str | None:
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
+_SESSION_ID_KEY = "bnviz.session_id"
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else None
+
+def _session_id() -> str:
+    """This browser session's own id (a uuid kept in its session state): the owner of the
+    jobs it starts (only it may cancel them) and the scope of its steppers."""
+    if _SESSION_ID_KEY not in st.session_state:
+        st.session_state[_SESSION_ID_KEY] = uuid.uuid4().hex
+    return st.session_state[_SESSION_ID_KEY]
 
 
 def _waits_in_script() -> bool:
     """Whether :func:`run_experiment` waits for its job inside the script run instead of a
-    polling fragment: where ``run_every`` fragments never tick, i.e. under AppTest (which runs
-    a script once, with a mock Runtime), or where ``BNVIZ_JOBS_IN_SCRIPT`` says so."""
-    forced = os.environ.get(IN_SCRIPT_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    from unittest import mock
-
-    from streamlit.runtime import Runtime
-
-    return isinstance(getattr(Runtime, "_instance", None), mock.Mock)
+    polling fragment: where ``run_every`` fragments never tick. AppTest runs a script once
+    and never ticks them, so ``tests/conftest.py`` sets ``BNVIZ_JOBS_IN_SCRIPT=1`` (the
+    browser suite's server drops it: there the app runs as users run it)."""
+    return os.environ.get(IN_SCRIPT_ENV, "").strip() == "1"
 
 
 def run_experiment(name: str, config, live: Callable[[Any], None] | None = None, label: str = "Training"):

@@ -115,7 +115,7 @@ class TrainingStepper:
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data, units: int = UNITS_WATCHED, first_unit: int = 0):
         if model_cfg.norm != "batch":
             raise BnvizError("Stepping through BN needs a model with norm='batch'.")
-        self.model_cfg, self.train_cfg, self.data = model_cfg, train_cfg, data
+        self.model_cfg, self.train_cfg, self.mnist = model_cfg, train_cfg, data
         self.units, self.first_unit = units, first_unit
         self.playing = False
         self._lock = threading.Lock()  # a session's fragment reruns may overlap a click
@@ -124,7 +124,7 @@ class TrainingStepper:
     def reset(self) -> None:
         with self._lock:
             self.recorder = BatchStatsRecorder(self.units, self.first_unit)
-            self.run = Run(self.model_cfg, self.train_cfg, self.data, recorders=[self.recorder], accelerate=False)
+            self.run = Run(self.model_cfg, self.train_cfg, self.mnist, recorders=[self.recorder], accelerate=False)
             self.playing = False
 
     def step(self, n: int = 1) -> list[StepRecord]:

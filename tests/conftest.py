@@ -11,6 +11,10 @@ os.environ.setdefault("BNVIZ_DEVICE", "cpu")
 # Tests never read or fill the user's result cache (subprocesses inherit this);
 # the decompressed MNIST copy in the repo cache is shared.
 os.environ["BNVIZ_RESULTS_DIR"] = tempfile.mkdtemp(prefix="bnviz-test-results-")
+# AppTest runs a page's script once and never ticks a run_every fragment, so pages wait for
+# their jobs inside the script run there (bnviz.app._waits_in_script). The browser suite's
+# server drops it (tests/e2e/conftest.py): there jobs are followed by fragments, as for users.
+os.environ["BNVIZ_JOBS_IN_SCRIPT"] = "1"
 
 
 @pytest.fixture(scope="session")
