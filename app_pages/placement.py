@@ -1,7 +1,7 @@
 """Before or after the nonlinearity: where to put BN, measured instead of argued."""
 import streamlit as st
 
-from bnviz.app import Controls, budget_help, device_caption, draw_chart, downloads, format_percent, page_config, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, budget_help, device_caption, draw_chart, downloads, format_percent, page_config, preset_links, run_experiment, section, source_expander
 from bnviz.charts.placement import band_chart, band_records, histogram_chart, layer_chart, layer_records, sweep_chart, sweep_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.placement import LABELS, LR_LADDER, PLACEMENT_ACTIVATIONS, PlacementConfig, paired_difference, verdict
@@ -100,61 +100,75 @@ for label in LABELS:
             "The learning rate is too large for it."
         )
 
-st.subheader("Which placement tolerates larger learning rates?")
-draw_chart(st, sweep_chart(result), width="stretch")
-sweep = sweep_records(result)
-largest = max(lrs)
-at_largest = sweep[sweep["lr"] == largest].set_index("model")
-best = sweep.loc[sweep.groupby("model")["mean"].idxmax()].set_index("model")
-best_text = "; ".join(f"{label} at {best.loc[label, 'lr']:g} ({format_percent(best.loc[label, 'mean'])})" for label in LABELS)
-largest_text = ", ".join(
-    f"{label} {format_percent(at_largest.loc[label, 'mean'])}" + (f" ({int(at_largest.loc[label, 'diverged'])} of {seeds} seeds diverged)" if at_largest.loc[label, "diverged"] else "")
-    for label in LABELS
-)
-st.markdown(f"Best mean accuracy per model: {best_text}. At the largest learning rate tried, **{largest:g}**: {largest_text}.")
-if len(lrs) > 1 and largest != view_lr:
-    st.markdown(f"At {largest:g}, the verdict reads: {result.verdict(largest).text}")
-st.caption("Points: mean over seeds (a cross where some seed diverged). Vertical bars: lowest to highest seed.")
 
-st.subheader("Why they differ: what enters the nonlinearity")
-flat_word = FLAT_WORDS[activation]
-st.markdown(
-    f"The {act_name}'s slope decides how much gradient passes back. Where the slope is under "
-    f"{FLAT_SLOPE_FRACTION:.0%} of its steepest, a unit is **{flat_word}** there. BN before the {act_name} "
-    "sets what the nonlinearity receives (mean β, spread γ per unit); BN after it only sets what the "
-    "next layer receives. Measured at the end of training in eval mode (BN uses its running averages) "
-    f"on the 1,000 test images, at learning rate {view_lr:g}."
-)
-layer_options = list(range(1, depth + 1))
-layer = controls.select("Hidden layer to look into", "layer", layer_options, depth, format_func=lambda v: f"layer {v}")
-draw_chart(st, histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
-edges = result.histogram_edges
-st.caption(
-    f"Faded bins: where the {act_name}'s slope is under {FLAT_SLOPE_FRACTION:.0%} of its steepest. Share of (image, unit) pairs "
-    f"per bin, averaged over seeds; values beyond ±{edges[-1]:g} are counted in the end bins."
-)
+@section("sweep")
+def learning_rate_sweep():
+    st.subheader("Which placement tolerates larger learning rates?")
+    draw_chart(st, sweep_chart(result), width="stretch")
+    sweep = sweep_records(result)
+    largest = max(lrs)
+    at_largest = sweep[sweep["lr"] == largest].set_index("model")
+    best = sweep.loc[sweep.groupby("model")["mean"].idxmax()].set_index("model")
+    best_text = "; ".join(f"{label} at {best.loc[label, 'lr']:g} ({format_percent(best.loc[label, 'mean'])})" for label in LABELS)
+    largest_text = ", ".join(
+        f"{label} {format_percent(at_largest.loc[label, 'mean'])}" + (f" ({int(at_largest.loc[label, 'diverged'])} of {seeds} seeds diverged)" if at_largest.loc[label, "diverged"] else "")
+        for label in LABELS
+    )
+    st.markdown(f"Best mean accuracy per model: {best_text}. At the largest learning rate tried, **{largest:g}**: {largest_text}.")
+    if len(lrs) > 1 and largest != view_lr:
+        st.markdown(f"At {largest:g}, the verdict reads: {result.verdict(largest).text}")
+    st.caption("Points: mean over seeds (a cross where some seed diverged). Vertical bars: lowest to highest seed.")
+    downloads("placement", config, {"Learning-rate sweep": sweep}, title="Download this section's data and config")
 
-flat_col, mean_col = st.columns(2)
-draw_chart(flat_col, layer_chart(result, view_lr, "flat_fraction", f"Share of inputs where the {act_name} is {flat_word}", "share of (image, unit) pairs", percent=True), width="stretch")
-draw_chart(mean_col, layer_chart(result, view_lr, "output_mean", "Mean of what the next layer receives", "mean of the layer's output"), width="stretch")
 
-flat = {label: values.mean() for label, values in result.layer_statistic(view_lr, "flat_fraction").items()}
-dead = {label: values.mean() for label, values in result.layer_statistic(view_lr, "dead_fraction").items()}
-output_mean = {label: values.mean() for label, values in result.layer_statistic(view_lr, "output_mean").items()}
-st.markdown(
-    f"Averaged over layers and seeds, the {act_name} is {flat_word} on "
-    + ", ".join(f"**{format_percent(flat[label])}** of its inputs {('without BN' if label == 'no BN' else 'with ' + label)}" for label in LABELS)
-    + ". Units "
-    + f"{flat_word} on every test image: "
-    + ", ".join(f"{format_percent(dead[label])} ({label})" for label in LABELS)
-    + "."
-)
-st.markdown(
-    f"What leaves a layer has mean **{output_mean['BN before']:+.3g}** with BN before: the {act_name} comes after the "
-    f"normalisation, so its output is no longer centred. With BN after, what leaves the layer is BN's output: mean "
-    f"**{output_mean['BN after']:+.3g}**. In eval mode BN standardises with its running averages, so this sits near the "
-    f"learned β only while those averages match what the layer now produces. Without BN: **{output_mean['no BN']:+.3g}**."
-)
+learning_rate_sweep()
+
+
+@section("inputs")
+def nonlinearity_inputs():
+    st.subheader("Why they differ: what enters the nonlinearity")
+    flat_word = FLAT_WORDS[activation]
+    st.markdown(
+        f"The {act_name}'s slope decides how much gradient passes back. Where the slope is under "
+        f"{FLAT_SLOPE_FRACTION:.0%} of its steepest, a unit is **{flat_word}** there. BN before the {act_name} "
+        "sets what the nonlinearity receives (mean β, spread γ per unit); BN after it only sets what the "
+        "next layer receives. Measured at the end of training in eval mode (BN uses its running averages) "
+        f"on the 1,000 test images, at learning rate {view_lr:g}."
+    )
+    layer_options = list(range(1, depth + 1))
+    layer = controls.select("Hidden layer to look into", "layer", layer_options, depth, format_func=lambda v: f"layer {v}")
+    draw_chart(st, histogram_chart(result, view_lr, layer - 1, act_name), width="stretch")
+    edges = result.histogram_edges
+    st.caption(
+        f"Faded bins: where the {act_name}'s slope is under {FLAT_SLOPE_FRACTION:.0%} of its steepest. Share of (image, unit) pairs "
+        f"per bin, averaged over seeds; values beyond ±{edges[-1]:g} are counted in the end bins."
+    )
+
+    flat_col, mean_col = st.columns(2)
+    draw_chart(flat_col, layer_chart(result, view_lr, "flat_fraction", f"Share of inputs where the {act_name} is {flat_word}", "share of (image, unit) pairs", percent=True), width="stretch")
+    draw_chart(mean_col, layer_chart(result, view_lr, "output_mean", "Mean of what the next layer receives", "mean of the layer's output"), width="stretch")
+
+    flat = {label: values.mean() for label, values in result.layer_statistic(view_lr, "flat_fraction").items()}
+    dead = {label: values.mean() for label, values in result.layer_statistic(view_lr, "dead_fraction").items()}
+    output_mean = {label: values.mean() for label, values in result.layer_statistic(view_lr, "output_mean").items()}
+    st.markdown(
+        f"Averaged over layers and seeds, the {act_name} is {flat_word} on "
+        + ", ".join(f"**{format_percent(flat[label])}** of its inputs {('without BN' if label == 'no BN' else 'with ' + label)}" for label in LABELS)
+        + ". Units "
+        + f"{flat_word} on every test image: "
+        + ", ".join(f"{format_percent(dead[label])} ({label})" for label in LABELS)
+        + "."
+    )
+    st.markdown(
+        f"What leaves a layer has mean **{output_mean['BN before']:+.3g}** with BN before: the {act_name} comes after the "
+        f"normalisation, so its output is no longer centred. With BN after, what leaves the layer is BN's output: mean "
+        f"**{output_mean['BN after']:+.3g}**. In eval mode BN standardises with its running averages, so this sits near the "
+        f"learned β only while those averages match what the layer now produces. Without BN: **{output_mean['no BN']:+.3g}**."
+    )
+    downloads("placement", config, {"Flat share per layer": layer_records(result, view_lr, "flat_fraction")}, title="Download this section's data and config")
+
+
+nonlinearity_inputs()
 
 if result.init_max_difference == 0.0 and result.same_batches:
     st.caption(
@@ -172,8 +186,6 @@ downloads(
     {
         "Test accuracy over seeds": band_records(runs, "test_acc"),
         "Training loss over seeds": band_records(runs, "train_loss"),
-        "Learning-rate sweep": sweep_records(result),
-        "Flat share per layer": layer_records(result, view_lr, "flat_fraction"),
     },
 )
 source_expander(paired_difference, verdict, NonlinearityInputs)

@@ -16,7 +16,7 @@ import os
 import re
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import altair as alt
 import streamlit as st
@@ -113,12 +113,13 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
 
     A cold config starts (or joins) the process's job for it; this script run then draws
     the job's progress in a fragment that polls it every :data:`JOB_POLL_SECONDS` and stops
-    (:func:`st.stop`): the page below waits, and a widget moved meanwhile only starts or
+    (:func:`stop`): the section below waits (the page, outside a :func:`section`), and a widget moved meanwhile only starts or
     joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
     the job ends, the fragment reruns the page, which then reads the result from the store.
     ``live(partial)`` draws the job's latest partial result (e.g. curves as they grow) at each
-    poll. A config the core rejects shows one clear message and stops the page; it never
-    becomes a traceback.
+    poll. A config the core rejects shows one clear message and stops the section (or the
+    page); it never becomes a traceback. Inside a :func:`section`, the job's fragment is nested
+    in the section's: it ticks on its own, and when the job ends it reruns the page.
     """
     store = result_store()
     show_store_notice(store)
@@ -136,21 +137,21 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
         if _waits_in_script():
             return _wait_in_script(manager, job, live, label)
         _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
-        st.stop()
+        stop()
     except BnvizError as exc:
         st.error(str(exc))
-        st.stop()
+        stop()
 
 
 def page_config(base, **changes):
     """``base.replace(**changes)``: the config the page's controls ask for. One the core refuses
     (a combination over the per-view budget, ``bnviz.budget``) shows its message and stops the
-    page there: never a traceback."""
+    section (or the page) there: never a traceback."""
     try:
         return base.replace(**changes)
     except BnvizError as exc:
         st.error(str(exc))
-        st.stop()
+        stop()
 
 
 def budget_help(what: str) -> str:
@@ -165,7 +166,7 @@ def _finished_result(job: Job, status: JobStatus, label: str):
     if status.state is JobState.FAILED:
         raise BnvizError(status.error or "The computation failed.")
     st.warning(f"{label} stopped: {status.message}. Change a control back or reload the page to start it again.")
-    st.stop()
+    stop()
 
 
 def _offer_restart(key: str, label: str) -> None:
@@ -174,7 +175,7 @@ def _offer_restart(key: str, label: str) -> None:
 
     st.info(f"You cancelled this computation ({label}).")
     st.button("Compute it again", key=f"bnviz.restart.{key}", on_click=restart, icon=":material/play_arrow:")
-    st.stop()
+    stop()
 
 
 def _duration(seconds: float) -> str:
@@ -387,6 +388,86 @@ def hidden(key: str) -> bool:
     return key in {part.strip() for part in raw.split(",")}
 
 
+# ------------------------------------------------------------------ page sections
+_SECTION_KEY = "bnviz.section"  # session state: the key of the section whose body runs now (None: the page's own code)
+SECTIONS_DRAWN_KEY = "bnviz.sections_drawn"  # session state: the keys of the sections drawn, in order (tests read it)
+
+
+class _SectionStopped(Exception):
+    """Raised by :func:`stop` inside a section: that section ends there, the page goes on."""
+
+
+def current_section() -> str | None:
+    """The key of the :func:`section` whose body is running, or None (the page's own code)."""
+    return st.session_state.get(_SECTION_KEY)
+
+
+def stop() -> NoReturn:
+    """``st.stop()`` scoped to the running :func:`section`: it ends there and the page's
+    other sections are still drawn. Outside a section it stops the page."""
+    if current_section() is not None:
+        raise _SectionStopped
+    st.stop()
+
+
+def section(key: str):
+    """Decorator: a page section (a function that draws it) as its own ``st.fragment``.
+
+    Calling the decorated function draws the section, unless the page's link hides it
+    (:func:`hidden`: ``?hide=key``), which skips it entirely (nothing drawn, nothing
+    computed). A widget inside the section reruns only the section, never the page: a
+    view-only control (which unit, which layer, which chart) redraws it from the stored
+    result, and the section's own experiment settings start or join their job (followed by
+    :func:`run_experiment`'s polling fragment, nested in this one). The section reads the
+    page's variables of the last full run (the page script's globals, or its arguments).
+
+    Bookkeeping per section: the charts it draws (:func:`draw_chart`) are offered by the
+    :func:`downloads` it calls, never by another section's or the page's, and a rerun of the
+    section forgets what its previous run drew, so nothing is offered stale or twice.
+    :func:`stop` (and a job still computing, or a refused config) ends the section, not the
+    page. ``key``: short, stable, unique on the page and unlike its controls' URL keys; each
+    page's keys are listed in ``bnviz.page_presets.PAGE_SECTIONS`` (a teacher's link hides them).
+
+    Usage::
+
+        @section("mates")
+        def batch_mates():
+            st.header("2. Batch-mates: one image, many batches")
+            ...
+
+        batch_mates()
+    """
+
+    def decorate(body: Callable[..., None]) -> Callable[..., None]:
+        @st.fragment
+        def fragment(*args, **kwargs) -> None:
+            outer = st.session_state.get(_SECTION_KEY)
+            st.session_state[_SECTION_KEY] = key
+            _session_charts().forget(key)
+            try:
+                # the key names the box in the page (class "st-key-bnviz-section-KEY")
+                with st.container(key=f"bnviz-section-{key}"):
+                    body(*args, **kwargs)
+            except _SectionStopped:
+                pass
+            finally:
+                st.session_state[_SECTION_KEY] = outer
+
+        @functools.wraps(body)
+        def draw(*args, **kwargs) -> None:
+            if hidden(key):
+                return
+            drawn = st.session_state.setdefault(SECTIONS_DRAWN_KEY, [])
+            if key not in drawn:
+                drawn.append(key)
+            fragment(*args, **kwargs)
+
+        draw.section_key = key
+        return draw
+
+    return decorate
+
+
 class Controls:
     """Bounded widgets mirrored in the URL.
 
@@ -522,11 +603,17 @@ class Controls:
 
 
 # The charts drawn in this script run, per session, for downloads() to offer as PNG/SVG
-# (Streamlit 1.67's chart toolbar has no image export). Reset by the entry point each run.
+# (Streamlit 1.67's chart toolbar has no image export). Reset by the entry point each full
+# run; a section (a fragment, which can rerun alone) forgets its own charts when it reruns.
 class _DrawnCharts:
     def __init__(self):
         self.count = 0  # charts drawn this run: positions for chart_mark()
-        self.pending: dict[Any, tuple[int, Any]] = {}  # key -> (position, chart) not offered yet
+        # key -> (position, chart, section) not offered yet; section: the current_section() that drew it
+        self.pending: dict[Any, tuple[int, Any, str | None]] = {}
+
+    def forget(self, section: str | None) -> None:
+        """Drop what ``section`` drew and did not offer: it is about to draw again."""
+        self.pending = {key: entry for key, entry in self.pending.items() if entry[2] != section}
 
 
 def _session_charts() -> _DrawnCharts:
@@ -538,6 +625,7 @@ def new_script_run() -> None:
     """Forget the previous run's charts (the entry point calls it before the page runs)."""
     drawn = _session_charts()
     drawn.count, drawn.pending = 0, {}
+    st.session_state[SECTIONS_DRAWN_KEY] = []
 
 
 def chart_mark() -> int:
@@ -559,10 +647,10 @@ def draw_chart(where, chart, **kwargs) -> None:
     the chart for a later :func:`downloads` to offer as an image. A placeholder redrawn
     (live curves) keeps its place and only its latest chart."""
     where.altair_chart(chart, **kwargs)
-    drawn = _session_charts()
-    key = id(where) if where is not st else ("st", drawn.count)
+    drawn, section_now = _session_charts(), current_section()
+    key = (section_now, id(where) if where is not st else ("st", drawn.count))
     position = drawn.pending[key][0] if key in drawn.pending else drawn.count
-    drawn.pending[key] = (position, chart)
+    drawn.pending[key] = (position, chart, section_now)
     drawn.count += 1
 
 
@@ -590,23 +678,27 @@ def _chart_image(spec: dict, kind: str):
 def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config", charts: tuple[int, int | None] | None = None) -> None:
     """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run), each
     chart's data as CSV, and the charts drawn with :func:`draw_chart` and not offered yet as
-    PNG and SVG (``charts``: only those between two :func:`chart_mark` marks).
+    PNG and SVG: those of the running :func:`section` (or, outside sections, the page's own),
+    ``charts``: only those between two :func:`chart_mark` marks.
     ``title`` tells two of these expanders on one page apart."""
+    section_now = current_section()
+    prefix = f"download.{section_now}.{name}" if section_now else f"download.{name}"  # one experiment offered by two sections
     with st.expander(title):
         file_name = f"bnviz-{name}-config.json"
-        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"download.{name}.config", on_click="ignore")
+        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"{prefix}.config", on_click="ignore")
         st.caption("Reproduce it exactly from the command line:")
         st.code(f"python -m bnviz run {name} --config {file_name}", language="bash")
         for title, frame in (tables or {}).items():
             slug = _slug(title)
-            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"download.{name}.{slug}", on_click="ignore")
+            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"{prefix}.{slug}", on_click="ignore")
         drawn = _session_charts()
         start, end = charts if charts is not None else (0, None)
-        keys = [key for key, (position, _) in drawn.pending.items() if position >= start and (end is None or position < end)]
+        keys = [key for key, (position, _, drew) in drawn.pending.items()
+                if drew == section_now and position >= start and (end is None or position < end)]
         offered = sorted((drawn.pending.pop(key) for key in keys), key=lambda entry: entry[0])
         if offered:
             st.caption("The charts as images:")
-        for index, (_, chart) in enumerate(offered, start=1):
+        for index, (_, chart, _) in enumerate(offered, start=1):
             title = _chart_title(chart, index)
             slug = _slug(title)[:60] or f"chart-{index}"
             try:
@@ -615,8 +707,8 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
                 st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
                 continue
             png, svg = st.columns(2)
-            png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"download.{name}.{slug}.{index}.png", on_click="ignore")
-            svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"download.{name}.{slug}.{index}.svg", on_click="ignore")
+            png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"{prefix}.{slug}.{index}.png", on_click="ignore")
+            svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"{prefix}.{slug}.{index}.svg", on_click="ignore")
 
 
 def _defaults_key(scope: str) -> str:

@@ -138,3 +138,23 @@ PAGE_PRESETS: dict[str, PagePresets] = {
                        "noisy": "with_noisy", "p_seed": "seed", "p_seeds": "seeds"},
     }),
 }
+
+
+# page -> {section key: what the section shows}: the keys of the sections each page draws as
+# its own fragment (``bnviz.app.section``), in the page's order. A teacher's link hides one
+# with ``?hide=KEY`` (several: ``?hide=KEY1,KEY2``), and a control-hiding UI lists them from
+# here. A key is short and stable (links carry it) and never one of the page's control URL
+# keys; the page tests hold each page to its entry (``tests/apptest_helpers.sections_drawn``).
+PAGE_SECTIONS: dict[str, dict[str, str]] = {
+    "train_vs_eval": {
+        "stats": "Batch statistics, running estimates and the truth",
+        "mates": "Batch-mates: one image, many batches",
+        "accuracy": "Test accuracy three ways",
+        "regularization": "Batch noise as a regularizer",
+        "precise": "PreciseBN",
+    },
+    "placement": {
+        "sweep": "Which placement tolerates larger learning rates",
+        "inputs": "What enters the nonlinearity",
+    },
+}

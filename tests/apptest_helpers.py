@@ -29,3 +29,19 @@ def note_text(at: AppTest) -> str:
     import re
 
     return " ".join(re.sub(r"\\(.)", r"\1", box.value) for box in at.info)
+
+
+def sections_drawn(at: AppTest) -> list[str]:
+    """The keys of the page sections (``bnviz.app.section``) the last run drew, in order."""
+    from bnviz.app import SECTIONS_DRAWN_KEY
+
+    return list(at.session_state[SECTIONS_DRAWN_KEY]) if SECTIONS_DRAWN_KEY in at.session_state else []
+
+
+def assert_sections_as_registered(at: AppTest, page: str) -> None:
+    """The page drew exactly the sections ``PAGE_SECTIONS`` lists for it, and no section key
+    is also one of its controls' URL keys (``?hide=KEY`` names either)."""
+    from bnviz.page_presets import PAGE_SECTIONS
+
+    assert sections_drawn(at) == list(PAGE_SECTIONS[page])
+    assert not set(PAGE_SECTIONS[page]) & set(at.query_params)

@@ -1,5 +1,5 @@
 """AppTest of the placement page (app_pages/placement.py): runs, shows a computed verdict, controls move it."""
-from apptest_helpers import chart_count, metric_values, note_text, open_page
+from apptest_helpers import assert_sections_as_registered, chart_count, metric_values, note_text, open_page, sections_drawn
 
 # 2 learning rates x 2 seeds x 3 models of 50 steps on a 32-unit layer: about a second of training
 FAST = dict(steps=50, seeds=2, lr="0.3,1.0", width=32, depth=1)
@@ -19,6 +19,7 @@ def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
     text = verdict_text(at)
     assert ("wins" in text or "Inconclusive at 2 seeds" in text or "No difference" in text) and "paired over 2 seeds" in text
     assert not at.error  # the paired-start check passed
+    assert_sections_as_registered(at, "placement")
 
     at.selectbox(key="placement.act").select("sigmoid").run()
     assert not at.exception
@@ -44,6 +45,14 @@ def test_bad_link_values_are_ignored_with_a_note():
     assert not at.exception
     notes = note_text(at)
     assert "banana" in notes and "0.3,7" in notes and "seeds" in notes
+
+
+def test_a_link_hides_a_section():
+    at = open_page("app_pages/placement.py", **FAST | {"hide": "inputs"}).run()
+    assert not at.exception
+    assert sections_drawn(at) == ["sweep"]
+    assert not any("Why they differ" in h.value for h in at.subheader) and any("Which placement" in h.value for h in at.subheader)
+    assert chart_count(at) == 3  # accuracy and loss bands, the sweep
 
 
 def test_a_link_reopens_the_view_it_names():

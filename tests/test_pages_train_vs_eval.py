@@ -1,5 +1,5 @@
 """AppTest of app_pages/train_vs_eval.py: every chart's control changes what the page shows."""
-from apptest_helpers import chart_count, metric_values, open_page
+from apptest_helpers import assert_sections_as_registered, chart_count, metric_values, open_page, sections_drawn
 
 FAST = {"steps": 100}
 
@@ -17,10 +17,13 @@ def test_page_runs_and_training_controls_change_the_result():
     assert chart_count(at) == 4  # mean, variance, batch-mates, accuracy three ways
     assert any("more than 1 value per channel" in e.value for e in at.error)  # B = 1 in train mode, shown
     statistics_text = _text(at)
+    assert_sections_as_registered(at, "train_vs_eval")
+    assert chart_images_offered(at) == 4  # each section offers the charts it drew, once
 
     at.radio(key="traineval.unit").set_value(1).run()  # display only: another recorded neuron
     assert not at.exception
     assert _text(at) != statistics_text and "neuron 1" in _text(at)
+    assert chart_images_offered(at) == 4  # a section drawn again offers its new charts, none stale or twice
 
     at.selectbox(key="traineval.mom").select(0.01).run()
     assert not at.exception
@@ -51,9 +54,17 @@ def test_regularization_section_runs_when_switched_on_and_seeds_change_it():
     assert two_seeds != one_seed
 
 
-def test_bad_link_values_are_clamped_with_a_note():
-    at = open_page("app_pages/train_vs_eval.py", **FAST, mom="banana", img=-5).run()
+def chart_images_offered(at) -> int:
+    return sum(button.proto.label.endswith("(PNG)") for button in at.get("download_button"))
+
+
+def test_bad_link_values_are_clamped_with_a_note_and_a_link_hides_sections():
+    at = open_page("app_pages/train_vs_eval.py", **FAST, mom="banana", img=-5, hide="mates,precise").run()
     assert not at.exception
+    assert sections_drawn(at) == ["stats", "accuracy", "regularization"]
+    headers = " ".join(h.value for h in at.header)
+    assert "1. Batch statistics" in headers and "Batch-mates" not in headers and "PreciseBN" not in headers
+    assert chart_count(at) == 3  # mean, variance, accuracy three ways: no batch-mates chart
     notes = " ".join(i.value for i in at.info)
     assert "img" in notes and "banana" in notes
 

@@ -63,6 +63,35 @@ def test_a_view_only_control_computes_nothing_and_the_page_is_idle_within_a_seco
     assert min(timings) < VIEW_ONLY_IDLE_BOUND_S, timings
 
 
+def test_a_view_only_control_in_a_section_reruns_only_that_section(page, app_url, results_dir):
+    """Each page section is its own fragment (bnviz.app.section): moving the neuron of
+    train-vs-eval's first section redraws that section alone. What the server sends is read
+    off the websocket: the section's new text is there, the other sections' and the page's
+    own are not (a page rerun sends every element again), and nothing is computed. Then a
+    section's own experiment (the regularization runs) computes as a job followed by a
+    fragment nested in the section's, and its result appears."""
+    frames: list[bytes] = []
+    page.on("websocket", lambda socket: socket.on("framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())))
+    page.goto(f"{app_url}/train-vs-eval?steps=100&regsteps=100&regn=500&seeds=1")
+    wait_idle(page, timeout_s=180)
+    page.get_by_text("1. Batch statistics").first.wait_for(timeout=10_000)
+    before = total_computations(results_dir)
+    frames.clear()
+    page.locator('[data-testid="stRadio"]').get_by_text("neuron 1", exact=True).click()
+    page.wait_for_function("() => document.body.innerText.includes(\"neuron 1's running mean\")", timeout=20_000, polling=50)
+    wait_idle(page)
+    sent = b"".join(frames)
+    assert "neuron 1's running mean".encode() in sent  # the section, drawn again
+    for elsewhere in ("2. Batch-mates", "3. Test accuracy three ways", "PreciseBN", "Settings of the training run", "Classroom presets"):
+        assert elsewhere.encode() not in sent, f"{elsewhere!r} was sent again: the page reran, not only the section"
+    assert total_computations(results_dir) == before
+
+    page.get_by_text("Run it (", exact=False).first.click()  # the regularization section's own toggle
+    page.wait_for_function("() => document.body.innerText.includes('BN narrows the gap at B =')", timeout=180_000, polling=200)
+    wait_idle(page)
+    assert total_computations(results_dir) == before + 1
+
+
 def step_line(page) -> str:
     """"Step k: training loss ... on this batch." (bnviz.app.training_stepper)"""
     return page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="on this batch").last.inner_text()
