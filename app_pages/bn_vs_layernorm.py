@@ -4,8 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from bnviz.app import Controls, budget_help, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
+from bnviz.formatting import format_points
 from bnviz.charts import curve_records
-from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid
+from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid, sets_takeaway
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
 from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
 from bnviz.experiments.sequence_norms import EVAL_EXAMPLES, PLACES, SequenceNormsConfig
@@ -78,7 +79,7 @@ for method in METHODS:
     title = f"{model_label(method)}: {len(np.unique(ids))} sets of {axes.set_size(method)} values ({POOLS_OVER[layout][method]})"
     if method == "group":
         title += f", {groups} group{'s' if groups > 1 else ''} of {WIDTH // groups}"
-    draw_chart(st, sets_grid(axes, method, highlight, title), width="content")
+    draw_chart(st, sets_grid(axes, method, highlight, title), takeaway=sets_takeaway(axes, method, highlight), width="content")
 st.markdown(
     "**The same activations normalised four ways**, then measured over each method's sets: average |mean| and average variance. "
     "A method gives mean 0 and variance 1 over its own sets (the diagonal, unless a set is constant); over another method's sets generally not."
@@ -186,7 +187,7 @@ for column in shown.columns:
     if column.startswith("test accuracy"):
         shown[column] = [format_percent(v) if np.isfinite(v) else "diverged" for v in shown[column]]
     elif column.startswith("train − eval"):
-        shown[column] = [f"{100 * v:+.1f} points" for v in shown[column]]
+        shown[column] = [format_points(v) for v in shown[column]]
     elif column.startswith("ms/step"):
         shown[column] = [f"{v:.2f}" for v in shown[column]]
 # Short headers, so the table's last column fits the page; the caption says what each one means.

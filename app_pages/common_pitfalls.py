@@ -13,6 +13,7 @@ from bnviz.experiments.forward_pass_pitfall import (ACCURACY_MARGIN, EVAL_PASS, 
                                                     GradSwitchedBatchNorm, accuracy_verdict, stats_verdict)
 from bnviz.experiments.init_gradients import GROWTH_MARGIN, RELU_BN_GROWTH_ESTIMATE, VARIANTS, InitGradientsConfig, growth_factor, growth_verdict
 from bnviz.experiments.label_shift import DATA, MARGIN, METHODS, LabelShiftConfig, compare, tent_predict
+from bnviz.formatting import format_points
 
 st.title("BN pitfalls in real code")
 preset_links("common_pitfalls")  # classroom presets: buttons and links (bnviz/page_presets.py)
@@ -51,9 +52,9 @@ st.code(
 fp = run_experiment("forward_pass_pitfall", fp_config, label=f"Training {fp_seeds} BN model(s)")
 before, no_grad_after, fixed_after = fp.accuracy_before.mean(), fp.accuracy_after[NO_GRAD_PASS].mean(), fp.accuracy_after[EVAL_PASS].mean()
 columns = st.columns(3)
-columns[0].metric("Eval-mode accuracy before the pass", format_percent(before, 2), help=f"Mean over {fp_seeds} seed(s), the whole test set.")
-columns[1].metric("After one pass in train mode under no_grad", format_percent(no_grad_after, 2), delta=f"{100 * (no_grad_after - before):+.2f} points")
-columns[2].metric("After the same pass with model.eval() first", format_percent(fixed_after, 2), delta=f"{100 * (fixed_after - before):+.2f} points")
+columns[0].metric("Eval-mode accuracy before the pass", format_percent(before), help=f"Mean over {fp_seeds} seed(s), the whole test set.")
+columns[1].metric("After one pass in train mode under no_grad", format_percent(no_grad_after), delta=format_points(no_grad_after - before))
+columns[2].metric("After the same pass with model.eval() first", format_percent(fixed_after), delta=format_points(fixed_after - before))
 
 moved = fp.stat_change[NO_GRAD_PASS]
 stats_word = stats_verdict(fp)
@@ -93,14 +94,14 @@ rows = []
 for row in fp.grad_switched:
     rows.append({"layer": row["layer"], "mode": row["mode"], "torch.no_grad()": "yes" if row["no_grad"] else "no",
                  "normalises with": "the batch's statistics" if row["uses_batch_stats"] else "the running statistics",
-                 "running statistics moved": "yes" if row["moved"] else "no", "accuracy during the pass": format_percent(row["accuracy_during"], 2),
-                 "eval accuracy after": format_percent(row["accuracy_after"], 2)})
+                 "running statistics moved": "yes" if row["moved"] else "no", "accuracy during the pass": format_percent(row["accuracy_during"]),
+                 "eval accuracy after": format_percent(row["accuracy_after"])})
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 d2l_surprise = next(r for r in fp.grad_switched if r["layer"] != "nn.BatchNorm1d" and r["mode"] == "eval mode" and not r["no_grad"])
 if d2l_surprise["moved"]:
     st.markdown(
         f"Read the last row: in **eval mode**, without `no_grad` (e.g. computing a validation loss for a plot), d2l's layer normalised with "
-        f"batch statistics and rewrote its moving averages; the predictions made during that pass were {format_percent(d2l_surprise['accuracy_during'], 2)} right."
+        f"batch statistics and rewrote its moving averages; the predictions made during that pass were {format_percent(d2l_surprise['accuracy_during'])} right."
     )
 
 st.subheader("Forgetting model.eval() at test time")
@@ -261,8 +262,8 @@ st.markdown(
 sw = run_experiment("bn_switches", sw_config, label=f"Training {len(sw_config.switches) * sw_seeds} models")
 draw_chart(st, switches_chart(sw), width="stretch")
 reference = sw.accuracy[FULL_BN]
-sw_rows = [{"switch": switch, "mean accuracy": format_percent(float(np.nanmean(values)), 2),
-            "per seed": ", ".join(format_percent(v, 1) for v in values),
+sw_rows = [{"switch": switch, "mean accuracy": format_percent(float(np.nanmean(values))),
+            "per seed": ", ".join(format_percent(v) for v in values),
             "vs full BN": "(the reference)" if switch == FULL_BN else paired_verdict(values, reference)} for switch, values in sw.accuracy.items()]
 sw_table = pd.DataFrame(sw_rows)
 st.dataframe(sw_table, hide_index=True, width="stretch")

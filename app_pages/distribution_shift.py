@@ -275,7 +275,7 @@ else:
         f"({100 * gain:+.1f} points). Means over {draws} draw{'s' if draws > 1 else ''}: " + where(adabn, "AdaBN") + " " + where(mix, f"The mix with N = {prior}")
     )
     st.markdown(
-        f"**n = 1.** One image has one value per unit, so its variance is exactly 0 (here {format_percent(few.zero_var_fraction[0], 0)} of the first layer's units). "
+        f"**n = 1.** One image has one value per unit, so its variance is exactly 0 (here {format_percent(few.zero_var_fraction[0])} of the first layer's units). "
         f"AdaBN then normalises every other image with (x − x₁)/√(0 + eps): each deviation multiplied by 1/√eps = **{1 / math.sqrt(config.eps):,.0f}×**, "
         f"and accuracy is {format_percent(few.mean(ADABN)[0])}. PyTorch refuses this case in train mode (“Expected more than 1 value per channel”); "
         "an unbiased estimate would be 0/0. The prior keeps N/(N+1) of the source variance"

@@ -5,6 +5,8 @@ from bnviz.app import Controls, curve_panels, device_caption, downloads, format_
 from bnviz.charts import curve_records
 from bnviz.diagrams import mlp_dot
 from bnviz.experiments.home import HomeConfig
+from bnviz.data import TEST_IMAGES
+from bnviz.formatting import format_points
 
 st.title("Batch Normalization in 30 seconds")
 preset_links("home")  # classroom presets: buttons and links (bnviz/page_presets.py)
@@ -39,7 +41,7 @@ st.graphviz_chart(mlp_dot(config.hidden, with_bn=True, activation=activation))
 
 metrics = st.container()
 acc_col, loss_col = st.columns(2)
-draw = curve_panels([(acc_col, "test_acc", "Test accuracy (2,000 test images)"), (loss_col, "train_loss", "Training loss")], total_steps=config.steps)
+draw = curve_panels([(acc_col, "test_acc", f"Test accuracy during training (first {config.train_config().eval_examples:,} test images)"), (loss_col, "train_loss", "Training loss")], total_steps=config.steps)
 
 result = run_experiment("home", config, live=draw)
 draw(result.runs)
@@ -47,17 +49,17 @@ no_bn, bn = result.by_label("no BN"), result.by_label("BN")
 
 with metrics:
     m1, m2, m3 = st.columns(3)
-    m1.metric("Test accuracy without BN", format_percent(no_bn.final_test_acc))
-    delta = (bn.final_test_acc - no_bn.final_test_acc) * 100
-    m2.metric("Test accuracy with BN", format_percent(bn.final_test_acc), delta=f"{delta:+.1f} points")
+    m1.metric(f"Test accuracy without BN (all {TEST_IMAGES:,} test images)", format_percent(no_bn.final_test_acc))
+    m2.metric(f"Test accuracy with BN (all {TEST_IMAGES:,} test images)", format_percent(bn.final_test_acc), delta=format_points(bn.final_test_acc - no_bn.final_test_acc))
     # the paper's way of saying "faster": steps BN needs to match the plain model's final accuracy
     plain_best = float(no_bn.test_acc.max())
     bn_steps = bn.steps_to_accuracy(plain_best)
     plain_steps = no_bn.steps_to_accuracy(plain_best)
+    steps_label = f"Steps to {format_percent(plain_best)} on the curve (no BN's best there, first {config.train_config().eval_examples:,} test images)"
     if bn_steps and plain_steps:
-        m3.metric(f"Steps to {format_percent(plain_best)} (no BN's best on the curve)", f"BN: {bn_steps}", delta=f"no BN: {plain_steps} ({plain_steps / bn_steps:.1f}× more)", delta_color="off")
+        m3.metric(steps_label, f"BN: {bn_steps}", delta=f"no BN: {plain_steps} ({plain_steps / bn_steps:.1f}× more)", delta_color="off")
     else:
-        m3.metric(f"Steps to {format_percent(plain_best)} (no BN's best on the curve)", "BN: never", delta=f"no BN: {plain_steps}", delta_color="off")
+        m3.metric(steps_label, "BN: never", delta=f"no BN: {plain_steps}", delta_color="off")
 
 for run in result.runs:
     if run.diverged:
@@ -70,7 +72,7 @@ halfway = len(bn.eval_step) // 4
 st.markdown(
     f"After **{bn.eval_step[halfway]}** steps the BN model is at **{format_percent(bn.test_acc[halfway])}** test accuracy, "
     f"the plain one at **{format_percent(no_bn.test_acc[halfway])}**. "
-    f"At the end ({config.steps} steps, full 10,000-image test set): BN {format_percent(bn.final_test_acc)}, "
+    f"At the end ({config.steps} steps, all {TEST_IMAGES:,} test images): BN {format_percent(bn.final_test_acc)}, "
     f"no BN {format_percent(no_bn.final_test_acc)}. Trained in {bn.seconds + no_bn.seconds:.1f} s on {bn.device}."
 )
 st.caption("Every number and curve on this page was computed just now (or read from the cache of an identical earlier run).")

@@ -13,9 +13,11 @@ from bnviz.charts.normalization_math import (
     all_neurons_records,
     gradient_chart,
     gradient_records,
+    gradient_takeaway,
     neurons_chart,
     neurons_records,
     nonlinearity_chart,
+    nonlinearity_takeaway,
     step_histogram,
 )
 from bnviz.experiments.normalization_math import (
@@ -188,7 +190,7 @@ st.markdown(
     "whether its values stay in the nonlinearity's nearly **linear** middle, bend into its **curve**, or reach the flat, "
     "**saturated** ends (ReLU: the **dead** side, slope 0), where gradients vanish."
 )
-draw_chart(st, nonlinearity_chart(result, nonlinearity), width="stretch")
+draw_chart(st, nonlinearity_chart(result, nonlinearity), takeaway=nonlinearity_takeaway(result, nonlinearity), width="stretch")
 fractions = result.regimes[nonlinearity]
 for column, (regime, share) in zip(st.columns(len(fractions)), fractions.items()):
     column.metric(f"{regime} ({nonlinearity})", format_percent(share))
@@ -257,7 +259,7 @@ st.caption(
     "any change that moves all values together. That is the bias's gradient above."
 )
 st.subheader("∂L/∂x: bnviz's formula vs PyTorch autograd")
-draw_chart(st, gradient_chart(result), width="stretch")
+draw_chart(st, gradient_chart(result), takeaway=gradient_takeaway(result), width="stretch")
 st.caption("One point per example of the three neurons shown: bnviz's `norms.batch_norm_backward` (the formula above) against autograd through `torch.nn.BatchNorm1d`. On the dashed diagonal they are equal.")
 
 st.subheader("bnviz vs torch on this batch (float64)")

@@ -16,6 +16,8 @@ from bnviz.models import PAPER_HIDDEN
 from bnviz.verdicts import judge
 from bnviz.experiments.paper_lr_claims import PaperLrClaimsConfig, baseline_activation, chance_level_runs, divergence_counts, speedups_by_multiplier, steps_to_target
 from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS
+from bnviz.data import TEST_IMAGES
+from bnviz.formatting import format_points
 
 st.title("The original paper's results")
 preset_links("paper_results")  # classroom presets: buttons and links (bnviz/page_presets.py)
@@ -108,13 +110,13 @@ eval_images = no_bn.train.eval_examples
 
 with metrics:
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Test accuracy, no BN", format_percent(no_bn.final_test_acc, 2), help=f"Seed {config.seed}, on the full test set.")
-    m2.metric("Test accuracy, BN", format_percent(bn.final_test_acc, 2), delta=f"{100 * (bn.final_test_acc - no_bn.final_test_acc):+.2f} points", help=f"Seed {config.seed}, on the full test set.")
+    m1.metric(f"Test accuracy, no BN (all {TEST_IMAGES:,} test images)", format_percent(no_bn.final_test_acc), help=f"Seed {config.seed}, on the full test set.")
+    m2.metric(f"Test accuracy, BN (all {TEST_IMAGES:,} test images)", format_percent(bn.final_test_acc), delta=format_points(bn.final_test_acc - no_bn.final_test_acc), help=f"Seed {config.seed}, on the full test set.")
     if bn_steps is not None and no_bn_steps:
-        m3.metric(f"Steps to {format_percent(target)} (no BN's final)", f"BN: {bn_steps:,}", delta=f"no BN: {no_bn_steps:,} ({no_bn_steps / max(bn_steps, 1):.1f}× more)", delta_color="off", help=f"On the {eval_images:,} test images of curve (a).")
+        m3.metric(f"Steps to {format_percent(target)} (no BN's final on curve (a), {eval_images:,} test images)", f"BN: {bn_steps:,}", delta=f"no BN: {no_bn_steps:,} ({no_bn_steps / max(bn_steps, 1):.1f}× more)", delta_color="off", help=f"On the {eval_images:,} test images of curve (a).")
     else:
-        m3.metric(f"Steps to {format_percent(target)} (no BN's final)", "BN: never", delta=f"no BN: {no_bn_steps}", delta_color="off", help=f"On the {eval_images:,} test images of curve (a).")
-    m4.metric("Evaluations where BN is ahead", format_percent(ahead, 0), help="Share of the evaluations after step 0 at which BN's test accuracy is higher.")
+        m3.metric(f"Steps to {format_percent(target)} (no BN's final on curve (a), {eval_images:,} test images)", "BN: never", delta=f"no BN: {no_bn_steps}", delta_color="off", help=f"On the {eval_images:,} test images of curve (a).")
+    m4.metric("Evaluations where BN is ahead", format_percent(ahead), help="Share of the evaluations after step 0 at which BN's test accuracy is higher.")
 
 for run in figure1.seed_runs:
     if run.diverged:
@@ -142,7 +144,7 @@ with left:
     )
 with right:
     st.markdown(f"**Measured here ({config.steps:,} steps, seeds {config.seed}–{config.seed + config.seeds - 1})**" if config.seeds > 1 else f"**Measured here ({config.steps:,} steps, seed {config.seed})**")
-    ahead_word = "ahead at every evaluation" if ahead == 1.0 else f"ahead at {format_percent(ahead, 0)} of the evaluations"
+    ahead_word = "ahead at every evaluation" if ahead == 1.0 else f"ahead at {format_percent(ahead)} of the evaluations"
     match_text = (
         f"BN reached no BN's final accuracy ({format_percent(target)} on {eval_images:,} test images) at step {bn_steps:,}; "
         f"no BN needed {no_bn_steps:,}."

@@ -88,7 +88,7 @@ with metric_slot:
             versus = paired_difference(label, values, "no BN", accuracy["no BN"])
             sign = "+" if versus.better == label else "−"
             delta = f"{sign}{100 * versus.mean:.1f} points vs no BN"
-        column.metric(f"{label}: final test accuracy", f"{format_percent(values.mean())} ± {spread:.1f}", delta=delta, help=f"Mean ± standard deviation over {len(values)} seeds, full 10,000-image test set.")
+        column.metric(f"{label}: final test accuracy", f"{format_percent(values.mean())} ± {spread:.1f} points", delta=delta, help=f"Mean ± standard deviation over {len(values)} seeds, full 10,000-image test set.")
 
 for label in LABELS:
     count = int(diverged[label].sum())

@@ -10,13 +10,14 @@ from bnviz.experiments.small_batches import CHECK_EXAMPLES, DEFAULT_BATCH_SIZES,
 from bnviz.models import model_label
 from bnviz.probes import BesselProbe, TrainEvalMismatch
 from bnviz.renorm import PAPER_D_MAX_REACHED, PAPER_R_MAX_REACHED, PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS, GhostBatchNorm1d, BatchRenorm1d, renorm_limits
+from bnviz.data import TEST_IMAGES
+from bnviz.formatting import format_points
 
 AGREEMENT = 0.01  # measured within 1% of the closed form
 SAME_OUTPUT_TOLERANCE = 1e-5  # mean |logit change| below this: the same outputs (float32 sums in another order)
 
 
-def points(value: float) -> str:
-    return f"{100 * value:+.1f} points" if np.isfinite(value) else "n/a"
+points = format_points  # a difference of two shares, in the app's one format (bnviz.formatting)
 
 
 st.title("Small batches and later fixes")
@@ -77,7 +78,7 @@ with c_text:
 st.caption(
     f"{len(config.batch_sizes) * len(config.norms) * config.seeds} models: the same 784-{config.width}-{config.width}-10 ReLU MLP with each norm, "
     f"trained {config.steps} Adam steps (lr {config.lr:g}) at every batch size, so a larger batch sees more examples (no BN shows what batch size alone does); "
-    f"GroupNorm with {config.groups} groups. Accuracy on the full 10,000-digit test set in eval mode."
+    f"GroupNorm with {config.groups} groups. Accuracy on the full {TEST_IMAGES:,}-digit test set in eval mode (the chart and the metrics below; the train-vs-eval table further down uses the first {CHECK_EXAMPLES})."
 )
 result = run_experiment("small_batches", config, label="Batch-size sweep")
 small, large = min(config.batch_sizes), max(config.batch_sizes)
@@ -87,8 +88,8 @@ diverged_sweep_warning(result.runs)
 metric_columns = st.columns(len(config.norms))
 for column, norm in zip(metric_columns, config.norms):
     at_small, at_large = result.mean_accuracy(norm, small), result.mean_accuracy(norm, large)
-    column.metric(f"{model_label(norm)}, batch {small}", format_percent(at_small), delta=f"{100 * (at_small - at_large):+.1f} vs {large}" if np.isfinite(at_small - at_large) else None,
-                  help=f"Test accuracy at batch {small}, mean over seeds; the change is in percentage points from batch {large}.")
+    column.metric(f"{model_label(norm)}, batch {small}", format_percent(at_small), delta=f"{format_points(at_small - at_large)} vs batch {large}" if np.isfinite(at_small - at_large) else None,
+                  help=f"Test accuracy at batch {small} on all {TEST_IMAGES:,} test digits (eval mode), mean over seeds; the change is in percentage points from batch {large}.")
 
 by_norm_small = {n: result.mean_accuracy(n, small) for n in config.norms}
 ranked = sorted((n for n in config.norms if np.isfinite(by_norm_small[n])), key=by_norm_small.get, reverse=True)
@@ -134,8 +135,8 @@ if len(flat) > 1:
     st.caption("On the 0% line, drawn over each other: " + ", ".join(flat) + ".")
 at_small = summary[summary["batch size"] == small].set_index("model")
 shown = pd.DataFrame({
-    "eval-mode accuracy": [format_percent(v) for v in at_small["eval accuracy"]],
-    f"train-mode accuracy (batches of {small})": [format_percent(v) for v in at_small["train-mode accuracy"]],
+    f"eval-mode accuracy (first {CHECK_EXAMPLES} test digits)": [format_percent(v) for v in at_small["eval accuracy"]],
+    f"train-mode accuracy (same digits, batches of {small})": [format_percent(v) for v in at_small["train-mode accuracy"]],
     "predictions that change": [format_percent(v) for v in at_small["prediction changes"]],
     "mean |logit change|": [f"{v:.4f}" if np.isfinite(v) else "n/a" for v in at_small["mean |logit change|"]],
 }, index=at_small.index)

@@ -3,6 +3,7 @@ import numpy as np
 import streamlit as st
 
 from bnviz.app import chart_mark, Controls, device_caption, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, section, source_expander
+from bnviz.formatting import format_points
 from bnviz.bn_stats import precise_batch_norm_statistics
 from bnviz.charts.train_vs_eval import (
     accuracy_chart,
@@ -11,6 +12,7 @@ from bnviz.charts.train_vs_eval import (
     batch_mates_records,
     regularization_chart,
     statistics_chart,
+    statistics_takeaway,
     statistics_records,
 )
 from bnviz.experiments.batch_noise_regularization import RegularizationConfig, trend_verdict
@@ -87,26 +89,23 @@ def statistics_over_training():
     unit_controls.show_notes()
     unit = config.units[unit_position]
     left, right = st.columns(2)
-    draw_chart(left, statistics_chart(result, unit_position, "mean", f"Mean of neuron {unit}'s BN input"), width="stretch")
+    draw_chart(left, statistics_chart(result, unit_position, "mean", f"Mean of neuron {unit}'s BN input"), takeaway=statistics_takeaway(result, unit_position), width="stretch")
     draw_chart(right, statistics_chart(result, unit_position, "var", f"Variance of neuron {unit}'s BN input"), width="stretch")
     m1, m2, m3 = st.columns(3)
     gap = result.mean_gap
-    m1.metric("Running (EMA) mean vs truth, last step", f"{gap['running (EMA)']:.3f} σ", help="Mean over all 100 first-layer neurons of |estimate − true mean| / true std.")
-    m2.metric("Cumulative average vs truth", f"{gap['cumulative average']:.3f} σ", delta=f"{gap['cumulative average'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
-    m3.metric("Recalibrated (Algorithm 2) vs truth", f"{gap['recalibrated']:.3f} σ", delta=f"{gap['recalibrated'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
+    m1.metric("EMA error at the last step, all first-layer neurons", f"{gap['running (EMA)']:.3f} σ", help="EMA error = |running mean − true mean| / true std; here its mean over all 100 first-layer neurons at the last step.")
+    m2.metric("Cumulative average's error, same neurons", f"{gap['cumulative average']:.3f} σ", delta=f"{gap['cumulative average'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
+    m3.metric("Recalibrated (Algorithm 2) error, same neurons", f"{gap['recalibrated']:.3f} σ", delta=f"{gap['recalibrated'] / gap['running (EMA)']:.1f}× the EMA's", delta_color="off", delta_arrow="off")
     errors = estimate_errors(result, unit_position, "mean")
-    records = run.records
-    final = len(records["bn_step"]) - 1
     worse = "more" if errors["cumulative average"] > errors["running (EMA)"] else "less"
     st.markdown(
         f"The grey dots are what BN really normalised with at each step: one batch of {config.batch_size}, noisy. "
         f"The wide black line is the neuron's true mean over all 60,000 training images **with the weights of that step**: it moves, "
         f"because the weights feeding the neuron move. The EMA (momentum {momentum:g}, about the last {1 / momentum:.0f} batches) "
         f"trails it; the **cumulative** average (PyTorch's `momentum=None`) weights every batch since step 1 equally, stale ones included. "
-        f"Over the second half of training, neuron {unit}'s running mean was off by **{errors['running (EMA)']:.3f}** true standard "
-        f"deviations on average, the cumulative average by **{errors['cumulative average']:.3f}** ({worse} than the EMA). "
-        f"At the last step: true mean {records['bn_population_mean'][final, unit_position]:.3f}, EMA "
-        f"{records['bn_running_mean'][final, unit_position]:.3f}, cumulative {records['bn_cumulative_mean'][final, unit_position]:.3f}."
+        f"Over the second half of training, neuron {unit}'s EMA error (|running mean − true mean| in true standard deviations) was "
+        f"**{errors['running (EMA)']:.3f}** on average, the cumulative average's **{errors['cumulative average']:.3f}** ({worse} than the EMA's). "
+        "The sentence under the chart gives the same neuron's EMA error at the last step."
     )
     st.caption(
         "The true statistics are exact, not sampled: the first layer's BN input is z = Wx + b, so its mean over the training set "
@@ -133,15 +132,15 @@ def batch_mates():
     train_spread, eval_spread, flips = result.train_mode_spread, result.eval_mode_spread, result.train_mode_flip_rate
     sizes = result.probe_batch_sizes
     b1, b2, b3 = st.columns(3)
-    b1.metric(f"Train-mode spread at B = {sizes[0]}", f"{train_spread[0]:.3f}", help="Standard deviation over batches of the true-class probability.")
-    b2.metric(f"Train-mode spread at B = {sizes[-1]}", f"{train_spread[-1]:.3f}", delta=f"{train_spread[-1] / train_spread[0]:.2f}× the B = {sizes[0]} spread" if train_spread[0] > 0 else None, delta_color="off", delta_arrow="off")
-    b3.metric("Eval-mode spread, any B (max − min)", "0 (exactly)" if eval_spread.max() == 0 else f"{eval_spread.max():.2e}")
+    b1.metric(f"Train mode: std over batches at B = {sizes[0]}", f"{train_spread[0]:.3f}", help="Standard deviation over the random batches of the image's true-class probability.")
+    b2.metric(f"Train mode: std over batches at B = {sizes[-1]}", f"{train_spread[-1]:.3f}", delta=f"{train_spread[-1] / train_spread[0]:.2f}× the B = {sizes[0]} std" if train_spread[0] > 0 else None, delta_color="off", delta_arrow="off")
+    b3.metric("Eval mode: largest difference between batches, any B (max − min)", "0 (exactly)" if eval_spread.max() == 0 else f"{eval_spread.max():.2e}")
     shrinks = bool(np.all(np.diff(train_spread) <= 0))
     st.markdown(
         f"In train mode the image's prediction depends on its batch-mates: with B = {sizes[0]} its true-class probability "
         f"varies with a standard deviation of **{train_spread[0]:.3f}** and the predicted digit differs from the eval-mode one in "
-        f"**{format_percent(flips[0])}** of batches; with B = {sizes[-1]} the spread is **{train_spread[-1]:.3f}** "
-        f"({format_percent(flips[-1])} of batches flip). The spread {'shrinks at every step' if shrinks else 'mostly shrinks'} as the batch grows, "
+        f"**{format_percent(flips[0])}** of batches; with B = {sizes[-1]} the standard deviation is **{train_spread[-1]:.3f}** "
+        f"({format_percent(flips[-1])} of batches flip). It {'shrinks at every step' if shrinks else 'mostly shrinks'} as the batch grows, "
         f"because the batch statistics get closer to the population's. In eval mode the largest difference between batches, over "
         f"every batch size, is **{eval_spread.max():g}**: the running estimates are fixed, so batch-mates cannot matter."
     )
@@ -149,7 +148,7 @@ def batch_mates():
         st.caption(
             f"(Between *different* batch sizes, eval-mode logits can differ by float rounding, here at most "
             f"{result.eval_shape_rounding:.1e}: the matrix-multiply kernel sums in a different order for another batch shape. "
-            "Not the batch-mates: within one batch size the spread is exactly zero.)"
+            "Not the batch-mates: within one batch size the largest difference is exactly zero.)"
         )
     st.subheader("A single input at deployment (B = 1)")
     alone_left, alone_right = st.columns(2)
@@ -180,13 +179,13 @@ def accuracy_three_ways_section():
     eval_acc, recal_acc = result.eval_accuracy, result.recalibrated_accuracy
     difference = (recal_acc - eval_acc) * 100
     st.markdown(
-        f"Best: **{best_way}**, {format_percent(best_accuracy, 2)}. Recalibrating the population statistics (Algorithm 2: "
+        f"Best: **{best_way}**, {format_percent(best_accuracy)}. Recalibrating the population statistics (Algorithm 2: "
         f"{config.recalibration_batches} training batches of {config.batch_size} with frozen weights, averaged, variance × "
-        f"m/(m−1) = {config.batch_size}/{config.batch_size - 1}) gives {format_percent(recal_acc, 2)}, "
+        f"m/(m−1) = {config.batch_size}/{config.batch_size - 1}) gives {format_percent(recal_acc)}, "
         f"{abs(difference):.2f} points {'above' if difference > 0 else 'below' if difference < 0 else 'level with'} the running estimates "
-        f"({format_percent(eval_acc, 2)}). Normalising each test batch with its own statistics costs accuracy when batches are small: "
-        f"{format_percent(result.train_mode_accuracy[0], 2)} with batches of {result.train_mode_batch_sizes[0]}, "
-        f"{format_percent(result.train_mode_accuracy[-1], 2)} with {result.train_mode_batch_sizes[-1]}."
+        f"({format_percent(eval_acc)}). Normalising each test batch with its own statistics costs accuracy when batches are small: "
+        f"{format_percent(result.train_mode_accuracy[0])} with batches of {result.train_mode_batch_sizes[0]}, "
+        f"{format_percent(result.train_mode_accuracy[-1])} with {result.train_mode_batch_sizes[-1]}."
     )
     st.latex(r"\text{Algorithm 2: } \mathrm{E}[x] = \mathrm{E}_{\mathcal B}[\mu_{\mathcal B}], \qquad \mathrm{Var}[x] = \frac{m}{m-1}\,\mathrm{E}_{\mathcal B}[\sigma^2_{\mathcal B}]")
     st.caption("Try a small momentum (Keras 0.99 = PyTorch 0.01) with few steps: the EMA still remembers early weights, and recalibration pays off.")
@@ -310,12 +309,12 @@ def precise_bn():
             draw_chart(column, precise_chart(pb, i, y_domain), width="stretch")
             means = pb.precise_accuracy[i].mean(axis=1)
             lag = pb.lag(i)
-            column.metric(f"PreciseBN − EMA at lr {pb_lr:g}", f"{100 * lag:+.2f} points",
+            column.metric(f"PreciseBN − EMA at lr {pb_lr:g}", format_points(lag),
                           help=f"PreciseBN from {int(pb.samples_used[-1]):,} images (mean over draws) minus the EMA's test accuracy (10,000 test images).")
             enough = next((int(n) for n, m in zip(pb.samples_used, means) if m >= pb.ema_accuracy[i]), None)
             sentences.append(
-                f"At lr **{pb_lr:g}** the EMA gives **{format_percent(pb.ema_accuracy[i], 2)}**, PreciseBN from {int(pb.samples_used[-1]):,} images "
-                f"**{format_percent(means[-1], 2)}** ({100 * lag:+.2f} points); "
+                f"At lr **{pb_lr:g}** the EMA gives **{format_percent(pb.ema_accuracy[i])}**, PreciseBN from {int(pb.samples_used[-1]):,} images "
+                f"**{format_percent(means[-1])}** ({format_points(lag)}); "
                 + (f"PreciseBN matches the EMA from **{enough:,}** images on." if enough is not None else "PreciseBN never reaches the EMA here.")
             )
         st.markdown(" ".join(sentences))

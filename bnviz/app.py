@@ -23,6 +23,7 @@ import streamlit as st
 
 from .cache import ResultStore
 from .errors import BnvizError
+from .formatting import format_percent, format_points  # noqa: F401 - the app's one percent format, re-exported for pages
 from .jobs import Job, JobManager, JobState, JobStatus
 from .stepper import StepperRegistry, TrainingStepper
 from .train import configure_torch_threads, pick_device
@@ -174,7 +175,7 @@ def _offer_restart(key: str, label: str) -> None:
         st.session_state[_CANCELLED_KEY].discard(key)
 
     st.info(f"You cancelled this computation ({label}).")
-    st.button("Compute it again", key=f"bnviz.restart.{key}", on_click=restart, icon=":material/play_arrow:")
+    st.button("Compute it again", key=f"bnviz.restart.{key}", on_click=restart, icon=":material/play_arrow:", help="Start this computation again (its progress was not kept).")
     stop()
 
 
@@ -286,9 +287,10 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
             stepper.step(PLAY_STEPS_PER_TICK)
         row = st.container(horizontal=True, vertical_alignment="center")
         if stepper.playing:
-            row.button("Pause", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/pause:")
+            row.button("Pause", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/pause:", help="Stop after this batch; Step or Play goes on from here.")
         else:
-            row.button("Play", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/play_arrow:", disabled=stepper.done)
+            row.button("Play", key=f"{scope}.stepper.play", on_click=toggle, icon=":material/play_arrow:", disabled=stepper.done,
+                       help=f"Train one batch after another ({PLAY_STEPS_PER_TICK} every {PLAY_TICK_SECONDS:g} s) until Pause or the last step.")
         row.button("Step", key=f"{scope}.stepper.step", on_click=stepper.step, icon=":material/skip_next:", disabled=stepper.playing or stepper.done, help="Train on one more batch.")
         row.button("Reset", key=f"{scope}.stepper.reset", on_click=stepper.reset, icon=":material/replay:", help="Back to the untrained model and the first batch.")
         records = stepper.records
@@ -297,7 +299,8 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
         if not records:
             st.caption("Press **Step** to train on one batch, or **Play**: each batch's statistics appear here.")
             return
-        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True)
+        layer = st.radio("BN layer", list(range(stepper.layers)), format_func=lambda i: f"layer {i + 1}", key=f"{scope}.stepper.layer", horizontal=True,
+                         help="Which BN layer's three neurons the table and the chart show.")
         latest = records[-1]
         units = range(stepper.first_unit, stepper.first_unit + stepper.units)
         st.markdown(f"**Step {latest.step}**: training loss {latest.loss:.4f} on this batch.")
@@ -313,7 +316,9 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
             }
         )
         st.dataframe(table, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.5f") for c in table.columns if c != "unit"})
-        st.altair_chart(stepper_chart(records[-STEPPER_HISTORY:], layer, 0, f"Unit {stepper.first_unit} of BN layer {layer + 1}, step by step"), width="content")
+        chart = stepper_chart(records[-STEPPER_HISTORY:], layer, 0, f"Unit {stepper.first_unit} of BN layer {layer + 1}, step by step")
+        st.altair_chart(chart, width="content")
+        show_takeaway(st, chart)
 
     panel()
 
@@ -337,10 +342,6 @@ def device_caption() -> None:
     st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are cached: a second visit is instant.")
 
 
-def format_percent(value: float | None, digits: int = 1) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.{digits}f}%"
 
 
 def _one_of(options: Sequence) -> Callable[[str], Any]:
@@ -642,16 +643,30 @@ def diverged_sweep_warning(runs: dict) -> None:
         st.warning("These runs **diverged** (loss NaN or infinite) and are left out of the means: " + "; ".join(diverged) + ".")
 
 
-def draw_chart(where, chart, **kwargs) -> None:
-    """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder), and keep
-    the chart for a later :func:`downloads` to offer as an image. A placeholder redrawn
-    (live curves) keeps its place and only its latest chart."""
-    where.altair_chart(chart, **kwargs)
+def draw_chart(where, chart, takeaway: str | None = None, **kwargs) -> None:
+    """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder) with its
+    one-sentence takeaway under it, and keep the chart for a later :func:`downloads` to offer
+    as an image. ``takeaway``: the page's computed sentence (markdown); by default the one
+    :func:`bnviz.charts.takeaways.chart_takeaway` reads from the chart's own data. A
+    placeholder redrawn (live curves) keeps its place and only its latest chart."""
+    box = where.container()  # in a placeholder: chart and sentence replace the previous pair
+    box.altair_chart(chart, **kwargs)
+    show_takeaway(box, takeaway if takeaway is not None else chart)
     drawn, section_now = _session_charts(), current_section()
     key = (section_now, id(where) if where is not st else ("st", drawn.count))
     position = drawn.pending[key][0] if key in drawn.pending else drawn.count
     drawn.pending[key] = (position, chart, section_now)
     drawn.count += 1
+
+
+def show_takeaway(where, takeaway) -> None:
+    """The sentence under a chart: ``takeaway`` as markdown, or read from a chart's data
+    (plain text: a series' name is shown as it is)."""
+    from .charts.takeaways import chart_takeaway
+
+    text = takeaway if isinstance(takeaway, str) else (lambda read: plain_text(read) if read else None)(chart_takeaway(takeaway))
+    if text:
+        where.caption(f":material/lightbulb: {text}")
 
 
 def _slug(text: str) -> str:
@@ -685,12 +700,14 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
     prefix = f"download.{section_now}.{name}" if section_now else f"download.{name}"  # one experiment offered by two sections
     with st.expander(title):
         file_name = f"bnviz-{name}-config.json"
-        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"{prefix}.config", on_click="ignore")
+        st.download_button("Experiment config (JSON)", data=config.to_json(), file_name=file_name, mime="application/json", key=f"{prefix}.config", on_click="ignore",
+                           help="Every setting of this experiment; the command below reruns it exactly.")
         st.caption("Reproduce it exactly from the command line:")
         st.code(f"python -m bnviz run {name} --config {file_name}", language="bash")
         for title, frame in (tables or {}).items():
             slug = _slug(title)
-            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"{prefix}.{slug}", on_click="ignore")
+            st.download_button(f"{title} (CSV)", data=frame.to_csv(index=False), file_name=f"bnviz-{name}-{slug}.csv", mime="text/csv", key=f"{prefix}.{slug}", on_click="ignore",
+                               help="The chart's data, one row per plotted point (long curves are thinned on screen, not here).")
         drawn = _session_charts()
         start, end = charts if charts is not None else (0, None)
         keys = [key for key, (position, _, drew) in drawn.pending.items()
@@ -707,8 +724,8 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
                 st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
                 continue
             png, svg = st.columns(2)
-            png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"{prefix}.{slug}.{index}.png", on_click="ignore")
-            svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"{prefix}.{slug}.{index}.svg", on_click="ignore")
+            png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"{prefix}.{slug}.{index}.png", on_click="ignore", help="The chart as a PNG image (twice the screen's resolution).")
+            svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"{prefix}.{slug}.{index}.svg", on_click="ignore", help="The chart as an SVG vector image.")
 
 
 def _defaults_key(scope: str) -> str:
@@ -735,6 +752,15 @@ def _apply_preset(scope: str, query: dict) -> None:
         st.session_state[session_key] = value
 
 
+def preset_help(name: str, query: dict) -> str:
+    """A preset button's tooltip: the controls it sets (URL keys, as its link shows them)."""
+    from .page_presets import DEFAULT_VIEW, url_text
+
+    settings = ", ".join(f"{key} = {url_text(value)}" for key, value in query.items())
+    what = "Puts the controls the presets change back to their defaults" if name == DEFAULT_VIEW else "Sets this scenario's controls"
+    return f"{what} ({settings}); the other controls keep their values. *Reset all* resets every control."
+
+
 def preset_links(page: str) -> None:
     """The page's classroom presets one click away: a button each that sets the page's
     controls (and so the URL), and each preset's own link to share (``bnviz.page_presets``)."""
@@ -747,7 +773,7 @@ def preset_links(page: str) -> None:
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     row.caption("Classroom presets:")
     for name, (_experiment, query) in queries.items():
-        row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query))
+        row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query), help=preset_help(name, query))
     row.button("Reset all", key=f"{presets.scope}.reset", icon=":material/restart_alt:", on_click=_reset_all, args=(presets.scope,),
                help="Every control on this page back to its default, the seed included (a preset changes only its own controls).")
     page_url = st.context.url or ""

@@ -82,6 +82,7 @@ IDX_SHAPES = {
     "t10k-images-idx3-ubyte": (10000, 28, 28),
     "t10k-labels-idx1-ubyte": (10000,),
 }
+TEST_IMAGES = IDX_SHAPES["t10k-images-idx3-ubyte"][0]  # MNIST's test set: what "the full test set" means on a page
 IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # by number of dimensions
 GZIP_ERRORS = (OSError, EOFError, zlib.error)  # BadGzipFile (bad CRC, header) is an OSError; a cut stream an EOFError
 

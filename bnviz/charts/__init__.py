@@ -12,6 +12,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from ..train import TrainResult
 
 PALETTE = {
@@ -151,6 +152,16 @@ def thin_rows(frame: pd.DataFrame, series: Sequence[str], max_rows: int = MAX_CH
     return frame[keep]
 
 
+def value_axis(metric: str) -> alt.Axis:
+    """A metric's axis: accuracies in percent (the app's one format, ``bnviz.formatting``), losses as numbers."""
+    return alt.Axis(format=PERCENT_AXIS_FORMAT) if metric.endswith("_acc") else alt.Axis()
+
+
+def value_format(metric: str) -> str:
+    """A metric's tooltip format: accuracies as the text shows them, losses to 4 decimals."""
+    return PERCENT_FORMAT if metric.endswith("_acc") else ".4f"
+
+
 def curve_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
     """Tidy rows (model, step, value) of one metric of several runs."""
     frames = [pd.DataFrame({"model": run.label, "step": run.eval_step, "value": finite_or_none(getattr(run, metric))}) for run in runs]
@@ -172,9 +183,9 @@ def curves_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: s
         .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5)
         .encode(
             x=alt.X("step:Q", title="training step", scale=x_scale),
-            y=alt.Y("value:Q", title=y_title, scale=y_scale),
+            y=alt.Y("value:Q", title=y_title, scale=y_scale, axis=value_axis(metric)),
             color=model_color("model", labels),
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title=y_title, format=".4f")],
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title=y_title, format=value_format(metric))],
         )
         .properties(height=CHART_HEIGHT)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, font_size, log_axis, series_scale
 
 # Train/eval mode, layers and finite/NaN are not models: the shared series colours, never a model's
@@ -80,9 +81,9 @@ def fixes_chart(result) -> alt.Chart:
     frame[measure] = finite_or_none(frame[measure])
     title = "accuracy on the shifted images" if result.accuracy_defined else "largest |BN output| (log)"
     x = alt.X(f"{measure}:Q", title=title, scale=alt.Scale(domain=[0, 1]) if result.accuracy_defined else alt.Scale(type="log"),
-              axis=alt.Axis(format="%") if result.accuracy_defined else log_axis(frame[measure]))
+              axis=alt.Axis(format=PERCENT_AXIS_FORMAT) if result.accuracy_defined else log_axis(frame[measure]))
     base = alt.Chart(frame).encode(y=alt.Y("fix:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)))
-    bars = base.mark_bar().encode(x=x, color=alt.Color("model:N", scale=color_scale(frame["model"]), legend=None), tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=".1%"), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
+    bars = base.mark_bar().encode(x=x, color=alt.Color("model:N", scale=color_scale(frame["model"]), legend=None), tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
     text = base.mark_text(align="left", dx=6, fontSize=font_size(14)).encode(x=alt.X(f"{measure}:Q"), text="label:N",
                                                                    color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value(NONFINITE_TEXT_COLOR), alt.value("#333")))
     return alt.layer(bars, text).properties(height=44 * len(frame), title="The fixes, on the same model and the same shifted images")

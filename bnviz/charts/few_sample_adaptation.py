@@ -5,6 +5,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from . import CHART_HEIGHT, SERIES_COLORS
 
 
@@ -38,14 +39,14 @@ def adaptation_chart(result, mix_label: str) -> alt.Chart:
     sizes = [int(n) for n in result.sample_sizes]
     x = alt.X("n:Q", title="target images used to estimate the statistics (n)", scale=alt.Scale(type="log", base=2, domain=[sizes[0], sizes[-1]]),
               axis=alt.Axis(values=sizes, format="~d"))
-    y = alt.Y("mean:Q", title="accuracy on the shifted test images", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    y = alt.Y("mean:Q", title="accuracy on the shifted test images", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     base = alt.Chart(data, title="Re-estimating BN statistics from n target images").encode(x=x, color=color)
     adapted = alt.FieldOneOfPredicate(field="method", oneOf=[ADABN, mix_label])
     band = base.transform_filter(adapted).mark_area(opacity=0.2).encode(
-        y=alt.Y("low:Q", title="accuracy on the shifted test images", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")), y2="high:Q")
+        y=alt.Y("low:Q", title="accuracy on the shifted test images", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT)), y2="high:Q")
     lines = base.transform_filter(adapted).mark_line(point=True, strokeWidth=2.5).encode(
-        y=y, tooltip=[alt.Tooltip("method:N"), alt.Tooltip("n:Q"), alt.Tooltip("mean:Q", format=".1%", title="mean accuracy"),
-                      alt.Tooltip("low:Q", format=".1%", title="worst draw"), alt.Tooltip("high:Q", format=".1%", title="best draw")])
+        y=y, tooltip=[alt.Tooltip("method:N"), alt.Tooltip("n:Q"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean accuracy"),
+                      alt.Tooltip("low:Q", format=PERCENT_FORMAT, title="worst draw"), alt.Tooltip("high:Q", format=PERCENT_FORMAT, title="best draw")])
     references = base.transform_filter(~adapted).mark_line(strokeDash=[6, 4], strokeWidth=2.5).encode(
-        y=y, tooltip=[alt.Tooltip("method:N"), alt.Tooltip("mean:Q", format=".1%", title="accuracy")])
+        y=y, tooltip=[alt.Tooltip("method:N"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="accuracy")])
     return (band + references + lines).properties(height=CHART_HEIGHT)

@@ -9,6 +9,7 @@ from ..experiments.norm_axes import METHODS, NormAxesResult
 from ..experiments.norm_comparison import NormComparisonResult
 from ..experiments.sequence_norms import PLACES, SequenceNormsResult
 from ..models import model_label
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
 
 CELL = 22  # largest cell, in pixels: readable on a projector
@@ -26,6 +27,9 @@ def grid_axes(result: NormAxesResult) -> tuple[str, str, str | None]:
     }[result.config.layout]
 
 
+SAME_SET = "same mean/variance as the chosen value"
+
+
 def sets_frame(result: NormAxesResult, method: str, highlight: tuple[int, ...]) -> pd.DataFrame:
     """One row per value: its grid position, raw and normalised value, set id and shade.
 
@@ -40,7 +44,7 @@ def sets_frame(result: NormAxesResult, method: str, highlight: tuple[int, ...]) 
         side = ids.shape[3]
         columns = {"example": columns["example"], "channel": columns["channel"], "position": columns["row"] * side + columns["column"]}
     flat_ids = ids.ravel()
-    shade = np.where(flat_ids == chosen, "same mean/variance as the chosen value", np.where(flat_ids % 2 == 0, "another set (even id)", "another set (odd id)"))
+    shade = np.where(flat_ids == chosen, SAME_SET, np.where(flat_ids % 2 == 0, "another set (even id)", "another set (odd id)"))
     return pd.DataFrame({
         **columns,
         "set": flat_ids,
@@ -54,7 +58,7 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
     """The tensor as a grid of cells, the chosen value's set in the method's colour."""
     frame = sets_frame(result, method, highlight)
     x_field, y_field, facet_field = grid_axes(result)
-    shades = ["same mean/variance as the chosen value", "another set (even id)", "another set (odd id)"]
+    shades = [SAME_SET, "another set (even id)", "another set (odd id)"]
     color = alt.Color("shade:N", title=None, scale=alt.Scale(domain=shades, range=[PALETTE[model_label(method)], *OTHER_SET_SHADES]), legend=None)
     columns = int(frame[x_field].max() + 1)
     panels = min(int(frame[facet_field].max() + 1), PANELS_PER_ROW) if facet_field else 1
@@ -79,6 +83,16 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
     # A single (unfaceted) grid: Streamlit's default "fit" autosizing squeezed it to a sliver with
     # width="content"; "pad" keeps the cell sizes set above.
     return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad")).configure_title(anchor="start")
+
+
+def sets_takeaway(result: NormAxesResult, method: str, highlight: tuple[int, ...]) -> str:
+    """A grid's sentence: the chosen value's set, its size, and its mean and variance before and
+    after the method normalises it (after: 0 and 1 up to ε, unless the set is constant)."""
+    frame = sets_frame(result, method, highlight)
+    chosen = frame[frame["shade"] == SAME_SET]
+    raw, normalized = chosen["value"].to_numpy(float), chosen["normalized"].to_numpy(float)
+    return (f"The chosen value's set holds {len(chosen)} values: mean {raw.mean():.3f} and variance {raw.var():.3f} before, "
+            f"{normalized.mean():.3f} and {normalized.var():.3f} after {model_label(method)}.")
 
 
 def _ticks(last: int, dense: bool = True) -> list[int]:
@@ -118,12 +132,12 @@ def batch_size_chart(result: NormComparisonResult) -> alt.Chart:
     mean = (
         alt.Chart(frame)
         .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3)
-        .encode(x=x, y=alt.Y("mean(test accuracy):Q", title=y_title, scale=alt.Scale(zero=False)), color=model_color("model", labels),
-                tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("mean(test accuracy):Q", title="mean over seeds", format=".4f")])
+        .encode(x=x, y=alt.Y("mean(test accuracy):Q", title=y_title, scale=alt.Scale(zero=False), axis=alt.Axis(format=PERCENT_AXIS_FORMAT)), color=model_color("model", labels),
+                tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("mean(test accuracy):Q", title="mean over seeds", format=PERCENT_FORMAT)])
     )
     seeds = alt.Chart(frame).mark_point(opacity=0.5, size=30, filled=True).encode(
         x=x, y=alt.Y("test accuracy:Q"), color=alt.Color("model:N", scale=color_scale(labels), legend=None),
-        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("seed:Q"), alt.Tooltip("test accuracy:Q", format=".4f")],
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("batch size:Q"), alt.Tooltip("seed:Q"), alt.Tooltip("test accuracy:Q", format=PERCENT_FORMAT)],
     )
     return (mean + seeds).properties(height=CHART_HEIGHT, title="Test accuracy after the same number of steps, by batch size")
 
@@ -146,9 +160,9 @@ def padded_chart(result: SequenceNormsResult) -> alt.Chart:
         .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3)
         .encode(
             x=alt.X("blank rows:Q", title="extra blank rows (test sequence = 28 + this many steps)", axis=alt.Axis(values=list(result.config.extra_rows))),
-            y=alt.Y("test accuracy:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("test accuracy:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT)),
             color=model_color("model", labels),
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("blank rows:Q"), alt.Tooltip("test accuracy:Q", format=".3f")],
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("blank rows:Q"), alt.Tooltip("test accuracy:Q", format=PERCENT_FORMAT)],
         )
         .properties(width=380, height=260)
         .facet(column=alt.Column("placed:N", title=None, header=alt.Header(labelFontSize=14), sort=[f"blank rows {place} the digit" for place in PLACES]))

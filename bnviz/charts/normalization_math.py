@@ -8,6 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT, format_percent
 from ..experiments.normalization_math import LINEAR_SLOPE, SATURATED_SLOPE, NormalizationMathResult
 from . import CHART_HEIGHT, PALETTE, SERIES_COLORS, finite_or_none, font_size, series_scale
 
@@ -180,7 +181,7 @@ def nonlinearity_chart(result: NormalizationMathResult, nonlinearity: str) -> al
             x2="end:Q",
             y=alt.Y("height:Q", title=f"{nonlinearity}(y)   ·   bars: BN outputs"),
             y2=alt.datum(0),
-            tooltip=[alt.Tooltip("start:Q", format=".3g"), alt.Tooltip("end:Q", format=".3g"), alt.Tooltip("share:Q", title="share of values", format=".1%")],
+            tooltip=[alt.Tooltip("start:Q", format=".3g"), alt.Tooltip("end:Q", format=".3g"), alt.Tooltip("share:Q", title="share of values", format=PERCENT_FORMAT)],
         )
     )
     line = alt.Chart(curve).mark_line(color="black", strokeWidth=3).encode(x="input:Q", y="output:Q")
@@ -226,3 +227,22 @@ def gradient_chart(result: NormalizationMathResult) -> alt.Chart:
     )
     line = alt.Chart(diagonal).mark_line(color="black", strokeDash=[4, 4]).encode(x="autograd:Q", y="bnviz:Q")
     return alt.layer(line, points).properties(height=CHART_HEIGHT)
+
+
+AGREEMENT_TOLERANCE = 1e-6  # the tests' tolerance for bnviz against torch (float32)
+
+
+def nonlinearity_takeaway(result: NormalizationMathResult, nonlinearity: str) -> str:
+    """The regime chart's sentence: the share of BN's outputs in each regime, the largest first."""
+    shares = sorted(result.regimes[nonlinearity].items(), key=lambda item: -item[1])
+    listed = ", ".join(f"{format_percent(share)} {regime}" for regime, share in shares)
+    return f"Of the {result.all_y.size:,} values BN passes on, {listed} ({nonlinearity}, γ = {result.config.gamma:g}, β = {result.config.beta:g})."
+
+
+def gradient_takeaway(result: NormalizationMathResult) -> str:
+    """The gradient check's sentence: how far the formula's points lie from autograd's."""
+    difference = np.abs(np.asarray(result.grad_x, float) - np.asarray(result.grad_x_autograd, float))
+    if not np.all(np.isfinite(difference)):
+        return "Some gradients are NaN or infinite (a constant neuron with ε = 0): those points are not drawn."
+    agree = "on the diagonal to float precision" if difference.max() <= AGREEMENT_TOLERANCE else "off the diagonal: a bug to report"
+    return f"Over {difference.size} points the formula and autograd differ by at most {difference.max():.1e}: {agree}."

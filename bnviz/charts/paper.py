@@ -7,6 +7,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from ..experiments.paper_figure1 import PAPER_PERCENTILES, Figure1Result
 from ..experiments.paper_lr_claims import LrClaimsResult
 from . import CHART_HEIGHT, color_scale, curves_chart, finite_or_none, font_size, thin_rows
@@ -103,9 +104,9 @@ def lr_curves_chart(result: LrClaimsResult, total_steps: int | None = None) -> a
     panels = list(dict.fromkeys(data.sort_values("multiplier")["panel"]))
     color = alt.Color("model:N", title="model", scale=color_scale(MODEL_ORDER), legend=alt.Legend(orient="top"))
     x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale())
-    y = alt.Y("value:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]))
+    y = alt.Y("value:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     curves = alt.Chart().transform_filter(alt.datum.kind == "curve").mark_line(strokeWidth=2.5, clip=True).encode(
-        x=x, y=y, color=color, tooltip=[alt.Tooltip("model:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title="test accuracy", format=".3f")]
+        x=x, y=y, color=color, tooltip=[alt.Tooltip("model:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title="test accuracy", format=PERCENT_FORMAT)]
     )
     crosses = alt.Chart().transform_filter(alt.datum.kind == "diverged").mark_point(shape="cross", size=260, filled=True, clip=True).encode(
         x=x, y=y, color=color, tooltip=[alt.Tooltip("note:N", title="diverged")]
@@ -148,7 +149,7 @@ def steps_to_target_chart(rows: Sequence[dict]) -> alt.FacetChart:
         y=y,
         yOffset=y_offset,
         color=color,
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("text:N", title="steps"), alt.Tooltip("target:Q", format=".1%")],
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("text:N", title="steps"), alt.Tooltip("target:Q", format=PERCENT_FORMAT)],
     )
     labels = alt.Chart().mark_text(align="left", dx=4, fontSize=font_size(13)).encode(x="text_x:Q", y=y, yOffset=y_offset, text="text:N", color=color)
     return (

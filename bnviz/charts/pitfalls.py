@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT, format_percent
 from ..experiments.bn_switches import SwitchesResult
 from ..experiments.forward_pass_pitfall import ForwardPassResult
 from ..experiments.init_gradients import RELU_BN_GROWTH_ESTIMATE, VARIANTS, InitGradientsResult
@@ -54,14 +55,14 @@ def batch_size_chart(result: ForwardPassResult) -> alt.LayerChart:
     data = batch_size_frame(result)
     sizes = list(result.config.test_batch_sizes)
     x = alt.X("batch_size:Q", title="test batch size (log scale)", scale=alt.Scale(type="log", domain=[min(sizes), max(sizes)]), axis=log_axis(sizes, "test batch size (log scale)"))
-    y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     defined = data[data["mean"].notna()]
     band = alt.Chart(defined).mark_area(opacity=0.2, color="#3B3B3B").encode(x=x, y=alt.Y("low:Q", title="test accuracy"), y2="high:Q")
     line = alt.Chart(defined).mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3, color="#3B3B3B").encode(
-        x=x, y=y, tooltip=[alt.Tooltip("batch_size:Q", title="batch size"), alt.Tooltip("mean:Q", format=".2%", title="mean over seeds"),
-                           alt.Tooltip("low:Q", format=".2%", title="lowest seed"), alt.Tooltip("high:Q", format=".2%", title="highest seed")])
+        x=x, y=y, tooltip=[alt.Tooltip("batch_size:Q", title="batch size"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean over seeds"),
+                           alt.Tooltip("low:Q", format=PERCENT_FORMAT, title="lowest seed"), alt.Tooltip("high:Q", format=PERCENT_FORMAT, title="highest seed")])
     eval_accuracy = float(result.accuracy_before.mean())
-    reference = alt.Chart(pd.DataFrame({"accuracy": [eval_accuracy], "label": [f"eval mode: {eval_accuracy:.1%} at any batch size"]})).mark_rule(
+    reference = alt.Chart(pd.DataFrame({"accuracy": [eval_accuracy], "label": [f"eval mode: {format_percent(eval_accuracy)} at any batch size"]})).mark_rule(
         strokeDash=[6, 4], strokeWidth=2.5, color="#9467BD").encode(y="accuracy:Q", tooltip=["label:N"])
     return alt.layer(band, reference, line, title="Forgetting model.eval(): train-mode accuracy by test batch size").properties(height=CHART_HEIGHT)
 
@@ -77,11 +78,11 @@ def label_shift_chart(result: LabelShiftResult) -> alt.FacetChart:
     counts = list(result.config.class_counts)
     color = alt.Color("method:N", title=None, scale=series_scale(METHODS), legend=alt.Legend(orient="top"))
     x = alt.X("classes:Q", title="digits in each test batch", scale=alt.Scale(type="log", domain=[min(counts), max(counts)]), axis=alt.Axis(values=counts, format="~d"))
-    y = alt.Y("mean:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    y = alt.Y("mean:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     line = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=2.5).encode(
         x=x, y=y, color=color, strokeDash=alt.StrokeDash("method:N", legend=None, scale=alt.Scale(domain=list(METHODS), range=[[1, 0], [1, 0], [6, 3], [2, 2]])),
-        tooltip=["data:N", "method:N", alt.Tooltip("classes:Q", title="digits per batch"), alt.Tooltip("mean:Q", format=".1%", title="mean over seeds"),
-                 alt.Tooltip("low:Q", format=".1%", title="lowest seed"), alt.Tooltip("high:Q", format=".1%", title="highest seed")])
+        tooltip=["data:N", "method:N", alt.Tooltip("classes:Q", title="digits per batch"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean over seeds"),
+                 alt.Tooltip("low:Q", format=PERCENT_FORMAT, title="lowest seed"), alt.Tooltip("high:Q", format=PERCENT_FORMAT, title="highest seed")])
     bars = alt.Chart().mark_errorbar(thickness=2).encode(x=x, y=alt.Y("low:Q", title="accuracy"), y2="high:Q", color=color)
     return alt.layer(bars, line, data=data).properties(height=CHART_HEIGHT - 60, width=380).facet(
         column=alt.Column("data:N", title=None, sort=["clean digits", "shifted digits"]), title="Accuracy on label-shifted test batches")
@@ -144,10 +145,10 @@ def switches_chart(result: SwitchesResult) -> alt.LayerChart:
     seeds = pd.DataFrame(result.records())
     order = list(result.config.switches)
     y = alt.Y("switch:N", title=None, sort=order, axis=alt.Axis(labelLimit=260))
-    x = alt.X("accuracy:Q", title="final test accuracy (eval mode)", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    x = alt.X("accuracy:Q", title="final test accuracy (eval mode)", axis=alt.Axis(format=PERCENT_AXIS_FORMAT), scale=alt.Scale(zero=False))
     dots = alt.Chart(seeds).mark_point(filled=True, size=90, opacity=0.7, color="#4C78A8").encode(
-        x=x, y=y, tooltip=["switch:N", "seed:Q", alt.Tooltip("accuracy:Q", format=".2%")])
+        x=x, y=y, tooltip=["switch:N", "seed:Q", alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT)])
     means = alt.Chart(switches_frame(result)).mark_tick(thickness=3, size=26, color="#3B3B3B").encode(
-        x=alt.X("mean:Q", title="final test accuracy (eval mode)"), y=y, tooltip=["switch:N", alt.Tooltip("mean:Q", format=".2%", title="mean over seeds")])
+        x=alt.X("mean:Q", title="final test accuracy (eval mode)"), y=y, tooltip=["switch:N", alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean over seeds")])
     reference = alt.Chart(pd.DataFrame({"accuracy": [float(np.nanmean(result.accuracy[FULL_BN]))]})).mark_rule(strokeDash=[6, 4], color="#4C78A8").encode(x="accuracy:Q")
     return alt.layer(reference, dots, means, title=f"One part of BN switched off: final test accuracy after {result.config.steps} steps").properties(height=CHART_HEIGHT)

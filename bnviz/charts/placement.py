@@ -8,9 +8,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from ..experiments.placement import LABELS, PlacementResult
 from ..train import TrainResult
-from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color, thin_rows
+from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color, thin_rows, value_axis, value_format
 
 
 def band_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
@@ -44,7 +45,7 @@ def band_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: str
     # the band's opacity must not fade the legend's symbols
     color = alt.Color("model:N", title="model", scale=color_scale(labels), legend=alt.Legend(orient="top", symbolOpacity=1))
     base = alt.Chart(data, title=title or y_title)
-    band = base.mark_area(opacity=0.22).encode(x=x, y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False)), y2="high:Q", color=color)
+    band = base.mark_area(opacity=0.22).encode(x=x, y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False), axis=value_axis(metric)), y2="high:Q", color=color)
     line = base.mark_line(strokeWidth=2.5, point=alt.OverlayMarkDef(size=18)).encode(
         x=x,
         y=alt.Y("mean:Q"),
@@ -52,9 +53,9 @@ def band_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: str
         tooltip=[
             alt.Tooltip("model:N"),
             alt.Tooltip("step:Q"),
-            alt.Tooltip("mean:Q", title=f"mean {y_title}", format=".4f"),
-            alt.Tooltip("low:Q", title="lowest seed", format=".4f"),
-            alt.Tooltip("high:Q", title="highest seed", format=".4f"),
+            alt.Tooltip("mean:Q", title=f"mean {y_title}", format=value_format(metric)),
+            alt.Tooltip("low:Q", title="lowest seed", format=value_format(metric)),
+            alt.Tooltip("high:Q", title="highest seed", format=value_format(metric)),
             alt.Tooltip("seeds:Q"),
         ],
     )
@@ -90,7 +91,7 @@ def sweep_chart(result: PlacementResult) -> alt.LayerChart:
     color = alt.Color("model:N", title="model", scale=color_scale(LABELS), legend=alt.Legend(orient="right", symbolOpacity=1))
     x = alt.X("lr:Q", title="learning rate (log scale)", scale=alt.Scale(type="log"), axis=alt.Axis(values=sorted(result.config.lrs), format="~g"))
     base = alt.Chart(data, title="Final test accuracy vs learning rate")
-    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format="%")), y2="high:Q", color=color)
+    bars = base.mark_rule(strokeWidth=2.5, opacity=0.6).encode(x=x, y=alt.Y("low:Q", title="final test accuracy", scale=alt.Scale(zero=False), axis=alt.Axis(format=PERCENT_AXIS_FORMAT)), y2="high:Q", color=color)
     line = base.mark_line(strokeWidth=2.5).encode(x=x, y="mean:Q", color=color)
     points = base.mark_point(size=90, filled=True).encode(
         x=x,
@@ -137,11 +138,11 @@ def histogram_chart(result: PlacementResult, lr: float, layer: int, activation_n
         .encode(
             x=alt.X("low:Q", title=f"input of the {activation_name or result.config.activation}", scale=alt.Scale(domain=[float(edges[0]), float(edges[-1])])),
             x2="high:Q",
-            y=alt.Y("share:Q", title="share of inputs", axis=alt.Axis(format="%")),
+            y=alt.Y("share:Q", title="share of inputs", axis=alt.Axis(format=PERCENT_AXIS_FORMAT)),
             y2=alt.datum(0),
             color=alt.Color("model:N", scale=color_scale(LABELS), legend=None),
             opacity=alt.Opacity("region:N", title=None, scale=alt.Scale(domain=["working", "flat (saturated or inactive)"], range=[1.0, 0.3]), legend=alt.Legend(orient="top")),
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("low:Q", title="from", format=".2f"), alt.Tooltip("high:Q", title="to", format=".2f"), alt.Tooltip("share:Q", format=".2%"), alt.Tooltip("region:N")],
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("low:Q", title="from", format=".2f"), alt.Tooltip("high:Q", title="to", format=".2f"), alt.Tooltip("share:Q", format=PERCENT_FORMAT), alt.Tooltip("region:N")],
         )
         .properties(height=220, width=260)
         .facet(column=alt.Column("model:N", title=None, sort=list(LABELS), header=alt.Header(labelFontSize=16)))
@@ -163,7 +164,7 @@ def layer_chart(result: PlacementResult, lr: float, key: str, title: str, y_titl
     """Grouped bars per hidden layer (one per model, seed mean) with the seed range as a tick line."""
     data = layer_records(result, lr, key)
     color = model_color("model", list(LABELS))
-    axis = alt.Axis(format="%") if percent else alt.Axis()
+    axis = alt.Axis(format=PERCENT_AXIS_FORMAT) if percent else alt.Axis()
     base = alt.Chart(data, title=title).encode(x=alt.X("layer:N", title=None, axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("model:N", sort=list(LABELS)))
     bars = base.mark_bar().encode(
         y=alt.Y("mean:Q", title=y_title, axis=axis),

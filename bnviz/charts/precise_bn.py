@@ -5,6 +5,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from . import CHART_HEIGHT, SERIES_COLORS
 
 
@@ -32,13 +33,13 @@ def precise_chart(result, index: int, y_domain: list[float]) -> alt.Chart:
     low, high = 10 ** int(np.floor(np.log10(data["samples"].min()))), int(data["samples"].max())  # from the power of ten below
     ticks = [10**k for k in range(7) if low <= 10**k <= high]
     x = alt.X("samples:Q", title="training images for the statistics", scale=alt.Scale(type="log", domain=[low, high]), axis=alt.Axis(values=ticks, format=",d"))
-    y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(domain=y_domain), axis=alt.Axis(format=".1%"))
+    y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(domain=y_domain), axis=alt.Axis(format=PERCENT_FORMAT))
     base = alt.Chart(data, title=f"Learning rate {lr:g}").encode(x=x, color=color)
     band = base.transform_filter(alt.datum.statistics == PRECISE).mark_area(opacity=0.2).encode(
-        y=alt.Y("low:Q", title="test accuracy", scale=alt.Scale(domain=y_domain), axis=alt.Axis(format=".1%")), y2="high:Q")
+        y=alt.Y("low:Q", title="test accuracy", scale=alt.Scale(domain=y_domain), axis=alt.Axis(format=PERCENT_FORMAT)), y2="high:Q")
     precise = base.transform_filter(alt.datum.statistics == PRECISE).mark_line(point=True, strokeWidth=2.5).encode(
-        y=y, tooltip=[alt.Tooltip("samples:Q", title="training images"), alt.Tooltip("mean:Q", format=".2%", title="mean accuracy"),
-                      alt.Tooltip("low:Q", format=".2%", title="worst draw"), alt.Tooltip("high:Q", format=".2%", title="best draw")])
+        y=y, tooltip=[alt.Tooltip("samples:Q", title="training images"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean accuracy"),
+                      alt.Tooltip("low:Q", format=PERCENT_FORMAT, title="worst draw"), alt.Tooltip("high:Q", format=PERCENT_FORMAT, title="best draw")])
     ema = base.transform_filter(alt.datum.statistics == EMA).mark_line(strokeDash=[6, 4], strokeWidth=2.5).encode(
-        y=y, tooltip=[alt.Tooltip("statistics:N"), alt.Tooltip("mean:Q", format=".2%", title="accuracy")])
+        y=y, tooltip=[alt.Tooltip("statistics:N"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="accuracy")])
     return (band + ema + precise).properties(height=CHART_HEIGHT)

@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from ..experiments.bessel_mismatch import BesselResult, closed_form_ratio
 from ..experiments.small_batches import SmallBatchesConfig, SmallBatchesResult
 from ..models import model_label
@@ -40,15 +41,15 @@ def accuracy_chart(result: SmallBatchesResult) -> alt.LayerChart:
     labels = _labels(result)
     x = _batch_axis(result)
     color = alt.Color("model:N", title="model", scale=color_scale(labels), legend=alt.Legend(orient="top", symbolOpacity=1))
-    y = alt.Y("test accuracy:Q", title="final test accuracy (eval mode)", scale=alt.Scale(zero=False))
+    y = alt.Y("test accuracy:Q", title="final test accuracy (eval mode)", scale=alt.Scale(zero=False), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     band = alt.Chart(summary).mark_area(opacity=0.15).encode(x=x, y=alt.Y("lowest seed:Q", title="final test accuracy (eval mode)"), y2="highest seed:Q", color=color)
     line = alt.Chart(summary).mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3).encode(
         x=x, y=y, color=color,
-        tooltip=["model:N", "batch size:Q", alt.Tooltip("test accuracy:Q", title="mean over seeds", format=".4f"), alt.Tooltip("lowest seed:Q", format=".4f"), alt.Tooltip("highest seed:Q", format=".4f")],
+        tooltip=["model:N", "batch size:Q", alt.Tooltip("test accuracy:Q", title="mean over seeds", format=PERCENT_FORMAT), alt.Tooltip("lowest seed:Q", format=PERCENT_FORMAT), alt.Tooltip("highest seed:Q", format=PERCENT_FORMAT)],
     )
     dots = alt.Chart(seed_frame(result)).mark_point(opacity=0.6, size=30, filled=True).encode(
         x=x, y=alt.Y("test accuracy:Q"), color=alt.Color("model:N", scale=color_scale(labels), legend=None),
-        tooltip=["model:N", "batch size:Q", "seed:Q", alt.Tooltip("test accuracy:Q", format=".4f")],
+        tooltip=["model:N", "batch size:Q", "seed:Q", alt.Tooltip("test accuracy:Q", format=PERCENT_FORMAT)],
     )
     seeds = result.config.seeds
     title = f"Test accuracy after {result.config.steps} steps, by batch size" + (f" (band: lowest to highest of {seeds} seeds)" if seeds > 1 else "")
@@ -64,9 +65,9 @@ def mismatch_chart(result: SmallBatchesResult) -> alt.Chart:
         .mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3)
         .encode(
             x=_batch_axis(result),
-            y=alt.Y("prediction changes:Q", title="share of predictions that change", axis=alt.Axis(format="%")),
+            y=alt.Y("prediction changes:Q", title="share of predictions that change", axis=alt.Axis(format=PERCENT_AXIS_FORMAT)),
             color=alt.Color("model:N", title="model", scale=color_scale(labels), legend=alt.Legend(orient="top")),
-            tooltip=["model:N", "batch size:Q", alt.Tooltip("prediction changes:Q", format=".1%"), alt.Tooltip("eval accuracy:Q", format=".3f"),
+            tooltip=["model:N", "batch size:Q", alt.Tooltip("prediction changes:Q", format=PERCENT_FORMAT), alt.Tooltip("eval accuracy:Q", format=".3f"),
                      alt.Tooltip("train-mode accuracy:Q", format=".3f"), alt.Tooltip("mean |logit change|:Q", format=".4f")],
         )
         .properties(height=CHART_HEIGHT)

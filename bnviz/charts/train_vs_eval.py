@@ -5,6 +5,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, font_size, series_scale, thin_rows
 
 # The estimates of one neuron's statistics, each with one colour on this page. Short labels,
@@ -53,6 +54,19 @@ def statistics_chart(result, unit_position: int, statistic: str = "mean", title:
     truth = base.transform_filter(alt.datum.estimate == "true population").mark_line(strokeWidth=4.5)
     estimates = base.transform_filter((alt.datum.estimate != "this batch") & (alt.datum.estimate != "true population")).mark_line(strokeWidth=2)
     return (dots + truth + estimates).properties(height=CHART_HEIGHT)
+
+
+def statistics_takeaway(result, unit_position: int) -> str:
+    """The mean chart's sentence: the neuron's EMA error at the last step, the name the page
+    uses for |running mean − true mean| / true std (``experiments.train_vs_eval.last_step_errors``)."""
+    from ..experiments.train_vs_eval import last_step_errors
+
+    records, errors = result.run.records, last_step_errors(result, unit_position)
+    final = len(records["bn_step"]) - 1
+    unit = result.config.units[unit_position]
+    return (f"At the last step (step {int(records['bn_step'][final])}), neuron {unit}: true mean {records['bn_population_mean'][final, unit_position]:.3f}, "
+            f"EMA {records['bn_running_mean'][final, unit_position]:.3f}, cumulative average {records['bn_cumulative_mean'][final, unit_position]:.3f}; "
+            f"EMA error {errors['running (EMA)']:.3f} σ, the cumulative average's {errors['cumulative average']:.3f} σ.")
 
 
 def batch_mates_records(result) -> pd.DataFrame:
@@ -110,12 +124,12 @@ def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
         .mark_bar(size=48)
         .encode(
             x=alt.X("short:N", title=None, sort=None, axis=alt.Axis(labelAngle=0, labelFontSize=13)),
-            y=alt.Y("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[0.0, 1.0]), axis=alt.Axis(format="%", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
+            y=alt.Y("accuracy:Q", title="test accuracy (10,000 images)", scale=alt.Scale(domain=[0.0, 1.0]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT, values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
             color=kinds,
-            tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=".2%")],
+            tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT)],
         )
     )
-    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=font_size(14)).encode(text=alt.Text("accuracy:Q", format=".2%"), color=alt.value("#333333"))
+    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=font_size(14)).encode(text=alt.Text("accuracy:Q", format=PERCENT_FORMAT), color=alt.value("#333333"))
     return (bars + text).properties(height=CHART_HEIGHT)
 
 

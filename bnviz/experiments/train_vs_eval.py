@@ -303,6 +303,17 @@ def estimate_errors(result: TrainVsEvalResult, unit_position: int, statistic: st
     return errors
 
 
+def last_step_errors(result: TrainVsEvalResult, unit_position: int) -> dict[str, float]:
+    """One recorded neuron's *EMA error* at the last step: |estimate - true mean| / true std, for the
+    EMA and the cumulative average (the page's one name for this quantity; :func:`estimate_errors`
+    averages it over the second half of training, ``mean_gap`` over the whole first layer)."""
+    records = result.run.records
+    final = len(records["bn_step"]) - 1
+    true_mean, true_std = records["bn_population_mean"][final, unit_position], np.sqrt(records["bn_population_var"][final, unit_position])
+    return {name: float(abs(records[f"{key}_mean"][final, unit_position] - true_mean) / true_std)
+            for name, key in (("running (EMA)", "bn_running"), ("cumulative average", "bn_cumulative"))}
+
+
 def summarize(result: TrainVsEvalResult) -> dict:
     return {
         "diverged": result.run.diverged,
