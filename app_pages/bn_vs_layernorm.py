@@ -9,7 +9,7 @@ from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid, sets_takeaway
 from bnviz.experiments.norm_axes import METHODS, SPATIAL_SIDE, TIME_STEPS, WIDTH, NormAxesConfig, normalize_by_sets, set_moments, statistic_sets
 from bnviz.experiments.norm_comparison import FULL_BATCH_SIZES, GN_PAPER_BN_ERROR, GN_PAPER_GN_ERROR, LIGHT_BATCH_SIZES, SAME_OUTPUT_TOLERANCE, SWEEP_NORMS, NormComparisonConfig
-from bnviz.experiments.sequence_norms import EVAL_EXAMPLES, PLACES, SequenceNormsConfig
+from bnviz.experiments.sequence_norms import EVAL_EXAMPLES, PLACES, SequenceNormsConfig, training_length_sentence
 from bnviz.models import PerStepNorm, RecurrentBlock, model_label
 
 # What each method pools over, per layout: definitions (torch's conventions), not results.
@@ -231,6 +231,7 @@ with seq_metrics:
     columns = st.columns(len(seq_result.runs))
     for column, run in zip(columns, seq_result.runs):
         column.metric(f"RNN, {run.label}: test accuracy", format_percent(run.final_test_acc), help=f"{seq_config.steps} steps, full 10,000-digit test set; {1000 * run.seconds / max(len(run.step_loss), 1):.1f} ms per step here.")
+st.markdown(training_length_sentence(seq_result))
 for run in seq_result.runs:
     if run.diverged:
         st.warning(f"The RNN with {run.label} **diverged** at step {run.diverged_step} (loss NaN or infinite); its curve stops there.")

@@ -9,7 +9,7 @@ from bnviz.app import Controls, chart_mark, curve_panels, device_caption, draw_c
 from bnviz.bn_debug import check_running_stats, debug_checks, norm_outputs
 from bnviz.bn_stats import recalibrate_batch_norm
 from bnviz.charts.distribution_shift import eps_sweep_chart, fixes_chart, layer_maxima_chart, units_chart
-from bnviz.experiments.distribution_shift import EPS_SWEEP, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig, nonfinite_sentence
+from bnviz.experiments.distribution_shift import EPS_SWEEP, FLOAT16_MAX, PRECISIONS, SHIFT_OPTIONS, ShiftConfig, float16_headroom_sentence, nonfinite_sentence
 
 SHIFT_NAMES = {
     "translate": "translated digits", "rotate": "rotated digits", "invert": "inverted digits", "noise": "noisy digits",
@@ -102,6 +102,8 @@ else:
     ratio = shift_eval["max_abs"] / max(shift_train["max_abs"], 1e-12)
     verdict.append(f"On the shifted images the largest BN output is **{number(shift_eval['max_abs'])}** in eval mode against "
                    f"**{number(shift_train['max_abs'])}** in train mode (**{ratio:,.0f}×**); no output is NaN in {precision}.")
+    if precision == "float16":
+        verdict.append(float16_headroom_sentence(result))
 if result.accuracy_defined:
     verdict.append(f"Accuracy: **{format_percent(shift_train['accuracy'])}** with batch statistics, **{format_percent(shift_eval['accuracy'])}** "
                    f"with population statistics (on clean images: {format_percent(clean_train['accuracy'])} and {format_percent(clean_eval['accuracy'])}).")

@@ -484,6 +484,12 @@ class Controls:
     def _session_key(self, key: str) -> str:
         return f"{self.scope}.{key}"
 
+    def _help(self, key: str, help: str | None) -> str | None:
+        """The page's own tooltip, else the control's entry in :mod:`bnviz.control_help`."""
+        from .control_help import control_help
+
+        return help if help is not None else control_help(self.scope, key)
+
     def _remember_default(self, key: str, default) -> None:
         """Each control's default, for the page's "Reset all" (:func:`_reset_all`)."""
         st.session_state.setdefault(_defaults_key(self.scope), {})[key] = default
@@ -525,7 +531,7 @@ class Controls:
             return number(self._clamp(key, value, min_value, max_value))
 
         session_key = self._seed(key, parse, default)
-        value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=help, **kwargs)
+        value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=self._help(key, help), **kwargs)
         self._publish(key, value)
         return value
 
@@ -534,7 +540,7 @@ class Controls:
         self._forget_stale_choice(key, options, default)
         session_key = self._seed(key, _one_of(options), default)
         widget = self.container.select_slider if slider else self.container.selectbox
-        value = widget(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
+        value = widget(label, options=list(options), key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
         self._publish(key, value)
         return value
 
@@ -562,14 +568,14 @@ class Controls:
                 except ValueError:
                     self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {','.join(map(str, default))}.")
             st.session_state[initial_key] = initial
-        value = self.container.select_slider(label, options=options, value=st.session_state[initial_key], key=session_key, help=help, format_func=format_func, **kwargs)
+        value = self.container.select_slider(label, options=options, value=st.session_state[initial_key], key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
         self._publish(key, value)
         return tuple(value)
 
     def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
         self._forget_stale_choice(key, options, default)
         session_key = self._seed(key, _one_of(options), default)
-        value = self.container.radio(label, options=list(options), key=session_key, help=help, format_func=format_func, **kwargs)
+        value = self.container.radio(label, options=list(options), key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
         self._publish(key, value)
         return value
 
@@ -582,7 +588,7 @@ class Controls:
             raise ValueError(raw)
 
         session_key = self._seed(key, parse, default)
-        value = self.container.toggle(label, key=session_key, help=help)
+        value = self.container.toggle(label, key=session_key, help=self._help(key, help))
         self._publish(key, value)
         return value
 

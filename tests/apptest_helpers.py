@@ -45,3 +45,23 @@ def assert_sections_as_registered(at: AppTest, page: str) -> None:
 
     assert sections_drawn(at) == list(PAGE_SECTIONS[page])
     assert not set(PAGE_SECTIONS[page]) & set(at.query_params)
+
+
+# Widget kinds a reader operates (AppTest's names); every one needs a tooltip (issue #20).
+CONTROL_KINDS = ("slider", "select_slider", "selectbox", "radio", "toggle", "checkbox", "number_input", "multiselect", "text_input", "button")
+
+
+def controls_without_help(at: AppTest) -> list[str]:
+    """Every control on the page that has no tooltip, as "kind 'label' (key)"."""
+    return [f"{kind} {widget.label!r} ({widget.key})" for kind in CONTROL_KINDS for widget in getattr(at, kind, []) if not getattr(widget, "help", None)]
+
+
+def takeaway_count(at: AppTest) -> int:
+    """The one-sentence takeaways under charts (``bnviz.app.show_takeaway`` marks them with a lightbulb)."""
+    return sum(":material/lightbulb:" in caption.value for caption in at.caption)
+
+
+def assert_classroom_ready(at: AppTest) -> None:
+    """Every control has a tooltip and every chart its takeaway: checked on a page run a test already made."""
+    assert not controls_without_help(at), f"controls without help: {controls_without_help(at)}"
+    assert takeaway_count(at) >= chart_count(at) > 0, f"{chart_count(at)} charts, {takeaway_count(at)} takeaways"

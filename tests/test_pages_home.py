@@ -1,10 +1,11 @@
 """AppTest of the app shell (streamlit_app.py) and the home page (app_pages/home.py)."""
-from apptest_helpers import chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
 
 
 def test_app_shell_runs_the_home_page():
     at = open_page("streamlit_app.py", steps=100).run()
     assert not at.exception
+    assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     assert at.title[0].value == "Batch Normalization in 30 seconds"
     assert len(at.metric) == 3
 

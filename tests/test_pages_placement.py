@@ -1,5 +1,5 @@
 """AppTest of the placement page (app_pages/placement.py): runs, shows a computed verdict, controls move it."""
-from apptest_helpers import assert_sections_as_registered, chart_count, metric_values, note_text, open_page, sections_drawn
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, note_text, open_page, sections_drawn
 
 # 2 learning rates x 2 seeds x 3 models of 50 steps on a 32-unit layer: about a second of training
 FAST = dict(steps=50, seeds=2, lr="0.3,1.0", width=32, depth=1)
@@ -12,6 +12,7 @@ def verdict_text(at) -> str:
 def test_page_trains_three_models_per_seed_and_a_verdict_follows_the_numbers():
     at = open_page("app_pages/placement.py", **FAST).run()
     assert not at.exception
+    assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     before = metric_values(at)
     assert set(before) == {"no BN: final test accuracy", "BN before: final test accuracy", "BN after: final test accuracy"}
     assert chart_count(at) == 6  # accuracy and loss bands, the sweep, the histograms, two per-layer charts

@@ -1,5 +1,5 @@
 """AppTest of app_pages/train_vs_eval.py: every chart's control changes what the page shows."""
-from apptest_helpers import assert_sections_as_registered, chart_count, metric_values, open_page, sections_drawn
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page, sections_drawn
 
 FAST = {"steps": 100}
 
@@ -11,6 +11,7 @@ def _text(at) -> str:
 def test_page_runs_and_training_controls_change_the_result():
     at = open_page("app_pages/train_vs_eval.py", **FAST).run()
     assert not at.exception
+    assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     before = metric_values(at)
     assert "Running (EMA) mean vs truth, last step" in before
     assert before["Eval-mode spread, any B (max − min)"] == "0 (exactly)"

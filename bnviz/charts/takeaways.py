@@ -165,7 +165,10 @@ def _number_format(channel_spec: dict):
 
 
 def _plain(value: float) -> str:
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
+    """3 significant digits; a whole number below a million as it is (a batch size of 1,000)."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        return f"{int(value):,}"
+    if 1e-3 <= abs(value) < 1e5:
         return f"{value:.3g}"
     return f"{value:.2e}"
 

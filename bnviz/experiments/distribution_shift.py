@@ -27,6 +27,7 @@ Two genuine routes to NaN are measured, never injected:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -318,6 +319,21 @@ def nonfinite_sentence(trace: dict, eps: float) -> str:
     else:
         nan = f", the first NaN in `{trace['nan_layer']}` ({trace['nan_count']:,} values)"
     return f"Traced at eps = {eps:.0e} in float16: {inf}{nan}. "
+
+
+def float16_headroom_sentence(result: ShiftResult) -> str:
+    """When a float16 evaluation stays finite: how far its largest value (the float32 forward at
+    the model's eps) is from float16's limit, and why that changes with the seed. Route (b) needs
+    a unit whose running variance is near 0 (a ReLU unit dead on the training images) meeting
+    a shifted input far from its running mean; whether training leaves such a unit depends on
+    the seed, so the same preset overflows at one seed and not at another."""
+    peak, layer = result.float32_peak(result.config.eps)
+    if not math.isfinite(peak):
+        return ""
+    return (f"At seed {result.config.seed} no value reaches float16's limit: the largest, {peak:,.0f} in `{layer}`, is "
+            f"{FLOAT16_MAX / max(peak, 1e-30):,.1f}× below {FLOAT16_MAX:,.0f}. Overflow needs a unit whose running variance is near 0 "
+            "(a ReLU unit dead on the training images) meeting a shifted input far from its running mean, and whether training leaves "
+            "such a unit depends on the seed: this preset overflows at some seeds and not at others. Try another seed.")
 
 
 def adapted_model(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:

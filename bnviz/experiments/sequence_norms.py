@@ -15,6 +15,7 @@ probe shows what happens with a batch of one.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import IMAGE_SHAPE, MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, load_mnist
+from ..formatting import format_percent, format_points
 from ..models import ModelConfig
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, evaluate, pick_device, train_together
 from . import Experiment
@@ -101,6 +103,32 @@ def run(config: SequenceNormsConfig, progress: ProgressFn | None = None) -> Sequ
     if progress is not None:
         progress(1.0, "done", results)
     return SequenceNormsResult(config, results, padded)
+
+
+def training_length_sentence(result: SequenceNormsResult) -> str:
+    """BN against LayerNorm on sequences as long as the training ones, said against the usual story.
+
+    The usual story (Ba et al. 2016) is that LayerNorm suits RNNs and BN does not. On 28-row
+    digits, after a short training, per-step BN may be ahead: the sentence says so when the
+    measurement contradicts the story, and points to what the story is about (longer
+    sequences, a batch of one). One seed: a measurement, never a verdict.
+    """
+    bn, ln = result.by_label("BN"), result.by_label("LayerNorm")
+    if bn.diverged or ln.diverged or not (math.isfinite(bn.final_test_acc) and math.isfinite(ln.final_test_acc)):
+        broken = ", ".join(run.label for run in (bn, ln) if run.diverged or not math.isfinite(run.final_test_acc))
+        return f"{broken} diverged (loss NaN or infinite), so the two cannot be compared at this setting."
+    before, last = PLACES.index("before"), len(result.config.extra_rows) - 1
+    labels = [run.label for run in result.runs]
+    fall = {label: result.padded_accuracy[labels.index(label), before, last] - result.padded_accuracy[labels.index(label), before, 0] for label in ("BN", "LayerNorm")}
+    steps, seed = result.config.steps, result.config.seed
+    head = (f"On sequences as long as the training ones, per-step BN is ahead of LayerNorm here ({format_percent(bn.final_test_acc)} vs "
+            f"{format_percent(ln.final_test_acc)}, {steps} steps, seed {seed}), against the usual advice to prefer LayerNorm in RNNs. "
+            if bn.final_test_acc >= ln.final_test_acc else
+            f"On sequences as long as the training ones, LayerNorm is ahead of per-step BN here ({format_percent(ln.final_test_acc)} vs "
+            f"{format_percent(bn.final_test_acc)}, {steps} steps, seed {seed}). ")
+    return (head + f"That advice is about what follows: with {result.config.extra_rows[-1]} blank rows before the digit, BN's accuracy changes by "
+            f"{format_points(fall['BN'])} and LayerNorm's by {format_points(fall['LayerNorm'])}, and BN cannot train on a batch of one. "
+            "One seed: a single measurement, not a verdict.")
 
 
 def summarize(result: SequenceNormsResult) -> dict:
