@@ -55,7 +55,7 @@ def test_thirty_sessions_on_a_cold_page_compute_once_and_agree():
     errors = [outcome[0] for outcome in outcomes if outcome[0]]
     assert not errors, errors[:3]
     first = outcomes[0][1]
-    assert "Test accuracy with BN" in first and "Test accuracy without BN" in first
+    assert "Test accuracy with BN (all 10,000 test images)" in first and "Test accuracy without BN (all 10,000 test images)" in first
     assert all(outcome[1] == first for outcome in outcomes), "sessions saw different results"
     assert all(outcome[2] == 2 for outcome in outcomes), [outcome[2] for outcome in outcomes]
     assert result_store().computations("home", config) == 1

@@ -33,7 +33,7 @@ def test_a_control_moved_mid_computation_and_back_finds_the_first_result_compute
     assert job_manager().find("home", first) is job
     assert job.finished.wait(180) and job.state is JobState.DONE
     at.run()  # what the fragment's rerun does when the job ends
-    assert not at.exception and "Test accuracy with BN" in metric_values(at)
+    assert not at.exception and "Test accuracy with BN (all 10,000 test images)" in metric_values(at)
     assert result_store().computations("home", first) == 1
     assert job_manager().find("home", second).finished.wait(180)
     assert result_store().computations("home", second) == 1

@@ -111,7 +111,7 @@ def test_a_preset_runs_for_real_and_links_are_shown():
     assert not at.exception
     assert at.selectbox(key="home.act").value == "relu"
     assert at.query_params["act"] == "relu"
-    assert metric_values(at)["Test accuracy with BN"].endswith("%")
+    assert metric_values(at)["Test accuracy with BN (all 10,000 test images)"].endswith("%")
     links = " ".join(code.value for code in at.code)
     assert "?act=relu&lr=0.1" in links and "?act=sigmoid&lr=1.0" in links
 

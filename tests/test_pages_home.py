@@ -14,7 +14,7 @@ def test_home_page_trains_both_models_and_a_control_changes_the_result():
     at = open_page("app_pages/home.py", steps=100).run()
     assert not at.exception
     before = metric_values(at)
-    assert "Test accuracy without BN" in before and "Test accuracy with BN" in before
+    assert "Test accuracy without BN (all 10,000 test images)" in before and "Test accuracy with BN (all 10,000 test images)" in before
     assert len(at.get("graphviz_chart")) == 2 and chart_count(at) == 2
     at.selectbox(key="home.act").select("relu").run()
     assert not at.exception

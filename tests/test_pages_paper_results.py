@@ -13,8 +13,8 @@ def test_paper_page_reproduces_figure1_and_the_claims_and_controls_move_it():
     assert not at.exception
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     metrics = metric_values(at)
-    assert "Test accuracy, no BN" in metrics and "Test accuracy, BN" in metrics
-    assert any("(no BN's final)" in label for label in metrics)
+    assert "Test accuracy, no BN (all 10,000 test images)" in metrics and "Test accuracy, BN (all 10,000 test images)" in metrics
+    assert any("(no BN's final on curve (a)" in label for label in metrics)
     assert chart_count(at) == 4  # Fig. 1(a), Fig. 1(b, c), the learning-rate grid, steps to target
     assert any("500 steps here, 50,000 in the paper" in h.value for h in at.subheader)
     text = _text(at)

@@ -13,8 +13,8 @@ def test_page_runs_and_training_controls_change_the_result():
     assert not at.exception
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     before = metric_values(at)
-    assert "Running (EMA) mean vs truth, last step" in before
-    assert before["Eval-mode spread, any B (max − min)"] == "0 (exactly)"
+    assert "EMA error at the last step, all first-layer neurons" in before
+    assert before["Eval mode: largest difference between batches, any B (max − min)"] == "0 (exactly)"
     assert chart_count(at) == 4  # mean, variance, batch-mates, accuracy three ways
     assert any("more than 1 value per channel" in e.value for e in at.error)  # B = 1 in train mode, shown
     statistics_text = _text(at)
@@ -29,18 +29,18 @@ def test_page_runs_and_training_controls_change_the_result():
     at.selectbox(key="traineval.mom").select(0.01).run()
     assert not at.exception
     after_momentum = metric_values(at)
-    assert after_momentum["Running (EMA) mean vs truth, last step"] != before["Running (EMA) mean vs truth, last step"]
+    assert after_momentum["EMA error at the last step, all first-layer neurons"] != before["EMA error at the last step, all first-layer neurons"]
 
     at.selectbox(key="traineval.bs").select(16).run()
     assert not at.exception
     after_batch_size = metric_values(at)
-    assert after_batch_size["Train-mode spread at B = 2"] != after_momentum["Train-mode spread at B = 2"]
+    assert after_batch_size["Train mode: std over batches at B = 2"] != after_momentum["Train mode: std over batches at B = 2"]
 
     at.slider(key="traineval.img").set_value(7).run()  # the batch-mates experiment's test image
     assert not at.exception
     after_image = metric_values(at)
-    assert after_image["Train-mode spread at B = 2"] != after_batch_size["Train-mode spread at B = 2"]
-    assert after_image["Eval-mode spread, any B (max − min)"] == "0 (exactly)"
+    assert after_image["Train mode: std over batches at B = 2"] != after_batch_size["Train mode: std over batches at B = 2"]
+    assert after_image["Eval mode: largest difference between batches, any B (max − min)"] == "0 (exactly)"
 
 
 def test_regularization_section_runs_when_switched_on_and_seeds_change_it():

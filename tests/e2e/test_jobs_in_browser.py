@@ -42,7 +42,7 @@ def test_leaving_a_page_mid_computation_and_coming_back_finds_its_result_compute
     page.goto(f"{app_url}/?{query}")  # and back
     wait_idle(page, timeout_s=180)
     labels = [metric["label"] for metric in page.evaluate(METRICS_JS)]
-    assert "Test accuracy with BN" in labels and "Test accuracy without BN" in labels
+    assert "Test accuracy with BN (all 10,000 test images)" in labels and "Test accuracy without BN (all 10,000 test images)" in labels
     assert ResultStore(results_dir).computations("home", config) == 1
 
 
