@@ -431,8 +431,8 @@ def test_downloads_give_the_config_the_data_and_the_charts(browser, app_url, tmp
     assert HomeConfig.from_dict(json.loads(config.read_text())) == HomeConfig(steps=100)
     rows = download("Test accuracy (CSV)").read_text().splitlines()
     assert rows[0] == "model,step,value" and len(rows) > 4
-    png = download("Test accuracy (2,000 test images) (PNG)")
+    png = download("Test accuracy during training (first 2,000 test images) (PNG)")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
-    svg = download("Test accuracy (2,000 test images) (SVG)").read_text()
+    svg = download("Test accuracy during training (first 2,000 test images) (SVG)").read_text()
     assert svg.lstrip().startswith("<svg") and "no BN" in svg  # the legend is in the picture
     context.close()
