@@ -10,7 +10,7 @@ machines without an emoji font.
 """
 import streamlit as st
 
-from bnviz.app import article_path, new_script_run, presenter_view
+from bnviz.app import article_path, new_script_run, predictions_toggle, presenter_view
 
 st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon=":material/insights:", layout="wide")
 
@@ -36,5 +36,6 @@ PAGES = {
 navigation = st.navigation(PAGES)
 new_script_run()  # the charts downloads() offers as images are this run's
 presenter_view()  # the sidebar's presenter toggle, before the page draws its charts
+predictions_toggle()  # the sidebar's "Predict, then reveal" (?predict=1 for a class)
 navigation.run()
 article_path([page for section in PAGES.values() for page in section], navigation)  # "Next: ..." in the article's order

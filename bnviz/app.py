@@ -25,6 +25,7 @@ from .cache import ResultStore
 from .errors import BnvizError
 from .formatting import format_percent, format_points  # noqa: F401 - the app's one percent format, re-exported for pages
 from .jobs import Job, JobManager, JobState, JobStatus
+from .page_presets import HIDE_KEY, PREDICT_KEY, class_link, hidden_keys
 from .stepper import StepperRegistry, TrainingStepper
 from .train import configure_torch_threads, pick_device
 
@@ -121,27 +122,127 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
     poll. A config the core rejects shows one clear message and stops the section (or the
     page); it never becomes a traceback. Inside a :func:`section`, the job's fragment is nested
     in the section's: it ticks on its own, and when the job ends it reruns the page.
+
+    A page's main experiment has a question (:data:`bnviz.predictions.QUESTIONS`): with
+    predictions on (:func:`predictions_on`) it is asked here first, the job training
+    meanwhile, and the section (or the page) stops here, its charts hidden, until the student
+    reveals the result, which then comes with the answer the result makes true.
     """
+    from .predictions import QUESTIONS
+
     store = result_store()
     show_store_notice(store)
     try:
-        cached = store.get(name, config)
-        if cached is not None:
-            return cached
-        if store.key(name, config) in st.session_state.get(_CANCELLED_KEY, ()):
-            _offer_restart(store.key(name, config), label)
-        manager = job_manager()
-        job = manager.submit(name, config, owner=_session_id())
-        status = manager.poll(job)
-        if status.finished:
-            return _finished_result(job, status, label)
-        if _waits_in_script():
-            return _wait_in_script(manager, job, live, label)
-        _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
-        stop()
+        question = QUESTIONS.get(name) if predictions_on() else None
+        key = store.key(name, config)
+        if question is not None and key not in _revealed():
+            _ask(question, name, config, key)
+        result = _result(store, name, config, live, label)
+        if question is not None:
+            _reveal(question, config, result, _revealed()[key])
+        return result
     except BnvizError as exc:
         st.error(str(exc))
         stop()
+
+
+def _result(store: ResultStore, name: str, config, live, label: str):
+    cached = store.get(name, config)
+    if cached is not None:
+        return cached
+    if store.key(name, config) in st.session_state.get(_CANCELLED_KEY, ()):
+        _offer_restart(store.key(name, config), label)
+    manager = job_manager()
+    job = manager.submit(name, config, owner=_session_id())
+    status = manager.poll(job)
+    if status.finished:
+        return _finished_result(job, status, label)
+    if _waits_in_script():
+        return _wait_in_script(manager, job, live, label)
+    _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
+    stop()
+
+
+# ------------------------------------------------------------------ predict, then reveal
+_PREDICT_SESSION = "app.predict"  # the sidebar toggle's state: one person's choice
+_REVEALED_KEY = "bnviz.predict.revealed"  # session state: result key -> the option the student picked
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def predictions_on() -> bool:
+    """Whether pages ask their question before showing the result: the sidebar toggle
+    (:func:`predictions_toggle`) where drawn, else the link's ``?predict=1``."""
+    if _PREDICT_SESSION in st.session_state:
+        return bool(st.session_state[_PREDICT_SESSION])
+    return _truthy(st.query_params.get(PREDICT_KEY))
+
+
+def predictions_toggle() -> None:
+    """The sidebar's "Predict, then reveal" toggle, seeded from the link (``?predict=1``) and
+    kept in it; only this session changes. Called once by the entry point, before the page."""
+    if _PREDICT_SESSION not in st.session_state:
+        st.session_state[_PREDICT_SESSION] = _truthy(st.query_params.get(PREDICT_KEY))
+    on = st.sidebar.toggle("Predict, then reveal", key=_PREDICT_SESSION,
+                           help="Each page asks a question about its main experiment before showing the result; the answer is computed from the run. A link with ?predict=1 turns it on for a whole class.")
+    if on:
+        st.query_params[PREDICT_KEY] = "1"
+    elif PREDICT_KEY in st.query_params:
+        del st.query_params[PREDICT_KEY]
+
+
+def _revealed() -> dict:
+    return st.session_state.setdefault(_REVEALED_KEY, {})
+
+
+def _ask(question, name: str, config, key: str) -> None:
+    """The question with its options and a Reveal button; the experiment's job trains in the
+    background meanwhile (its progress below, polled). Stops the section (:func:`stop`; the
+    page outside one): what follows, the experiment's charts included, waits for the reveal."""
+    choice_key = f"bnviz.predict.{key}"
+
+    def reveal():
+        _revealed()[key] = st.session_state.get(choice_key)
+
+    with st.container(border=True, key=f"bnviz-predict-{key}"):
+        st.markdown(f"**Predict, then reveal.** {question.text(config)}")
+        choice = st.radio("Your prediction", question.options(config), index=None, key=choice_key)
+        st.button("Reveal the result", key=f"bnviz.reveal.{key}", on_click=reveal, type="primary", icon=":material/visibility:",
+                  disabled=choice is None, help="Pick an answer first; the result and the right answer appear here.")
+        if result_store().get(name, config) is None:
+            _train_meanwhile(name, config)
+    stop()
+
+
+def _train_meanwhile(name: str, config) -> None:
+    """Start (or join) the experiment's job and show how far it is, polled; when it ends the
+    page reruns once (the question stays, with its pick), so the poll stops."""
+    manager = job_manager()
+    job = manager.submit(name, config, owner=_session_id())
+
+    @st.fragment(run_every=JOB_POLL_SECONDS)
+    def meanwhile():
+        status = manager.poll(job)
+        if status.finished:
+            st.rerun()
+        st.caption(_status_text(status, "The experiment") + ". Its charts appear with the answer.")
+
+    meanwhile()
+
+
+def _reveal(question, config, result, picked: str | None) -> None:
+    """The question again, the option the result makes true (``question.answer``) and why."""
+    answer = question.answer(result)
+    with st.container(border=True):
+        st.markdown(f"**Predict, then reveal.** {question.text(config)}")
+        if answer.option is None:
+            st.info(f"This run cannot settle it (you picked: {picked}). {answer.explanation}")
+        elif picked == answer.option:
+            st.success(f"**{answer.option}**: your prediction was right. {answer.explanation}", icon=":material/check_circle:")
+        else:
+            st.warning(f"**{answer.option}** (you picked: {picked}). {answer.explanation}", icon=":material/lightbulb:")
 
 
 def page_config(base, **changes):
@@ -378,15 +479,11 @@ def plain_text(text: str) -> str:
     return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
-HIDE_KEY = "hide"  # a teacher's link: ``?hide=seed,lr,stepper`` hides those controls and sections
-
-
 def hidden(key: str) -> bool:
     """Whether the page's link hides the control or section ``key`` (``?hide=key1,key2``, as
     TensorFlow Playground's ``*_hide`` keys): a lecturer shares a link that shows only what the
     lesson needs. A hidden control keeps its link or default value; a hidden section is not drawn."""
-    raw = st.query_params.get(HIDE_KEY) or ""
-    return key in {part.strip() for part in raw.split(",")}
+    return key in hidden_keys(st.query_params.get(HIDE_KEY))
 
 
 # ------------------------------------------------------------------ page sections
@@ -490,12 +587,14 @@ class Controls:
 
         return help if help is not None else control_help(self.scope, key)
 
-    def _remember_default(self, key: str, default) -> None:
-        """Each control's default, for the page's "Reset all" (:func:`_reset_all`)."""
+    def _remember_default(self, key: str, default, label: str) -> None:
+        """Each control's default, for the page's "Reset all" (:func:`_reset_all`), and its
+        label, for the "Link for your class" builder (:func:`_class_link_builder`)."""
         st.session_state.setdefault(_defaults_key(self.scope), {})[key] = default
+        st.session_state.setdefault(_labels_key(self.scope), {})[key] = label
 
-    def _seed(self, key: str, parse: Callable[[str], Any], default):
-        self._remember_default(key, default)
+    def _seed(self, key: str, parse: Callable[[str], Any], default, label: str):
+        self._remember_default(key, default, label)
         session_key = self._session_key(key)
         if session_key not in st.session_state:
             raw = st.query_params.get(key)
@@ -507,6 +606,14 @@ class Controls:
                     self.notes.append(f"Ignored the link's value “{shown_value(raw)}” for “{key}”; using {default}.")
             st.session_state[session_key] = value
         return session_key
+
+    def _draw(self, key: str, session_key: str, widget: Callable, label: str, **kwargs):
+        """``widget(label, key=session_key, **kwargs)``, unless the link hides ``key``
+        (:func:`hidden`): then it is not drawn and keeps the value the session holds (the
+        link's or the default). Either way the value is published in the URL and returned."""
+        value = st.session_state[session_key] if hidden(key) else widget(label, key=session_key, **kwargs)
+        self._publish(key, value)
+        return value
 
     def _publish(self, key: str, value) -> None:
         text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
@@ -530,19 +637,15 @@ class Controls:
                 raise ValueError(raw)
             return number(self._clamp(key, value, min_value, max_value))
 
-        session_key = self._seed(key, parse, default)
-        value = self.container.slider(label, min_value=min_value, max_value=max_value, step=step, key=session_key, help=self._help(key, help), **kwargs)
-        self._publish(key, value)
-        return value
+        session_key = self._seed(key, parse, default, label)
+        return self._draw(key, session_key, self.container.slider, label, min_value=min_value, max_value=max_value, step=step, help=self._help(key, help), **kwargs)
 
     def select(self, label: str, key: str, options: Sequence, default, help: str | None = None, slider: bool = False, format_func=str, **kwargs):
         """A selectbox (or ``select_slider``) over fixed options; URL values must be one of them."""
         self._forget_stale_choice(key, options, default)
-        session_key = self._seed(key, _one_of(options), default)
+        session_key = self._seed(key, _one_of(options), default, label)
         widget = self.container.select_slider if slider else self.container.selectbox
-        value = widget(label, options=list(options), key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
-        self._publish(key, value)
-        return value
+        return self._draw(key, session_key, widget, label, options=list(options), help=self._help(key, help), format_func=format_func, **kwargs)
 
     def select_range(self, label: str, key: str, options: Sequence, default: tuple, help: str | None = None, format_func=str, **kwargs) -> tuple:
         """A two-handle ``select_slider`` over fixed options; the URL holds ``low,high``."""
@@ -557,7 +660,7 @@ class Controls:
 
         # Streamlit decides "range or single" from ``value``, not from session state, so the
         # starting range is kept under its own key and passed as ``value`` (once: the widget then keeps its own).
-        self._remember_default(key, tuple(default))
+        self._remember_default(key, tuple(default), label)
         session_key = self._session_key(key)
         initial_key = f"{session_key}.initial"
         if initial_key not in st.session_state:
@@ -568,16 +671,18 @@ class Controls:
                 except ValueError:
                     self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {','.join(map(str, default))}.")
             st.session_state[initial_key] = initial
+        if hidden(key):  # not drawn: the value this session last had, else the link's or the default
+            value = st.session_state.get(session_key, st.session_state[initial_key])
+            self._publish(key, value)
+            return tuple(value)
         value = self.container.select_slider(label, options=options, value=st.session_state[initial_key], key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
         self._publish(key, value)
         return tuple(value)
 
     def radio(self, label: str, key: str, options: Sequence, default, help: str | None = None, format_func=str, **kwargs):
         self._forget_stale_choice(key, options, default)
-        session_key = self._seed(key, _one_of(options), default)
-        value = self.container.radio(label, options=list(options), key=session_key, help=self._help(key, help), format_func=format_func, **kwargs)
-        self._publish(key, value)
-        return value
+        session_key = self._seed(key, _one_of(options), default, label)
+        return self._draw(key, session_key, self.container.radio, label, options=list(options), help=self._help(key, help), format_func=format_func, **kwargs)
 
     def toggle(self, label: str, key: str, default: bool, help: str | None = None):
         def parse(raw):
@@ -587,10 +692,8 @@ class Controls:
                 return False
             raise ValueError(raw)
 
-        session_key = self._seed(key, parse, default)
-        value = self.container.toggle(label, key=session_key, help=self._help(key, help))
-        self._publish(key, value)
-        return value
+        session_key = self._seed(key, parse, default, label)
+        return self._draw(key, session_key, self.container.toggle, label, help=self._help(key, help))
 
     def _forget_stale_choice(self, key: str, options: Sequence, default) -> None:
         """A choice whose options depend on other controls (a learning rate among those
@@ -738,17 +841,31 @@ def _defaults_key(scope: str) -> str:
     return f"bnviz.defaults.{scope}"
 
 
+def _labels_key(scope: str) -> str:
+    return f"bnviz.labels.{scope}"
+
+
 def _reset_all(scope: str) -> None:
     """Button callback: every control of the page back to its default, seed included, and a
     URL with no settings (the presenter view stays as it is)."""
     _apply_preset(scope, dict(st.session_state.get(_defaults_key(scope), {})))
     for key in list(st.query_params):
-        if key != PRESENTER_KEY:
+        if key not in (PRESENTER_KEY, HIDE_KEY, PREDICT_KEY):  # a lecturer's choices and the presenter view outlive it
             del st.query_params[key]
 
 
 def _apply_preset(scope: str, query: dict) -> None:
-    """Button callback: put a preset's values into the page's controls (before they are drawn)."""
+    """Button callback: put a preset's values into the page's controls (before they are drawn);
+    a lesson's ``hide`` into the URL and its ``predict`` into the session's toggle."""
+    query = dict(query)
+    if HIDE_KEY in query:
+        hide = query.pop(HIDE_KEY)
+        if hide:
+            st.query_params[HIDE_KEY] = hide
+        elif HIDE_KEY in st.query_params:
+            del st.query_params[HIDE_KEY]
+    if PREDICT_KEY in query:
+        st.session_state[_PREDICT_SESSION] = bool(query.pop(PREDICT_KEY))
     for key, value in query.items():
         session_key = f"{scope}.{key}"
         if isinstance(value, tuple):  # a range (Controls.select_range) is drawn from its ".initial" value
@@ -762,7 +879,8 @@ def preset_help(name: str, query: dict) -> str:
     """A preset button's tooltip: the controls it sets (URL keys, as its link shows them)."""
     from .page_presets import DEFAULT_VIEW, url_text
 
-    settings = ", ".join(f"{key} = {url_text(value)}" for key, value in query.items())
+    lesson_off = {key for key in (HIDE_KEY, PREDICT_KEY) if not query.get(key)}  # a lesson's keys, on the presets that leave them off
+    settings = ", ".join(f"{key} = {url_text(value)}" for key, value in query.items() if key not in lesson_off)
     what = "Puts the controls the presets change back to their defaults" if name == DEFAULT_VIEW else "Sets this scenario's controls"
     return f"{what} ({settings}); the other controls keep their values. *Reset all* resets every control."
 
@@ -774,20 +892,40 @@ def preset_links(page: str) -> None:
 
     presets = PAGE_PRESETS[page]
     queries = presets.queries()
-    if not queries:
-        return
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
-    row.caption("Classroom presets:")
-    for name, (_experiment, query) in queries.items():
-        row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query), help=preset_help(name, query))
-    row.button("Reset all", key=f"{presets.scope}.reset", icon=":material/restart_alt:", on_click=_reset_all, args=(presets.scope,),
-               help="Every control on this page back to its default, the seed included (a preset changes only its own controls).")
     page_url = st.context.url or ""
-    with row.popover("Links", icon=":material/link:", help="Each preset as a link: it opens this page with the preset's settings."):
-        st.caption("Send a link: it opens this page with that preset's settings (copy button at the right of each).")
+    if queries:
+        row.caption("Classroom presets:")
         for name, (_experiment, query) in queries.items():
-            st.markdown(f"**{name}**")
-            st.code(presets.link(page_url, query), language=None, wrap_lines=True)
+            row.button(name, key=f"{presets.scope}.preset.{name}", on_click=_apply_preset, args=(presets.scope, query), help=preset_help(name, query))
+        row.button("Reset all", key=f"{presets.scope}.reset", icon=":material/restart_alt:", on_click=_reset_all, args=(presets.scope,),
+                   help="Every control on this page back to its default, the seed included (a preset changes only its own controls).")
+        with row.popover("Links", icon=":material/link:", help="Each preset as a link: it opens this page with the preset's settings."):
+            st.caption("Send a link: it opens this page with that preset's settings (copy button at the right of each).")
+            for name, (_experiment, query) in queries.items():
+                st.markdown(f"**{name}**")
+                st.code(presets.link(page_url, query), language=None, wrap_lines=True)
+    _class_link_builder(row, presets.scope, page_url)
+
+
+def _class_link_builder(row, scope: str, page_url: str) -> None:
+    """"Link for your class": pick the controls to hide and whether the question comes first;
+    the link (this page's current settings, :func:`bnviz.page_presets.class_link`) appears below.
+    The popover's content is computed only while it is open (``on_change="rerun"``): by then
+    the page has run once and every control it drew is known (:meth:`Controls._remember_default`)."""
+    popover = row.popover("Link for your class", icon=":material/school:", on_change="rerun", key=f"{scope}.class_link",
+                          help="Build a link for a lecture: the controls you hide are not shown (they keep their values), and the question can come first.")
+    if not popover.open:
+        return
+    with popover:
+        labels = st.session_state.get(_labels_key(scope), {})
+        now_hidden = hidden_keys(st.query_params.get(HIDE_KEY))
+        hide = st.multiselect("Hide these controls", list(labels), default=[key for key in labels if key in now_hidden], key=f"{scope}.class_link.hide",
+                              format_func=lambda key: f"{labels[key]} ({key})", placeholder="Every control shown")
+        predict = st.toggle("Ask the question before the result (predict, then reveal)", value=predictions_on(), key=f"{scope}.class_link.predict")
+        st.caption("The link keeps the page's current settings. Copy it (button at the right):")
+        settings = {key: value for key, value in st.query_params.to_dict().items() if key != PRESENTER_KEY}  # the class's own view
+        st.code(class_link(page_url, settings, hide, predict), language=None, wrap_lines=True)
 
 
 # ------------------------------------------------------------------ presenter view

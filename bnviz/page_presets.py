@@ -10,11 +10,18 @@ that each preset's query makes the page build exactly that preset's config.
 A preset sets the controls that any preset of its experiment changes (so
 switching presets undoes the previous one); the others stay as the user set
 them after a click, and at their defaults when the preset's link is opened.
+
+A page may also have *lessons* (:class:`Lesson`): a preset (or the default view)
+with controls and sections hidden (``?hide=key1,key2``) and the prediction
+question asked first (``?predict=1``), a lecturer's link in one click. When a
+page has lessons, every preset sets ``hide`` and ``predict`` too (empty, off),
+so leaving a lesson for a preset undoes it. :func:`class_link` writes the link
+the page's "Link for your class" builder shows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 from urllib.parse import urlencode
 
 from .experiments import get_experiment
@@ -22,6 +29,31 @@ from .experiments import get_experiment
 # A config field's name, or a function config -> the value its control holds.
 Field = str | Callable[[Any], Any]
 DEFAULT_VIEW = "Default view"
+HIDE_KEY = "hide"  # ``?hide=seed,lr,stepper``: the controls and sections a teacher's link hides
+PREDICT_KEY = "predict"  # ``?predict=1``: the page asks its question before showing the result (bnviz.predictions)
+
+
+def hidden_keys(raw: str | None) -> frozenset[str]:
+    """The keys a ``hide`` value names: comma-separated, spaces and empty parts ignored."""
+    return frozenset(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def class_link(page_url: str, settings: dict[str, str], hide: Sequence[str] = (), predict: bool = False) -> str:
+    """The page's link with its current ``settings`` (URL key -> text), ``hide`` and ``predict``:
+    what the "Link for your class" builder gives a lecturer. Keys in ``hide`` keep their order."""
+    query = {key: value for key, value in settings.items() if key not in (HIDE_KEY, PREDICT_KEY)}
+    return PagePresets.link(page_url, {**query, HIDE_KEY: ",".join(hide), PREDICT_KEY: predict})
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """A classroom preset for a lecture: ``preset`` (an experiment preset's name; None: the
+    default view) with the controls and sections ``hide`` names hidden and, if ``predict``,
+    the page's question asked before its result."""
+
+    preset: str | None = None
+    hide: tuple[str, ...] = ()
+    predict: bool = False
 
 
 def control_value(config, field: Field):
@@ -37,6 +69,7 @@ def url_text(value) -> str:
 class PagePresets:
     scope: str  # the page's Controls scope (session-state keys are "<scope>.<URL key>")
     fields: dict[str, dict[str, Field]]  # experiment name -> {URL key: config field}
+    lessons: dict[str, Lesson] = field(default_factory=dict)  # name -> a lecture's preset (hide, predict)
 
     def preset_keys(self, experiment: str) -> list[str]:
         """The URL keys some preset of ``experiment`` sets to a non-default value."""
@@ -48,8 +81,9 @@ class PagePresets:
         ]
 
     def queries(self) -> dict[str, tuple[str | None, dict[str, Any]]]:
-        """``{preset name: (experiment, {URL key: control value})}``, the default view first
-        (experiment None: every preset key of the page back to its default)."""
+        """``{preset name: (experiment, {URL key: control value})}``, the default view first,
+        the lessons last (experiment None: not one experiment's preset; the default view puts
+        every preset key of the page back to its default)."""
         default_view: dict[str, Any] = {}
         presets: dict[str, tuple[str | None, dict[str, Any]]] = {}
         for experiment, fields in self.fields.items():
@@ -58,10 +92,22 @@ class PagePresets:
             default_view.update({key: control_value(spec.default_config(), fields[key]) for key in keys})
             for name, config in spec.presets.items():
                 presets[name] = (experiment, {key: control_value(config, fields[key]) for key in keys})
-        return {DEFAULT_VIEW: (None, default_view), **presets} if presets else {}
+        if not presets:
+            return {}
+        queries = {DEFAULT_VIEW: (None, default_view), **presets}
+        if self.lessons:
+            queries = {name: (experiment, {**query, HIDE_KEY: "", PREDICT_KEY: False}) for name, (experiment, query) in queries.items()}
+            for name, lesson in self.lessons.items():
+                base = queries[lesson.preset or DEFAULT_VIEW][1]
+                queries[name] = (None, {**base, HIDE_KEY: ",".join(lesson.hide), PREDICT_KEY: lesson.predict})
+        return queries
 
     @staticmethod
     def link(page_url: str, query: dict[str, Any]) -> str:
+        """``page_url?key=value&...``; an empty ``hide`` and a ``predict`` that is off are left out."""
+        query = {key: value for key, value in query.items() if not (key in (HIDE_KEY, PREDICT_KEY) and not value)}
+        if PREDICT_KEY in query:
+            query[PREDICT_KEY] = "1"
         return f"{page_url}?{urlencode({key: url_text(value) for key, value in query.items()})}" if query else page_url
 
 
@@ -96,7 +142,8 @@ def _sizes(config) -> str:
 
 # page (its file stem in app_pages/) -> its presets' URL keys
 PAGE_PRESETS: dict[str, PagePresets] = {
-    "home": PagePresets("home", {"home": {"act": "activation", "lr": "lr", "steps": "steps", "seed": "seed"}}),
+    "home": PagePresets("home", {"home": {"act": "activation", "lr": "lr", "steps": "steps", "seed": "seed"}},
+                        lessons={"Quiz: predict first": Lesson(hide=("seed",), predict=True)}),
     "normalization_math": PagePresets("math", {"normalization_math": {
         "source": "source", "layer": "layer", "trained": "train_steps", "mean": "mean", "spread": "spread", "skew": "skew",
         "outliers": "outliers", "constant": "constant_neuron", "batch": "batch_size", "draw": "batch_seed",
@@ -125,13 +172,13 @@ PAGE_PRESETS: dict[str, PagePresets] = {
     "placement": PagePresets("placement", {"placement": {
         "act": "activation", "opt": "optimizer", "depth": "depth", "width": "width", "lr": _lr_range,
         "batch": "batch_size", "seeds": "seeds", "steps": "steps",
-    }}),
+    }}, lessons={"Learning rates only": Lesson(hide=("act", "opt", "depth", "width", "batch", "seeds", "steps"))}),
     "common_pitfalls": PagePresets("pitfalls", {
         "forward_pass_pitfall": {"pass": "pass_over", "pass_batch": "pass_batch_size", "fp_seeds": "seeds", "fp_steps": "steps"},
         "label_shift": {"shift": lambda c: c.model.shift, "strength": lambda c: c.model.strength, "ls_steps": lambda c: c.model.steps, "ls_seeds": "seeds", "tent": "tent_steps"},
         "init_gradients": {"width": "width", "ig_batch": "batch_size", "ig_seeds": "seeds"},
         "bn_switches": {"sw_steps": "steps", "sw_lr": "lr", "sw_seeds": "seeds"},
-    }),
+    }, lessons={"Quiz: does no_grad protect BN?": Lesson(predict=True)}),
     "why_bn_works": PagePresets("why", {
         "why_noisy_bn": {"n_act": "activation", "n_lr": "lr", "n_steps": "steps", "noise": "noise_strength", "n_seed": "seed", "n_seeds": "seeds"},
         "why_probes": {"p_act": "activation", "p_lr": "lr", "p_steps": "steps", "every": "probe_every", "eta": "max_multiplier",

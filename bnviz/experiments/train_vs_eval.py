@@ -280,12 +280,15 @@ def _diverged(config, result, data) -> TrainVsEvalResult:
     )
 
 
+def evaluation_ways(config: TrainVsEvalConfig) -> list[str]:
+    """The names of :func:`accuracy_three_ways`'s rows, in order, from the config alone."""
+    return ["eval mode (running estimates)", *(f"train mode, batches of {int(b)}" for b in config.train_mode_batch_sizes), "recalibrated (Algorithm 2)"]
+
+
 def accuracy_three_ways(result: TrainVsEvalResult) -> list[tuple[str, float]]:
     """(way, test accuracy) rows: eval mode, train mode at each batch size, recalibrated."""
-    rows = [("eval mode (running estimates)", result.eval_accuracy)]
-    rows += [(f"train mode, batches of {int(b)}", float(a)) for b, a in zip(result.train_mode_batch_sizes, result.train_mode_accuracy)]
-    rows.append(("recalibrated (Algorithm 2)", result.recalibrated_accuracy))
-    return rows
+    accuracies = [result.eval_accuracy, *map(float, result.train_mode_accuracy), result.recalibrated_accuracy]
+    return list(zip(evaluation_ways(result.config), accuracies))
 
 
 def estimate_errors(result: TrainVsEvalResult, unit_position: int, statistic: str = "mean") -> dict[str, float]:
