@@ -206,7 +206,7 @@ def _ask(question, name: str, config, key: str) -> None:
     def reveal():
         _revealed()[key] = st.session_state.get(choice_key)
 
-    with st.container(border=True, key=f"bnviz-predict-{key}"):
+    with st.container(border=True, key=f"bnviz-question-{key}"):
         st.markdown(f"**Predict, then reveal.** {question.text(config)}")
         choice = st.radio("Your prediction", question.options(config), index=None, key=choice_key)
         st.button("Reveal the result", key=f"bnviz.reveal.{key}", on_click=reveal, type="primary", icon=":material/visibility:",
