@@ -6,7 +6,10 @@ cancel button and optional live chart) and build their controls with
 :class:`Controls`, whose widgets are bounded and mirrored in the URL
 (``st.query_params``), so a link reopens a page in the same state.
 :func:`training_stepper` is play / pause / step through training
-(:mod:`bnviz.stepper`).
+(:mod:`bnviz.stepper`). With predictions on (:func:`predictions_toggle`,
+``?predict=1``) :func:`run_experiment` asks the experiment's question
+(:mod:`bnviz.predictions`) before its result; ``?hide=key1,key2`` hides controls
+(:func:`hidden`), and :func:`preset_links` offers the "Link for your class" builder.
 """
 from __future__ import annotations
 

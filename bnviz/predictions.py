@@ -51,8 +51,9 @@ def points(margin: float) -> str:
     return f"{value:g} point" + ("" if value == 1 else "s")
 
 
-def tie_option(margin: float) -> str:
-    return f"The best two within {points(margin)} of each other"
+def tie_option(margin: float, arms: int = 3) -> str:
+    """The option "no ranking": the best two of ``arms`` are within ``margin``."""
+    return f"Within {points(margin)} of each other" if arms == 2 else f"The best two within {points(margin)} of each other"
 
 
 def highest(scores: dict[str, float], margin: float) -> Answer:
@@ -71,7 +72,7 @@ def highest(scores: dict[str, float], margin: float) -> Answer:
     (best_option, best), (_second_option, second) = finite[0], finite[1]
     gap = 100 * (best - second)
     if best - second <= margin:
-        return Answer(tie_option(margin), f"{listed}: the best two are {gap:.1f} points apart, within the {points(margin)} margin.")
+        return Answer(tie_option(margin, len(scores)), f"{listed}: the best two are {gap:.1f} points apart, within the {points(margin)} margin.")
     return Answer(best_option, f"{listed}: {best_option} leads by {gap:.1f} points, more than the {points(margin)} margin.")
 
 
@@ -100,7 +101,7 @@ def _bn_or_not(result) -> Answer:
 
 
 def _bn_or_not_options(_config) -> tuple[str, ...]:
-    return (WITH_BN, WITHOUT_BN, tie_option(ACCURACY_MARGIN))
+    return (WITH_BN, WITHOUT_BN, tie_option(ACCURACY_MARGIN, 2))
 
 
 STD_TOLERANCE = 1e-3  # relative: "|γ|" means within 0.1% of it
@@ -224,7 +225,7 @@ QUESTIONS: dict[str, Question] = {
         _bn_or_not_options, _bn_or_not),
     "distribution_shift": Question(
         lambda c: f"A BN model trained on clean digits is tested on {c.shift} digits (strength {c.strength:g}). Which way of evaluating it scores higher on them?",
-        lambda _c: (SHIFT_EVAL, SHIFT_TRAIN, tie_option(ACCURACY_MARGIN)), _shift),
+        lambda _c: (SHIFT_EVAL, SHIFT_TRAIN, tie_option(ACCURACY_MARGIN, 2)), _shift),
     "forward_pass_pitfall": Question(
         lambda c: ("A trained BN model makes one pass over the test set in train mode under `torch.no_grad()`, then is scored "
                    "with `model.eval()`. Its test accuracy, compared with before that pass:"),

@@ -37,6 +37,7 @@ def test_highest_ranks_ties_and_diverged_arms():
     assert p.highest({"a": 0.9, "b": 0.8}, 0.01).option == "a"
     tie = p.highest({"a": 0.9, "b": 0.895, "c": 0.5}, 0.01)
     assert tie.option == p.tie_option(0.01) and "0.5 points apart" in tie.explanation
+    assert p.highest({"a": 0.9, "b": 0.899}, 0.01).option == "Within 1 point of each other"  # two arms
     assert p.highest({"a": math.nan, "b": 0.2}, 0.01).option == "b"  # a diverged arm ranks below any score
     assert p.highest({"a": math.nan, "b": math.nan}, 0.01).option is None
     assert "a 90.0%, b 80.0%: a leads by 10.0 points" in p.highest({"b": 0.8, "a": 0.9}, 0.01).explanation
@@ -59,7 +60,7 @@ def test_home_and_paper_bn_or_not():
     assert diverged.option == p.WITHOUT_BN and "diverged" in diverged.explanation
     paper = get_experiment("paper_figure1").default_config()
     seeds = [fake_run(label, acc, seed) for seed, pair in enumerate([(0.950, 0.952), (0.949, 0.955)]) for label, acc in zip(("no BN", "BN"), pair)]
-    assert answer("paper_figure1", SeededComparison.from_seeds(seeds, 2), paper).option == p.tie_option(p.ACCURACY_MARGIN)  # 0.4 points apart
+    assert answer("paper_figure1", SeededComparison.from_seeds(seeds, 2), paper).option == p.tie_option(p.ACCURACY_MARGIN, 2)  # 0.4 points apart
 
 
 @pytest.mark.parametrize("changes,expected", [
