@@ -37,7 +37,15 @@ def test_the_question_comes_first_and_the_answer_with_the_charts(browser, app_ur
         answer = page.locator('[data-testid="stAlertContainer"]').filter(has_text="leads by").first
         assert answer.is_visible() and ("your prediction was right" in answer.inner_text() or "you picked" in answer.inner_text())
         assert page_problems(page, "") == []
+        screenshot(page, artifacts, "predict-revealed")
+        # the lecturer's link builder: opened, its content computed, the link shown with hide=seed and predict=1
+        page.get_by_role("button", name="Link for your class").click()
+        wait_idle(page)
+        builder = page.locator('[data-testid="stPopoverBody"]').filter(has_text="Hide these controls")
+        builder.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+        link = builder.locator('[data-testid="stCode"]').inner_text()
+        assert "hide=seed" in link and "predict=1" in link, link
+        page.screenshot(path=str(artifacts / "class-link-builder.png"))
         assert console.errors == []
     finally:
-        screenshot(page, artifacts, "predict-revealed")
         page.context.close()
