@@ -54,6 +54,12 @@ def test_hidden_seed_is_not_drawn_and_keeps_its_link_value(stopped):
     assert stopped.configs[-1] == HomeConfig(steps=200, seed=3)
 
 
+def test_hostile_hide_and_predict_values_are_harmless(stopped):
+    at = open_page("app_pages/home.py", hide="\x00,<b>,**seed**," + "x" * 5000, predict="1e999").run()
+    assert not at.exception, at.exception
+    assert "home.seed" in [s.key for s in at.slider] and not any(r.key.startswith("bnviz.predict.") for r in at.radio)
+
+
 def test_a_lesson_preset_hides_and_asks_and_the_default_view_undoes_it(stopped):
     at = open_page("app_pages/home.py").run()
     at.button(key="home.preset.Quiz: predict first").click().run()
