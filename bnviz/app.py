@@ -28,7 +28,7 @@ from .cache import ResultStore
 from .errors import BnvizError
 from .formatting import format_percent, format_points  # noqa: F401 - the app's one percent format, re-exported for pages
 from .jobs import Job, JobManager, JobState, JobStatus
-from .page_presets import HIDE_KEY, PREDICT_KEY, class_link, hidden_keys
+from .page_presets import HIDE_KEY, PAGE_SECTIONS, PREDICT_KEY, class_link, hidden_keys
 from .stepper import StepperRegistry, TrainingStepper
 from .train import configure_torch_threads, pick_device
 
@@ -908,12 +908,13 @@ def preset_links(page: str) -> None:
             for name, (_experiment, query) in queries.items():
                 st.markdown(f"**{name}**")
                 st.code(presets.link(page_url, query), language=None, wrap_lines=True)
-    _class_link_builder(row, presets.scope, page_url)
+    _class_link_builder(row, page, presets.scope, page_url)
 
 
-def _class_link_builder(row, scope: str, page_url: str) -> None:
-    """"Link for your class": pick the controls to hide and whether the question comes first;
-    the link (this page's current settings, :func:`bnviz.page_presets.class_link`) appears below.
+def _class_link_builder(row, page: str, scope: str, page_url: str) -> None:
+    """"Link for your class": pick the controls and the sections (``PAGE_SECTIONS[page]``) to
+    hide and whether the question comes first; the link (this page's current settings,
+    :func:`bnviz.page_presets.class_link`) appears below.
     The popover's content is computed only while it is open (``on_change="rerun"``): by then
     the page has run once and every control it drew is known (:meth:`Controls._remember_default`)."""
     popover = row.popover("Link for your class", icon=":material/school:", on_change="rerun", key=f"{scope}.class_link",
@@ -925,6 +926,12 @@ def _class_link_builder(row, scope: str, page_url: str) -> None:
         now_hidden = hidden_keys(st.query_params.get(HIDE_KEY))
         hide = st.multiselect("Hide these controls", list(labels), default=[key for key in labels if key in now_hidden], key=f"{scope}.class_link.hide",
                               format_func=lambda key: f"{labels[key]} ({key})", placeholder="Every control shown")
+        sections = PAGE_SECTIONS.get(page, {})
+        if sections:
+            hide = hide + st.multiselect("Hide these sections", list(sections), default=[key for key in sections if key in now_hidden], key=f"{scope}.class_link.sections",
+                                         format_func=lambda key: f"{sections[key]} ({key})", placeholder="Every section shown")
+        else:
+            st.caption("This page's sections cannot be hidden yet (it has no `app.section` keys).")
         predict = st.toggle("Ask the question before the result (predict, then reveal)", value=predictions_on(), key=f"{scope}.class_link.predict")
         st.caption("The link keeps the page's current settings. Copy it (button at the right):")
         settings = {key: value for key, value in st.query_params.to_dict().items() if key != PRESENTER_KEY}  # the class's own view

@@ -16,7 +16,7 @@ import bnviz.app
 from apptest_helpers import chart_count, open_page
 from bnviz.cache import ResultStore
 from bnviz.experiments.home import HomeConfig
-from bnviz.page_presets import HIDE_KEY, PAGE_PRESETS, PREDICT_KEY, class_link, hidden_keys
+from bnviz.page_presets import HIDE_KEY, PAGE_PRESETS, PAGE_SECTIONS, PREDICT_KEY, class_link, hidden_keys
 from bnviz.predictions import QUESTIONS
 
 
@@ -89,6 +89,19 @@ def test_the_class_link_builder_round_trips(stopped):
     assert not opened.exception, opened.exception
     assert [s.key for s in opened.slider] == ["home.steps"] and opened.slider(key="home.steps").value == 200
     assert stopped.configs[-1] == HomeConfig(steps=200)
+
+
+def test_the_builder_lists_the_page_sections(stopped):
+    at = open_page("app_pages/placement.py", steps="50")
+    at.session_state["placement.class_link"] = True
+    at.run()
+    assert not at.exception, at.exception
+    sections = at.multiselect(key="placement.class_link.sections")
+    assert sections.options == [f"{title} ({key})" for key, title in PAGE_SECTIONS["placement"].items()]
+    sections.set_value(["inputs"])
+    at.multiselect(key="placement.class_link.hide").set_value(["seeds"]).run()
+    query = dict(parse_qsl(urlsplit(at.code[-1].value).query))
+    assert hidden_keys(query[HIDE_KEY]) == {"seeds", "inputs"} and PREDICT_KEY not in query
 
 
 def test_predict_hides_the_charts_until_the_reveal_and_the_answer_follows_the_rule():
