@@ -931,7 +931,7 @@ def _class_link_builder(row, page: str, scope: str, page_url: str) -> None:
             hide = hide + st.multiselect("Hide these sections", list(sections), default=[key for key in sections if key in now_hidden], key=f"{scope}.class_link.sections",
                                          format_func=lambda key: f"{sections[key]} ({key})", placeholder="Every section shown")
         else:
-            st.caption("This page's sections cannot be hidden yet (it has no `app.section` keys).")
+            st.caption("This page has no sections that can be hidden yet: only its controls.")
         predict = st.toggle("Ask the question before the result (predict, then reveal)", value=predictions_on(), key=f"{scope}.class_link.predict")
         st.caption("The link keeps the page's current settings. Copy it (button at the right):")
         settings = {key: value for key, value in st.query_params.to_dict().items() if key != PRESENTER_KEY}  # the class's own view
