@@ -211,7 +211,8 @@ def _ask(question, name: str, config, key: str) -> None:
 
     with st.container(border=True, key=f"bnviz-question-{key}"):
         st.markdown(f"**Predict, then reveal.** {question.text(config)}")
-        choice = st.radio("Your prediction", question.options(config), index=None, key=choice_key)
+        choice = st.radio("Your prediction", question.options(config), index=None, key=choice_key,
+                          help="Commit to an answer before you see the run; the answer is then computed from its numbers.")
         st.button("Reveal the result", key=f"bnviz.reveal.{key}", on_click=reveal, type="primary", icon=":material/visibility:",
                   disabled=choice is None, help="Pick an answer first; the result and the right answer appear here.")
         if result_store().get(name, config) is None:
@@ -925,14 +926,17 @@ def _class_link_builder(row, page: str, scope: str, page_url: str) -> None:
         labels = st.session_state.get(_labels_key(scope), {})
         now_hidden = hidden_keys(st.query_params.get(HIDE_KEY))
         hide = st.multiselect("Hide these controls", list(labels), default=[key for key in labels if key in now_hidden], key=f"{scope}.class_link.hide",
-                              format_func=lambda key: f"{labels[key]} ({key})", placeholder="Every control shown")
+                              format_func=lambda key: f"{labels[key]} ({key})", placeholder="Every control shown",
+                              help="Hidden controls are not drawn; they keep the value the link gives them (the page's current one).")
         sections = PAGE_SECTIONS.get(page, {})
         if sections:
             hide = hide + st.multiselect("Hide these sections", list(sections), default=[key for key in sections if key in now_hidden], key=f"{scope}.class_link.sections",
-                                         format_func=lambda key: f"{sections[key]} ({key})", placeholder="Every section shown")
+                                         format_func=lambda key: f"{sections[key]} ({key})", placeholder="Every section shown",
+                                         help="A hidden section is not drawn and computes nothing.")
         else:
             st.caption("This page has no sections that can be hidden yet: only its controls.")
-        predict = st.toggle("Ask the question before the result (predict, then reveal)", value=predictions_on(), key=f"{scope}.class_link.predict")
+        predict = st.toggle("Ask the question before the result (predict, then reveal)", value=predictions_on(), key=f"{scope}.class_link.predict",
+                            help="The link carries ?predict=1: each page asks its question before showing its main result.")
         st.caption("The link keeps the page's current settings. Copy it (button at the right):")
         settings = {key: value for key, value in st.query_params.to_dict().items() if key != PRESENTER_KEY}  # the class's own view
         st.code(class_link(page_url, settings, hide, predict), language=None, wrap_lines=True)
