@@ -10,7 +10,7 @@ machines without an emoji font.
 """
 import streamlit as st
 
-from bnviz.app import article_path, new_script_run, predictions_toggle, presenter_view
+from bnviz.app import article_path, load_core, new_script_run, predictions_toggle, presenter_view
 
 st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon=":material/insights:", layout="wide")
 
@@ -37,5 +37,6 @@ navigation = st.navigation(PAGES)
 new_script_run()  # the charts downloads() offers as images are this run's
 presenter_view()  # the sidebar's presenter toggle, before the page draws its charts
 predictions_toggle()  # the sidebar's "Predict, then reveal" (?predict=1 for a class)
+load_core(navigation.title)  # a fresh server: the title and a progress line while torch loads (not a blank page)
 navigation.run()
 article_path([page for section in PAGES.values() for page in section], navigation)  # "Next: ..." in the article's order

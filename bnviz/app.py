@@ -14,28 +14,37 @@ cancel button and optional live chart) and build their controls with
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
 import re
+import sys
 import time
 import uuid
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 import altair as alt
 import streamlit as st
 
-from .cache import ResultStore
 from .errors import BnvizError
 from .formatting import format_percent, format_points  # noqa: F401 - the app's one percent format, re-exported for pages
 from .jobs import Job, JobManager, JobState, JobStatus
 from .page_presets import HIDE_KEY, PAGE_SECTIONS, PREDICT_KEY, class_link, hidden_keys
-from .stepper import StepperRegistry, TrainingStepper
-from .train import configure_torch_threads, pick_device
+
+# torch (and the modules that import it: the store reads bnviz.data's folder, the trainer,
+# the stepper) is imported only when first used, so a fresh server paints the page's text
+# within a second and loads torch behind a progress indicator (:func:`load_core`).
+if TYPE_CHECKING:
+    from .cache import ResultStore
+    from .stepper import StepperRegistry
 
 
 @st.cache_resource(show_spinner=False)
 def result_store() -> ResultStore:
     """One store per process; the directory is shared by every process and replica."""
+    from .cache import ResultStore
+    from .train import configure_torch_threads
+
     configure_torch_threads()
     _limit_malloc_arenas()
     return ResultStore()
@@ -77,6 +86,26 @@ def _release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+# What a page's first script run imports that takes seconds on a fresh server (torch alone:
+# 2-15 s by the machine's load); smaller modules a page imports after them are quick.
+CORE_MODULES = ("torch", "bnviz.data", "bnviz.models", "bnviz.train", "bnviz.cache")
+
+
+def load_core(title: str) -> None:
+    """The first script run of a fresh server process: the page's title and a progress line
+    while torch and bnviz's core import, instead of a blank page (the entry point calls it
+    before the page runs; every later run finds them loaded and draws nothing)."""
+    if all(name in sys.modules for name in CORE_MODULES):
+        return
+    slot = st.empty()
+    with slot.container():
+        st.title(title)
+        with st.spinner("Loading PyTorch and bnviz's models: the first visit after the server started takes a few seconds…", show_time=True):
+            for name in CORE_MODULES:
+                importlib.import_module(name)
+    slot.empty()
 
 
 LIVE_REDRAW_SECONDS = 0.5
@@ -360,6 +389,8 @@ STEPPER_HISTORY = 300  # steps the chart shows (the latest)
 @st.cache_resource(show_spinner=False)
 def stepper_registry() -> StepperRegistry:
     """The sessions' steppers (:mod:`bnviz.stepper`), paused ones kept for a while."""
+    from .stepper import StepperRegistry
+
     return StepperRegistry()
 
 
@@ -372,6 +403,8 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
 
     from .charts.stepper import stepper_chart
     from .data import load_mnist
+    from .stepper import TrainingStepper
+    from .train import pick_device
 
     key = f"{_session_id()}|{scope}|{model_cfg.to_json()}|{train_cfg.to_json()}|{first_unit}"
     try:
@@ -444,6 +477,8 @@ def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_dom
 
 
 def device_caption() -> None:
+    from .train import pick_device
+
     st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are cached: a second visit is instant.")
 
 

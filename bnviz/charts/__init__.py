@@ -6,14 +6,15 @@ Topic-specific charts live in sibling modules; the shared pieces are here.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from ..train import TrainResult
+if TYPE_CHECKING:  # the type only: charts load without torch (a fresh server's first paint)
+    from ..train import TrainResult
 
 PALETTE = {
     "no BN": "#E45756",
