@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz.app import Controls, budget_help, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander
+from bnviz.app import Controls, budget_help, chart_mark, curve_panels, device_caption, diverged_sweep_warning, downloads, draw_chart, format_percent, page_config, preset_links, run_experiment, source_expander, verdict_cell_style
 from bnviz.formatting import format_points
 from bnviz.charts import curve_records
 from bnviz.charts.norm_axes import batch_size_chart, batch_size_frame, padded_chart, padded_frame, pooled_moments_frame, sets_frame, sets_grid, sets_takeaway
@@ -294,11 +294,12 @@ def cell_text(cell: dict) -> str:
 
 
 measured = pd.DataFrame([{"output of": row, **{SHORT[t]: cell_text(inv.cell(row, t)) for t in TRANSFORMS}} for row in ROWS]).set_index("output of")
-st.table(measured.style.map(lambda text: "background-color: #d8f0d2" if text.startswith("invariant") else "background-color: #fbe0dc"))
+st.table(measured.style.map(lambda text: verdict_cell_style(text.startswith("invariant"))))
 claims = pd.DataFrame([{"Ba et al. 2016, Table 1": name, **{SHORT[t]: "invariant" if c else "—" for t, c in zip(TRANSFORMS, values)}}
                        for name, values in (("Batch norm", BA_ET_AL_TABLE_1["BN, train mode"]), ("Weight norm", BA_ET_AL_WEIGHT_NORM), ("Layer norm", BA_ET_AL_TABLE_1["LayerNorm"]))])
-st.caption("Each cell: the verdict and the largest change of an output, relative to the largest output. ✓ agrees with Ba et al.'s Table 1, ✗ contradicts it, "
-           "no mark: they make no claim. Their claims, as printed (“—”: not invariant; weight normalization is not measured here):")
+st.caption("Each cell: the verdict and the largest change of an output, relative to the largest output. The colour is the measurement "
+           "(green: invariant, red: the output changes); the mark compares it with Ba et al.'s Table 1: ✓ agrees (a red cell with ✓: "
+           "they too say it changes), ✗ contradicts it, no mark: they make no claim. Their claims, as printed (“—”: not invariant; weight normalization is not measured here):")
 st.table(claims.set_index("Ba et al. 2016, Table 1"))
 agree, claimed = inv.agreement()
 disagreements = [c for c in inv.cells if c["claimed"] is not None and c["claimed"] != c["invariant"]]

@@ -844,6 +844,8 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
     PNG and SVG: those of the running :func:`section` (or, outside sections, the page's own),
     ``charts``: only those between two :func:`chart_mark` marks.
     ``title`` tells two of these expanders on one page apart."""
+    from .charts import palette
+
     section_now = current_section()
     prefix = f"download.{section_now}.{name}" if section_now else f"download.{name}"  # one experiment offered by two sections
     with st.expander(title):
@@ -868,6 +870,7 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
             slug = _slug(title)[:60] or f"chart-{index}"
             try:
                 spec = chart.to_dict()
+                spec.setdefault("background", palette().background)  # an image's ink needs the theme's page under it
             except alt.MaxRowsError:  # the charts module thins long curves (charts.thin_rows); a chart it missed is not offered
                 st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
                 continue
@@ -1030,7 +1033,67 @@ def presenter_view() -> float:
     st.session_state["bnviz.chart_scale"] = scale
     charts.set_scale_source(_session_chart_scale)
     st.html(BASE_CSS + (PRESENTER_CSS.format(scale=scale, unzoom=1 / scale) if on else ""))
+    dim_room_theme()
     return scale
+
+
+# ------------------------------------------------------------------ dark, high-contrast theme
+# Streamlit's own theme machinery: .streamlit/config.toml's [theme.light] and [theme.dark]
+# (white on black, for dim rooms) are the two themes a visitor can pick in the app menu's
+# Settings, and the URL's ``embed_options=dark_theme`` / ``light_theme`` picks one on load
+# (Streamlit keeps ``embed_options`` in the URL as the page's other settings change, so a
+# teacher's link keeps it). The theme is only in the browser: the server reads it from
+# ``st.context.theme`` (reported with every script run) to draw the charts' ink to match.
+THEME_OPTIONS = ("light_theme", "dark_theme")
+# Reload the page with the chosen theme's embed option (Streamlit applies a theme option on
+# load only); the URL's other settings stay, so the view comes back as it was.
+_THEME_RELOAD_JS = """<script>
+const url = new URL(window.location.href);
+const kept = url.searchParams.getAll("embed_options").filter(v => !{options}.includes(v));
+url.searchParams.delete("embed_options");
+for (const value of [...kept, "{choice}"]) url.searchParams.append("embed_options", value);
+window.location.replace(url.toString());
+</script>"""
+
+
+def _session_theme() -> str:
+    """The running session's theme name for the charts' palette ("light" outside a session)."""
+    try:
+        return str(st.session_state.get("bnviz.theme", "light"))
+    except Exception:  # noqa: BLE001 - no Streamlit session (CLI, tests)
+        return "light"
+
+
+def dim_room_theme() -> str:
+    """The sidebar's "Dim room" toggle: Streamlit's dark theme (white on black) or its light
+    one, and the charts' ink to match (:func:`bnviz.charts.palette`). Returns the theme name."""
+    from . import charts
+
+    theme = "dark" if st.context.theme.type == "dark" else "light"
+    st.session_state["bnviz.theme"] = theme
+    charts.set_theme_source(_session_theme)
+    session_key = "app.dim_room"
+    st.session_state[session_key] = theme == "dark"  # the browser's theme, however it was chosen (menu, link, this toggle)
+
+    def switch():
+        st.session_state["bnviz.theme_request"] = "dark_theme" if st.session_state[session_key] else "light_theme"
+
+    st.sidebar.toggle("Dim room: dark, high contrast", key=session_key, on_change=switch,
+                      help="White on black, for a dark room or a projector that washes colours out (Streamlit's dark theme; "
+                           "also in the app menu's Settings). The page reloads with the same settings; its link keeps the theme.")
+    request = st.session_state.pop("bnviz.theme_request", None)
+    if request in THEME_OPTIONS:
+        with st.sidebar:
+            st.html(_THEME_RELOAD_JS.format(options=list(THEME_OPTIONS), choice=request), unsafe_allow_javascript=True)
+    return theme
+
+
+def verdict_cell_style(good: bool) -> str:
+    """A table cell's CSS for a measured yes (green) or no (red), readable in either theme."""
+    from . import charts
+
+    shown = charts.palette()
+    return f"background-color: {shown.good_cell if good else shown.bad_cell}; color: {shown.ink}"
 
 
 def _session_chart_scale() -> float:

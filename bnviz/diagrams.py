@@ -4,7 +4,9 @@ from __future__ import annotations
 
 def mlp_dot(hidden: tuple[int, ...], with_bn: bool, activation: str = "sigmoid", placement: str = "before") -> str:
     """A left-to-right diagram of ``784 -> hidden... -> 10``, BN boxes where they sit."""
-    bn_color = "#4C78A8"
+    from .charts import PALETTE
+
+    bn_color = PALETTE["BN"]
     lines = [
         "digraph mlp {",
         "  rankdir=LR; bgcolor=transparent; nodesep=0.15; ranksep=0.25;",

@@ -1,11 +1,14 @@
 """Result -> ``alt.Chart``. Pages only lay charts out; charts never train.
 
 One palette, set once: a model kind has the same colour on every page
-(no BN, BN, BN after the activation, LayerNorm, GroupNorm, ...).
+(no BN, BN, BN after the activation, LayerNorm, GroupNorm, ...), from one
+colour-blind-safe categorical set; everything else a chart colours (text, rules,
+reference lines, cell borders) comes from the running theme's :class:`Palette`.
 Topic-specific charts live in sibling modules; the shared pieces are here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import altair as alt
@@ -16,32 +19,110 @@ from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 if TYPE_CHECKING:  # the type only: charts load without torch (a fresh server's first paint)
     from ..train import TrainResult
 
+# ------------------------------------------------------------------ colours
+# One categorical palette for every chart: Okabe & Ito's (2008, "Color Universal Design"),
+# eight colours told apart with each common colour-vision deficiency, on white and on black.
+# Its eighth colour, black, is the theme's ink (white on the dark theme).
+ORANGE, SKY_BLUE, BLUISH_GREEN, YELLOW = "#E69F00", "#56B4E9", "#009E73", "#F0E442"
+BLUE, VERMILLION, REDDISH_PURPLE = "#0072B2", "#D55E00", "#CC79A7"
+INK = "ink"  # a colour name for the theme's ink (Palette.ink)
+# A series' colour when the chart's own labels do not claim it, in this order (yellow last:
+# it is faint on white).
+CATEGORICAL = (ORANGE, SKY_BLUE, BLUISH_GREEN, REDDISH_PURPLE, VERMILLION, BLUE, INK, YELLOW)
+
+# A model kind has the same colour on every page, and the kinds one chart shows together are
+# distinct: home {no BN, BN}; placement {no BN, BN before, BN after}; small batches {BN, Batch
+# Renorm, ghost BN, GroupNorm, LayerNorm, no BN}; BN vs LN {BN, LayerNorm, InstanceNorm,
+# GroupNorm, RMSNorm, no BN}; why {no BN, BN, noisy BN, no BN + noise} (tests/test_palette.py).
 PALETTE = {
-    "no BN": "#E45756",
-    "BN": "#4C78A8",
-    "BN before": "#4C78A8",
-    "BN after": "#72B7B2",
-    "LayerNorm": "#F58518",
-    "RMSNorm": "#FFBF79",  # LayerNorm's orange, lighter: its sibling without the mean
-    "GroupNorm": "#54A24B",
-    "InstanceNorm": "#B279A2",
-    "noisy BN": "#9D755D",
-    "Batch Renorm": "#EECA3B",
-    "ghost BN": "#FF9DA6",
-    "no BN + noise": "#8C1C13",  # noise without BN: no BN's red, darker
+    "no BN": VERMILLION,
+    "BN": BLUE,
+    "BN before": BLUE,
+    "BN after": BLUISH_GREEN,
+    "LayerNorm": ORANGE,
+    "RMSNorm": REDDISH_PURPLE,
+    "GroupNorm": BLUISH_GREEN,
+    "InstanceNorm": SKY_BLUE,
+    "noisy BN": SKY_BLUE,  # BN's blue, lighter: BN with noise added
+    "Batch Renorm": SKY_BLUE,
+    "ghost BN": REDDISH_PURPLE,
+    "no BN + noise": REDDISH_PURPLE,
 }
-FALLBACK_COLORS = ["#BAB0AC", "#79706E", "#D67195", "#439894", "#83BCB6"]
-# For categories that are not models (neurons, statistics, train/eval mode, layers):
-# colours no model uses, so a legend never suggests "this line is the BN model".
-SERIES_COLORS = ["#17BECF", "#BCBD22", "#8C564B", "#E377C2", "#7F7F7F", "#C49C94"]
-MODE_COLORS = {"train mode": "#3B3B3B", "eval mode": "#9467BD"}
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Everything a chart draws in a colour that is not a series': text, rules, reference
+    lines, cell borders, tinted backgrounds. One per theme ("light", "dark"); charts read the
+    running session's through :func:`palette`, never a hex literal of their own."""
+
+    ink: str  # axis labels, titles, reference lines and curves (Okabe-Ito's black, or white)
+    muted: str  # secondary rules and their labels (a limit, a range)
+    faint: str  # a neutral series (a batch's raw values)
+    background: str  # the page's: cell borders, a mark that must read as a gap
+    warning: str  # NaN/inf counts
+    other_sets: tuple[str, str]  # the pooling grids' cells outside the highlighted set, alternating
+    regimes: dict  # the nonlinearity's linear / curved / saturated / dead bands
+    good_cell: str  # a table cell's background for a measured yes (invariant), under ink text
+    bad_cell: str  # ... and for a no
+
+    def color(self, name: str) -> str:
+        return self.ink if name == INK else name
+
+
+PALETTES = {
+    "light": Palette(ink="#1F1F1F", muted="#555555", faint="#A0A0A0", background="#FFFFFF", warning="#B00000",
+                     other_sets=("#D9D9D9", "#F2F2F2"),
+                     regimes={"linear": "#C7E9C0", "curved": "#FDE0B2", "saturated": "#F4B6B6", "dead": "#F4B6B6"},
+                     good_cell="#D8F0D2", bad_cell="#FBE0DC"),
+    # dim rooms: white on black, as the app's [theme.dark] (.streamlit/config.toml)
+    "dark": Palette(ink="#FFFFFF", muted="#CCCCCC", faint="#8C8C8C", background="#000000", warning="#FF6B6B",
+                    other_sets=("#5A5A5A", "#333333"),
+                    regimes={"linear": "#1E4D2B", "curved": "#5C4300", "saturated": "#6B1F1F", "dead": "#6B1F1F"},
+                    good_cell="#1E4D2B", bad_cell="#6B1F1F"),
+}
+
+# The app (bnviz.app) installs the running session's theme name; the core never imports streamlit.
+_theme_source: Callable[[], str] = lambda: "light"
+
+
+def set_theme_source(source: Callable[[], str]) -> None:
+    global _theme_source
+    _theme_source = source
+
+
+def palette() -> Palette:
+    """The running session's palette (light outside a session: CLI, tests, downloads)."""
+    return PALETTES.get(_theme_source(), PALETTES["light"])
+
+
+def mode_colors() -> dict:
+    """train mode / eval mode, the same on every page."""
+    return {"train mode": palette().ink, "eval mode": REDDISH_PURPLE}
+
+
+def distinct_colors(labels: Iterable[str], fixed: dict) -> list[str]:
+    """A colour per label: ``fixed``'s where it has one, else the first of :data:`CATEGORICAL`
+    that no other label of the chart has: up to eight labels, eight distinct colours."""
+    labels = list(dict.fromkeys(labels))
+    shown = palette()
+    claimed = {shown.color(fixed[label]) for label in labels if label in fixed}
+    colors = []
+    for label in labels:
+        if label in fixed:
+            colors.append(shown.color(fixed[label]))
+            continue
+        spare = next((c for c in map(shown.color, CATEGORICAL) if c not in claimed), shown.color(CATEGORICAL[len(colors) % len(CATEGORICAL)]))
+        claimed.add(spare)
+        colors.append(spare)
+    return colors
 
 
 def series_scale(labels: Iterable[str]) -> alt.Scale:
-    """Colours for non-model categories, in order (see ``SERIES_COLORS``)."""
+    """Colours for non-model categories (neurons, statistics, layers), in order; train and
+    eval mode keep theirs (:func:`mode_colors`)."""
     labels = list(dict.fromkeys(labels))
-    spare = iter(SERIES_COLORS * 4)
-    return alt.Scale(domain=labels, range=[MODE_COLORS.get(label) or next(spare) for label in labels])
+    return alt.Scale(domain=labels, range=distinct_colors(labels, mode_colors()))
 
 
 def log_axis(values, title: str | None = None, max_ticks: int = 6) -> alt.Axis:
@@ -81,7 +162,7 @@ CHART_HEIGHT = 400
 # 12 px grey axis labels. An Altair theme reaches every chart, layered and
 # concatenated ones too, without a page configuring anything; Streamlit keeps a
 # non-default Altair theme's config and lays its own theme under it.
-PROJECTOR_TEXT = {"labelFontSize": 14, "titleFontSize": 15, "labelColor": "#31333F", "titleColor": "#31333F"}
+PROJECTOR_TEXT = {"labelFontSize": 14, "titleFontSize": 15}  # in the palette's ink (projector_theme)
 # The app's "Presenter view" scales the fonts below for one session. The theme is applied
 # when a chart is serialised, in that session's script thread, so the app installs a
 # function that reads the running session's scale (the core never imports streamlit).
@@ -101,25 +182,26 @@ def font_size(pixels: float) -> int:
 
 @alt.theme.register("bnviz", enable=True)
 def projector_theme() -> alt.theme.ThemeConfig:
-    scale = _scale_source()
-    text = {**PROJECTOR_TEXT, "labelFontSize": round(14 * scale), "titleFontSize": round(15 * scale)}
+    scale, ink = _scale_source(), palette().ink
+    text = {**PROJECTOR_TEXT, "labelFontSize": round(14 * scale), "titleFontSize": round(15 * scale), "labelColor": ink, "titleColor": ink}
     return alt.theme.ThemeConfig(
         config={
             "axis": text,
             "legend": {**text, "symbolSize": round(140 * scale), "labelLimit": round(260 * scale)},
             "header": text,
             # larger titles in the same width: break them into lines at their commas (Vega's lineBreak)
-            "title": {"fontSize": round(17 * scale), **({"lineBreak": ", "} if scale > 1 else {})},
-            "text": {"fontSize": round(11 * scale)},  # text marks that set no size of their own
+            "title": {"fontSize": round(17 * scale), "color": ink, "subtitleColor": ink, **({"lineBreak": ", "} if scale > 1 else {})},
+            "text": {"fontSize": round(11 * scale), "color": ink},  # text marks that set no size or colour of their own
+            "rule": {"color": ink},
         }
     )
 
 
 def color_scale(labels: Iterable[str]) -> alt.Scale:
-    """The palette's colours for ``labels``, in order; unknown labels get spare colours."""
+    """The models' colours (:data:`PALETTE`) for ``labels``, in order; a label the palette does
+    not name gets a colour no other label of the chart has (:func:`distinct_colors`)."""
     labels = list(dict.fromkeys(labels))
-    spare = iter(FALLBACK_COLORS * 4)
-    return alt.Scale(domain=labels, range=[PALETTE.get(label) or next(spare) for label in labels])
+    return alt.Scale(domain=labels, range=distinct_colors(labels, PALETTE))
 
 
 def model_color(label: str, labels: Sequence[str]) -> alt.Color:

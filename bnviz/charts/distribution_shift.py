@@ -4,15 +4,14 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, font_size, log_axis, series_scale
+from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT, format_percent
+from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, font_size, log_axis, palette, series_scale
 
 # Train/eval mode, layers and finite/NaN are not models: the shared series colours, never a model's
 # (BN's blue, no BN's red). A fix's bar is the colour of the model it runs: BN's, or the retrained
 # LayerNorm's / GroupNorm's.
 MODES = ["train mode", "eval mode"]
 FLOAT16_STATES = ["finite", "NaN/inf outputs"]
-NONFINITE_TEXT_COLOR = "#C00000"  # warning text for NaN/inf counts; no model uses it
 FLOAT16_MAX = 65504.0
 LOG_FLOOR = 1e-3  # a log axis cannot show 0
 
@@ -39,15 +38,17 @@ def layer_maxima_chart(result, float16_line: bool = True) -> alt.Chart:
     shown = [*data["median_abs"], *data["max_abs"], *([FLOAT16_MAX] if float16_line else [])]
     y = alt.Y("median_abs:Q", scale=alt.Scale(type="log"), axis=log_axis(shown, "|BN output| (log scale)"))
     bars = base.mark_bar(size=22, opacity=0.85).encode(y=y, y2="max_abs:Q")
-    ticks = base.mark_tick(thickness=2, size=22).encode(y="p99_abs:Q", color=alt.value("white"))  # visible on both modes' bars
+    # the page's background colour: a notch cut into the bar, visible on both modes' colours and both themes
+    ticks = base.mark_tick(thickness=3, size=22).encode(y="p99_abs:Q", color=alt.value(palette().background))
     broken = (base.transform_filter(alt.datum.nonfinite > 0).transform_calculate(label="format(datum.nonfinite, ',') + ' NaN/inf'")
-              .mark_text(color=NONFINITE_TEXT_COLOR, fontSize=font_size(13), fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
+              .mark_text(color=palette().warning, fontSize=font_size(13), fontWeight="bold", angle=270, align="right").encode(y=alt.value(8), text="label:N"))
     layers = [bars, ticks, broken]
     if float16_line:
         limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
-        layers.append(limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q"))
-        layers.append(limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0)))
-    return alt.layer(*layers).properties(height=CHART_HEIGHT, title="|BN output| per layer, log scale")
+        layers.append(limit.mark_rule(strokeDash=[6, 4], color=palette().muted).encode(y="limit:Q"))
+        layers.append(limit.mark_text(align="left", dx=4, dy=-8, color=palette().muted, fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0)))
+    subtitle = ["Bar: from the median |output| to the largest.", "Notch across a bar: the 99th percentile."]
+    return alt.layer(*layers).properties(height=CHART_HEIGHT, title=alt.TitleParams("|BN output| per layer, log scale", subtitle=subtitle))
 
 
 def units_chart(result) -> alt.Chart:
@@ -74,19 +75,28 @@ def units_chart(result) -> alt.Chart:
 def fixes_chart(result) -> alt.Chart:
     """Each fix's accuracy on the shifted images (or its NaN count when accuracy is undefined)."""
     frame = pd.DataFrame(result.fixes)
-    frame["label"] = [f"{n:,} NaN/inf" if n else "finite" for n in frame["nonfinite_outputs"]]
     replaced_by = [fix.split(" instead of BN")[0] for fix in frame["fix"]]
     frame["model"] = [label if label in PALETTE else "BN" for label in replaced_by]
     measure = "accuracy" if result.accuracy_defined else "max_abs"
     frame[measure] = finite_or_none(frame[measure])
+    frame["label"] = [fix_label(value, n, result.accuracy_defined) for value, n in zip(frame[measure], frame["nonfinite_outputs"])]
     title = "accuracy on the shifted images" if result.accuracy_defined else "largest |BN output| (log)"
     x = alt.X(f"{measure}:Q", title=title, scale=alt.Scale(domain=[0, 1]) if result.accuracy_defined else alt.Scale(type="log"),
               axis=alt.Axis(format=PERCENT_AXIS_FORMAT) if result.accuracy_defined else log_axis(frame[measure]))
     base = alt.Chart(frame).encode(y=alt.Y("fix:N", sort=None, title=None, axis=alt.Axis(labelLimit=420)))
     bars = base.mark_bar().encode(x=x, color=alt.Color("model:N", scale=color_scale(frame["model"]), legend=None), tooltip=["fix:N", alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT), "nonfinite_outputs:Q", alt.Tooltip("max_abs:Q", format=".4g"), "note:N"])
     text = base.mark_text(align="left", dx=6, fontSize=font_size(14)).encode(x=alt.X(f"{measure}:Q"), text="label:N",
-                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value(NONFINITE_TEXT_COLOR), alt.value("#333")))
-    return alt.layer(bars, text).properties(height=44 * len(frame), title="The fixes, on the same model and the same shifted images")
+                                                                   color=alt.condition(alt.datum.nonfinite_outputs > 0, alt.value(palette().warning), alt.value(palette().ink)))
+    subtitle = (["Bar and label: accuracy on the shifted images;", "in red: how many outputs were NaN or inf (none: no red)."] if result.accuracy_defined
+                else ["Bar: the largest |BN output| (accuracy is undefined: some outputs are NaN);", "in red: how many outputs were NaN or inf."])
+    return alt.layer(bars, text).properties(height=44 * len(frame), title=alt.TitleParams("The fixes, on the same model and the same shifted images", subtitle=subtitle))
+
+
+def fix_label(value, nonfinite_outputs: int, accuracy_defined: bool) -> str:
+    """A fix's bar label: its value, and its NaN/inf count when there is one (a bar never
+    says "finite": that is every bar's normal state)."""
+    shown = "n/a" if value is None else (format_percent(value) if accuracy_defined else f"{value:.3g}")
+    return f"{shown}, {nonfinite_outputs:,} NaN/inf" if nonfinite_outputs else shown
 
 
 def eps_sweep_chart(result) -> alt.Chart:
@@ -102,7 +112,7 @@ def eps_sweep_chart(result) -> alt.Chart:
     eps_axis.format = ".0e"
     x = alt.X("eps:Q", scale=alt.Scale(type="log", reverse=True), axis=eps_axis)
     y = alt.Y("largest_value:Q", scale=alt.Scale(type="log"), axis=log_axis([*data["largest_value"], FLOAT16_MAX], "largest |value| in the forward, float32"))
-    line = alt.Chart(data).mark_line(color="#888", strokeWidth=2).encode(x=x, y=y)
+    line = alt.Chart(data).mark_line(color=palette().faint, strokeWidth=2).encode(x=x, y=y)
     points = alt.Chart(data).mark_point(size=140, filled=True).encode(
         x=x, y=y,
         color=alt.Color("float16:N", title="float16 forward", scale=series_scale(FLOAT16_STATES), legend=alt.Legend(orient="top")),
@@ -110,6 +120,6 @@ def eps_sweep_chart(result) -> alt.Chart:
         tooltip=[alt.Tooltip("eps:Q", format=".0e"), alt.Tooltip("largest_value:Q", format=".4g", title="largest |value| (float32)"), alt.Tooltip("largest_value_layer:N", title="in layer"), alt.Tooltip("nonfinite_outputs:Q", title="float16: images with NaN/inf")],
     )
     limit = alt.Chart(pd.DataFrame({"limit": [FLOAT16_MAX], "text": ["float16 max 65,504"]}))
-    rule = limit.mark_rule(strokeDash=[6, 4], color="#555").encode(y="limit:Q")
-    label = limit.mark_text(align="left", dx=4, dy=-8, color="#555", fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0))
+    rule = limit.mark_rule(strokeDash=[6, 4], color=palette().muted).encode(y="limit:Q")
+    label = limit.mark_text(align="left", dx=4, dy=-8, color=palette().muted, fontSize=font_size(13)).encode(y="limit:Q", text="text:N", x=alt.value(0))
     return alt.layer(line, points, rule, label).properties(height=CHART_HEIGHT, title="Route (b): smaller eps, larger outputs, float16 overflow")

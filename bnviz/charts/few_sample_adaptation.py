@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from . import CHART_HEIGHT, SERIES_COLORS
+from . import CHART_HEIGHT, series_scale
 
 
 def adaptation_frame(result) -> pd.DataFrame:
@@ -33,9 +33,7 @@ def adaptation_chart(result, mix_label: str) -> alt.Chart:
 
     data = adaptation_frame(result).replace({"method": {MIXED: mix_label}})
     names = [PLAIN, ADABN, mix_label, FULL]
-    # strong colours for the two adapted curves, grey and pink for the dashed references (not model colours)
-    colors = [SERIES_COLORS[4], SERIES_COLORS[0], SERIES_COLORS[2], SERIES_COLORS[3]]
-    color = alt.Color("method:N", title=None, scale=alt.Scale(domain=names, range=colors), legend=alt.Legend(orient="bottom", labelLimit=420, symbolOpacity=1))
+    color = alt.Color("method:N", title=None, scale=series_scale(names), legend=alt.Legend(orient="bottom", labelLimit=420, symbolOpacity=1))
     sizes = [int(n) for n in result.sample_sizes]
     x = alt.X("n:Q", title="target images used to estimate the statistics (n)", scale=alt.Scale(type="log", base=2, domain=[sizes[0], sizes[-1]]),
               axis=alt.Axis(values=sizes, format="~d"))

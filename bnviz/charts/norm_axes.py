@@ -10,12 +10,11 @@ from ..experiments.norm_comparison import NormComparisonResult
 from ..experiments.sequence_norms import PLACES, SequenceNormsResult
 from ..models import model_label
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color
+from . import CHART_HEIGHT, PALETTE, color_scale, finite_or_none, model_color, palette
 
 CELL = 22  # largest cell, in pixels: readable on a projector
 GRID_WIDTH = 860  # pixels of cells in one row of example panels: with the axis, it fits the ~940 px page column
 PANELS_PER_ROW = 4
-OTHER_SET_SHADES = ("#d9d9d9", "#f2f2f2")  # neighbouring sets alternate, so the cut is visible
 
 
 def grid_axes(result: NormAxesResult) -> tuple[str, str, str | None]:
@@ -59,14 +58,14 @@ def sets_grid(result: NormAxesResult, method: str, highlight: tuple[int, ...], t
     frame = sets_frame(result, method, highlight)
     x_field, y_field, facet_field = grid_axes(result)
     shades = [SAME_SET, "another set (even id)", "another set (odd id)"]
-    color = alt.Color("shade:N", title=None, scale=alt.Scale(domain=shades, range=[PALETTE[model_label(method)], *OTHER_SET_SHADES]), legend=None)
+    color = alt.Color("shade:N", title=None, scale=alt.Scale(domain=shades, range=[PALETTE[model_label(method)], *palette().other_sets]), legend=None)
     columns = int(frame[x_field].max() + 1)
     panels = min(int(frame[facet_field].max() + 1), PANELS_PER_ROW) if facet_field else 1
     cell = max(8, min(CELL, GRID_WIDTH // (panels * (columns + 1))))
     width, height = cell * columns, cell * int(frame[y_field].max() + 1)
     chart = (
         alt.Chart(frame)
-        .mark_rect(stroke="white", strokeWidth=1)
+        .mark_rect(stroke=palette().background, strokeWidth=1)
         .encode(
             # Axis and header fonts: the shared projector theme's (bnviz.charts.PROJECTOR_TEXT).
             x=alt.X(f"{x_field}:O", title=x_field, axis=alt.Axis(labelAngle=0, labelOverlap=False, values=_ticks(frame[x_field].max()))),

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT, format_percent
 from ..experiments.normalization_math import LINEAR_SLOPE, SATURATED_SLOPE, NormalizationMathResult
-from . import CHART_HEIGHT, PALETTE, SERIES_COLORS, finite_or_none, font_size, series_scale
+from . import CHART_HEIGHT, PALETTE, distinct_colors, finite_or_none, font_size, palette, series_scale
 
 # the four stages of one neuron's values, with the result field that holds each
 STEPS = {
@@ -19,11 +19,13 @@ STEPS = {
     "normalised x̂  (2, 3)": "x_hat",
     "output y = γx̂ + β  (4)": "y",
 }
-# neurons are not models: series colours, so neuron 0 never reads as "the BN model"
-NEURON_COLORS = SERIES_COLORS[:3]
-REGIME_COLORS = {"linear": "#C7E9C0", "curved": "#FDE0B2", "saturated": "#F4B6B6", "dead": "#F4B6B6"}
-BEFORE_AFTER = {"before BN (x)": "#BAB0AC", "after eq. (3) (x̂)": PALETTE["BN"]}
+BEFORE_BN, AFTER_BN = "before BN (x)", "after eq. (3) (x̂)"
 SMALL_HEIGHT = 220
+
+
+def neuron_color(position: int) -> str:
+    """The colour of the page's ``position``-th neuron, as its other charts colour it (series_scale)."""
+    return distinct_colors([f"neuron {i}" for i in range(position + 1)], {})[position]
 
 
 def histogram_records(values: np.ndarray, bins: int = 16) -> pd.DataFrame:
@@ -51,7 +53,7 @@ def step_histogram(result: NormalizationMathResult, step: str, neuron_position: 
     data = histogram_records(values)
     bars = (
         alt.Chart(data, title=step)
-        .mark_rect(color=NEURON_COLORS[neuron_position], opacity=0.8, stroke="white", strokeWidth=0.5)
+        .mark_rect(color=neuron_color(neuron_position), opacity=0.8, stroke=palette().background, strokeWidth=0.5)
         .encode(
             x=alt.X("start:Q", title="value", scale=alt.Scale(zero=False)),
             x2="end:Q",
@@ -62,11 +64,11 @@ def step_histogram(result: NormalizationMathResult, step: str, neuron_position: 
         .properties(height=SMALL_HEIGHT)
     )
     if data.empty:  # every value NaN (eps = 0 on a constant neuron): say so instead of empty axes
-        return alt.Chart(pd.DataFrame({"text": ["all values NaN"]}), title=step).mark_text(fontSize=font_size(18), color="#E45756").encode(text="text:N").properties(height=SMALL_HEIGHT)
+        return alt.Chart(pd.DataFrame({"text": ["all values NaN"]}), title=step).mark_text(fontSize=font_size(18), color=palette().warning).encode(text="text:N").properties(height=SMALL_HEIGHT)
     if STEPS[step] != "x_hat":
         return bars
     low, high = min(-3.5, float(data["start"].min())), max(3.5, float(data["end"].max()))
-    reference = alt.Chart(standard_normal_records(low, high)).mark_line(color="black", strokeDash=[5, 3]).encode(x="value:Q", y="density:Q")
+    reference = alt.Chart(standard_normal_records(low, high)).mark_line(color=palette().ink, strokeDash=[5, 3]).encode(x="value:Q", y="density:Q")
     return alt.layer(bars, reference)
 
 
@@ -106,14 +108,14 @@ def all_neurons_records(result: NormalizationMathResult) -> pd.DataFrame:
 
 def all_neurons_chart(result: NormalizationMathResult) -> alt.Chart:
     """Every neuron's batch mean and standard deviation, before and after normalising."""
-    stages = list(BEFORE_AFTER)
+    stages = [BEFORE_BN, AFTER_BN]
     return (
         alt.Chart(all_neurons_records(result), title=f"All {len(result.all_mean)} neurons: batch mean and std")
         .mark_circle(size=70, opacity=0.8)
         .encode(
             x=alt.X("mean:Q", title="batch mean"),
             y=alt.Y("std:Q", title="batch standard deviation"),
-            color=alt.Color("stage:N", scale=alt.Scale(domain=stages, range=list(BEFORE_AFTER.values())), legend=alt.Legend(orient="top", title=None)),
+            color=alt.Color("stage:N", scale=alt.Scale(domain=stages, range=[palette().faint, PALETTE["BN"]]), legend=alt.Legend(orient="top", title=None)),
             tooltip=["neuron:Q", "stage:N", alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("std:Q", format=".4g")],
         )
         .properties(height=CHART_HEIGHT)
@@ -170,26 +172,30 @@ def nonlinearity_chart(result: NormalizationMathResult, nonlinearity: str) -> al
         .encode(
             x=alt.X("start:Q", title="y = γx̂ + β (input of the nonlinearity)", scale=alt.Scale(domain=[low, high])),
             x2="end:Q",
-            color=alt.Color("regime:N", scale=alt.Scale(domain=regimes, range=[REGIME_COLORS[r] for r in regimes]), legend=alt.Legend(orient="top", title="regime")),
+            color=alt.Color("regime:N", scale=alt.Scale(domain=regimes, range=[palette().regimes[r] for r in regimes]), legend=alt.Legend(orient="top", title="regime")),
         )
     )
     bars = (
         alt.Chart(bars_data)
-        .mark_rect(color=PALETTE["BN"], opacity=0.75, stroke="white", strokeWidth=0.5)
+        .mark_rect(color=PALETTE["BN"], opacity=0.75, stroke=palette().background, strokeWidth=0.5)
         .encode(
             x=alt.X("start:Q", scale=alt.Scale(domain=[low, high])),
             x2="end:Q",
-            y=alt.Y("height:Q", title=f"{nonlinearity}(y)   ·   bars: BN outputs"),
+            y=alt.Y("height:Q", title=f"{nonlinearity}(y)"),
             y2=alt.datum(0),
             tooltip=[alt.Tooltip("start:Q", format=".3g"), alt.Tooltip("end:Q", format=".3g"), alt.Tooltip("share:Q", title="share of values", format=PERCENT_FORMAT)],
         )
     )
-    line = alt.Chart(curve).mark_line(color="black", strokeWidth=3).encode(x="input:Q", y="output:Q")
+    line = alt.Chart(curve).mark_line(color=palette().ink, strokeWidth=3).encode(x="input:Q", y="output:Q")
     if nonlinearity == "relu":
         title = "relu over BN's output (linear: slope 1; dead: slope 0)"
     else:
         title = f"{nonlinearity} over BN's output (linear: slope ≥ {LINEAR_SLOPE:.0%} of its steepest; saturated: ≤ {SATURATED_SLOPE:.0%})"
-    return alt.layer(band_chart, bars, line, title=title).properties(height=CHART_HEIGHT)
+    # two quantities share the y axis: say which one it measures
+    subtitle = [f"Line: {nonlinearity}(y), read on the axis. Shaded: its regimes.",
+                "Bars: where BN's outputs fall, the tallest scaled to the line's top",
+                "(not read on the axis: hover a bar for its share of values)."]
+    return alt.layer(band_chart, bars, line, title=alt.TitleParams(title, subtitle=subtitle)).properties(height=CHART_HEIGHT)
 
 
 def gradient_records(result: NormalizationMathResult) -> pd.DataFrame:
@@ -225,7 +231,7 @@ def gradient_chart(result: NormalizationMathResult) -> alt.Chart:
             tooltip=["neuron:N", "example:Q", alt.Tooltip("bnviz:Q", format=".6g"), alt.Tooltip("autograd:Q", format=".6g")],
         )
     )
-    line = alt.Chart(diagonal).mark_line(color="black", strokeDash=[4, 4]).encode(x="autograd:Q", y="bnviz:Q")
+    line = alt.Chart(diagonal).mark_line(color=palette().ink, strokeDash=[4, 4]).encode(x="autograd:Q", y="bnviz:Q")
     return alt.layer(line, points).properties(height=CHART_HEIGHT)
 
 

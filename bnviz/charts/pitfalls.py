@@ -11,7 +11,7 @@ from ..experiments.bn_switches import SwitchesResult
 from ..experiments.forward_pass_pitfall import ForwardPassResult
 from ..experiments.init_gradients import RELU_BN_GROWTH_ESTIMATE, VARIANTS, InitGradientsResult
 from ..experiments.label_shift import METHODS, LabelShiftResult
-from . import CHART_HEIGHT, color_scale, log_axis, series_scale
+from . import CHART_HEIGHT, PALETTE, color_scale, log_axis, mode_colors, palette, series_scale
 
 
 def spread_frame(rows: list[dict], keys: list[str], value: str) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def running_stats_chart(result: ForwardPassResult) -> alt.FacetChart:
     whens = ["before the pass", "after the no_grad pass"]
     color = alt.Color("when:N", title=None, scale=series_scale(whens), legend=alt.Legend(orient="top"))
     x = alt.X("unit:O", title="unit of the first BN layer")
-    rules = alt.Chart().mark_rule(color="#999", strokeWidth=2).encode(x=x, y=alt.Y("min(value):Q", title="value"), y2="max(value):Q")
+    rules = alt.Chart().mark_rule(color=palette().faint, strokeWidth=2).encode(x=x, y=alt.Y("min(value):Q", title="value"), y2="max(value):Q")
     dots = alt.Chart().mark_point(filled=True, size=110, opacity=1).encode(
         x=x, y=alt.Y("value:Q", title="value"), color=color, tooltip=["unit:O", "statistic:N", "when:N", alt.Tooltip("value:Q", format=".4f")])
     return alt.layer(rules, dots, data=data).properties(height=CHART_HEIGHT - 80, width=320).facet(
@@ -57,13 +57,14 @@ def batch_size_chart(result: ForwardPassResult) -> alt.LayerChart:
     x = alt.X("batch_size:Q", title="test batch size (log scale)", scale=alt.Scale(type="log", domain=[min(sizes), max(sizes)]), axis=log_axis(sizes, "test batch size (log scale)"))
     y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=PERCENT_AXIS_FORMAT))
     defined = data[data["mean"].notna()]
-    band = alt.Chart(defined).mark_area(opacity=0.2, color="#3B3B3B").encode(x=x, y=alt.Y("low:Q", title="test accuracy"), y2="high:Q")
-    line = alt.Chart(defined).mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3, color="#3B3B3B").encode(
+    train_mode, eval_mode = mode_colors()["train mode"], mode_colors()["eval mode"]
+    band = alt.Chart(defined).mark_area(opacity=0.2, color=train_mode).encode(x=x, y=alt.Y("low:Q", title="test accuracy"), y2="high:Q")
+    line = alt.Chart(defined).mark_line(point=alt.OverlayMarkDef(size=60), strokeWidth=3, color=train_mode).encode(
         x=x, y=y, tooltip=[alt.Tooltip("batch_size:Q", title="batch size"), alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean over seeds"),
                            alt.Tooltip("low:Q", format=PERCENT_FORMAT, title="lowest seed"), alt.Tooltip("high:Q", format=PERCENT_FORMAT, title="highest seed")])
     eval_accuracy = float(result.accuracy_before.mean())
     reference = alt.Chart(pd.DataFrame({"accuracy": [eval_accuracy], "label": [f"eval mode: {format_percent(eval_accuracy)} at any batch size"]})).mark_rule(
-        strokeDash=[6, 4], strokeWidth=2.5, color="#9467BD").encode(y="accuracy:Q", tooltip=["label:N"])
+        strokeDash=[6, 4], strokeWidth=2.5, color=eval_mode).encode(y="accuracy:Q", tooltip=["label:N"])
     return alt.layer(band, reference, line, title="Forgetting model.eval(): train-mode accuracy by test batch size").properties(height=CHART_HEIGHT)
 
 
@@ -146,9 +147,9 @@ def switches_chart(result: SwitchesResult) -> alt.LayerChart:
     order = list(result.config.switches)
     y = alt.Y("switch:N", title=None, sort=order, axis=alt.Axis(labelLimit=260))
     x = alt.X("accuracy:Q", title="final test accuracy (eval mode)", axis=alt.Axis(format=PERCENT_AXIS_FORMAT), scale=alt.Scale(zero=False))
-    dots = alt.Chart(seeds).mark_point(filled=True, size=90, opacity=0.7, color="#4C78A8").encode(
+    dots = alt.Chart(seeds).mark_point(filled=True, size=90, opacity=0.7, color=PALETTE["BN"]).encode(
         x=x, y=y, tooltip=["switch:N", "seed:Q", alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT)])
-    means = alt.Chart(switches_frame(result)).mark_tick(thickness=3, size=26, color="#3B3B3B").encode(
+    means = alt.Chart(switches_frame(result)).mark_tick(thickness=3, size=26, color=palette().ink).encode(
         x=alt.X("mean:Q", title="final test accuracy (eval mode)"), y=y, tooltip=["switch:N", alt.Tooltip("mean:Q", format=PERCENT_FORMAT, title="mean over seeds")])
-    reference = alt.Chart(pd.DataFrame({"accuracy": [float(np.nanmean(result.accuracy[FULL_BN]))]})).mark_rule(strokeDash=[6, 4], color="#4C78A8").encode(x="accuracy:Q")
+    reference = alt.Chart(pd.DataFrame({"accuracy": [float(np.nanmean(result.accuracy[FULL_BN]))]})).mark_rule(strokeDash=[6, 4], color=PALETTE["BN"]).encode(x="accuracy:Q")
     return alt.layer(reference, dots, means, title=f"One part of BN switched off: final test accuracy after {result.config.steps} steps").properties(height=CHART_HEIGHT)

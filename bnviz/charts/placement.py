@@ -11,7 +11,7 @@ import pandas as pd
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
 from ..experiments.placement import LABELS, PlacementResult
 from ..train import TrainResult
-from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color, thin_rows, value_axis, value_format
+from . import CHART_HEIGHT, METRIC_TITLES, color_scale, finite_or_none, model_color, palette, thin_rows, value_axis, value_format
 
 
 def band_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
@@ -171,5 +171,5 @@ def layer_chart(result: PlacementResult, lr: float, key: str, title: str, y_titl
         color=color,
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:N"), alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("low:Q", title="lowest seed", format=".3f"), alt.Tooltip("high:Q", title="highest seed", format=".3f")],
     )
-    ranges = base.mark_rule(color="black", strokeWidth=1.5).encode(y="low:Q", y2="high:Q")
+    ranges = base.mark_rule(color=palette().ink, strokeWidth=1.5).encode(y="low:Q", y2="high:Q")
     return (bars + ranges).properties(height=CHART_HEIGHT)

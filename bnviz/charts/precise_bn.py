@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from . import CHART_HEIGHT, SERIES_COLORS
+from . import CHART_HEIGHT, series_scale
 
 
 def precise_frame(result, index: int) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def precise_chart(result, index: int, y_domain: list[float]) -> alt.Chart:
     data = precise_frame(result, index)
     lr = result.config.learning_rates[index]
     # not model colours: the EMA grey and dashed, PreciseBN a strong cyan
-    color = alt.Color("statistics:N", title=None, scale=alt.Scale(domain=[EMA, PRECISE], range=[SERIES_COLORS[4], SERIES_COLORS[0]]), legend=alt.Legend(orient="bottom", labelLimit=300, symbolOpacity=1))
+    color = alt.Color("statistics:N", title=None, scale=series_scale([EMA, PRECISE]), legend=alt.Legend(orient="bottom", labelLimit=300, symbolOpacity=1))
     low, high = 10 ** int(np.floor(np.log10(data["samples"].min()))), int(data["samples"].max())  # from the power of ten below
     ticks = [10**k for k in range(7) if low <= 10**k <= high]
     x = alt.X("samples:Q", title="training images for the statistics", scale=alt.Scale(type="log", domain=[low, high]), axis=alt.Axis(values=ticks, format=",d"))

@@ -121,6 +121,7 @@ def closed_form_heatmap() -> alt.LayerChart:
         tooltip=["m:O", "depth:O", alt.Tooltip("ratio:Q", format=".4f")],
     )
     text = base.mark_text(fontSize=font_size(12)).encode(
+        # black or white against the cell's own viridis colour, whatever the page's theme
         text="label:N", color=alt.condition(alt.datum.ratio > 0.6, alt.value("black"), alt.value("white")),
     )
     return alt.layer(cells, text).properties(height=560)

@@ -6,7 +6,7 @@ from typing import Sequence
 import altair as alt
 import pandas as pd
 
-from . import SERIES_COLORS, finite_or_none
+from . import finite_or_none, series_scale
 
 QUANTITIES = ("mean", "variance", "γ and β")
 SERIES = ("this batch", "running estimate", "γ", "β")
@@ -34,7 +34,7 @@ def stepper_records(records: Sequence, layer: int, unit: int) -> pd.DataFrame:
 def stepper_chart(records: Sequence, layer: int, unit: int, title: str) -> alt.Chart:
     """Three panels over the steps so far: mean and variance (batch: dots, running: line), γ and β."""
     data = stepper_records(records, layer, unit)
-    color = alt.Color("series:N", title=None, scale=alt.Scale(domain=list(SERIES), range=SERIES_COLORS[: len(SERIES)]), legend=alt.Legend(orient="top"))
+    color = alt.Color("series:N", title=None, scale=series_scale(SERIES), legend=alt.Legend(orient="top"))
     base = alt.Chart(data).encode(x=alt.X("step:Q", title="training step"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)), color=color, tooltip=["step", "series", alt.Tooltip("value:Q", format=".4g")])
     lines = base.transform_filter(alt.datum.series != "this batch").mark_line()
     dots = base.transform_filter(alt.datum.series == "this batch").mark_circle(size=28)

@@ -6,14 +6,17 @@ import numpy as np
 import pandas as pd
 
 from ..formatting import PERCENT_AXIS_FORMAT, PERCENT_FORMAT
-from . import CHART_HEIGHT, MODE_COLORS, SERIES_COLORS, color_scale, finite_or_none, font_size, series_scale, thin_rows
+from . import CHART_HEIGHT, ORANGE, SKY_BLUE, color_scale, finite_or_none, font_size, mode_colors, palette, series_scale, thin_rows
 
 # The estimates of one neuron's statistics, each with one colour on this page. Short labels,
 # so a half-width chart's legend never cuts one off (the page's caption says that the
 # cumulative average is PyTorch's momentum=None). The estimates are not models: series
-# colours, not the BN blue / LayerNorm orange of the model palette.
-# (Cyan and brown: the series' olive is too pale a thin line next to the grey dots.)
-ESTIMATE_COLORS = {"this batch": "#BAB0AC", "true population": "#000000", "running (EMA)": SERIES_COLORS[0], "cumulative": SERIES_COLORS[2]}
+# colours: the batch a faint grey, the truth in ink, the two running estimates two palette hues.
+ESTIMATES = ("this batch", "true population", "running (EMA)", "cumulative")
+
+
+def estimate_colors() -> list[str]:
+    return [palette().faint, palette().ink, SKY_BLUE, ORANGE]
 
 
 def statistics_records(result, unit_position: int, statistic: str = "mean") -> pd.DataFrame:
@@ -38,8 +41,7 @@ def statistics_records(result, unit_position: int, statistic: str = "mean") -> p
 def statistics_chart(result, unit_position: int, statistic: str = "mean", title: str | None = None) -> alt.Chart:
     """Batch values as faint dots, the running estimates and the truth as lines, over training steps."""
     data = thin_rows(statistics_records(result, unit_position, statistic), ["estimate"])
-    names = list(ESTIMATE_COLORS)
-    color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=names, range=[ESTIMATE_COLORS[n] for n in names]), legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
+    color = alt.Color("estimate:N", title=None, scale=alt.Scale(domain=list(ESTIMATES), range=estimate_colors()), legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
     y_title = "mean of the neuron's BN input" if statistic == "mean" else "variance of the neuron's BN input"
     # the axis says only "mean"/"variance" (the title says of what): an axis title longer than
     # a half-width chart's plot is tall pushed the chart's own title out of its frame
@@ -84,7 +86,7 @@ def batch_mates_chart(result) -> alt.Chart:
     """Per batch size, the spread of the image's true-class probability over random batch-mates."""
     data = batch_mates_records(result)
     modes = ["train mode (batch statistics)", "eval mode (running estimates)"]
-    color = alt.Color("mode:N", title=None, scale=alt.Scale(domain=modes, range=[MODE_COLORS["train mode"], MODE_COLORS["eval mode"]]), legend=alt.Legend(orient="top", labelLimit=400))
+    color = alt.Color("mode:N", title=None, scale=alt.Scale(domain=modes, range=[mode_colors()["train mode"], mode_colors()["eval mode"]]), legend=alt.Legend(orient="top", labelLimit=400))
     sizes = [int(s) for s in result.probe_batch_sizes]
     return (
         alt.Chart(data, title=f"Probability of the true class ({result.image_label}) for one test image, over {result.train_mode_probs.shape[1]} random batches")
@@ -100,7 +102,7 @@ def batch_mates_chart(result) -> alt.Chart:
 
 
 # the app-wide train/eval mode colours; recalibration (eval mode with re-estimated statistics) a series colour
-WAY_COLORS = {"eval mode": MODE_COLORS["eval mode"], "train mode": MODE_COLORS["train mode"], "recalibrated": series_scale(["recalibrated"]).range[0]}
+WAYS = ("eval mode", "train mode", "recalibrated")
 
 
 def _short_way(way: str) -> str:
@@ -111,14 +113,14 @@ def _short_way(way: str) -> str:
 
 def accuracy_records(rows: list[tuple[str, float]]) -> pd.DataFrame:
     """Tidy rows (way, short, kind, accuracy); ``kind`` (its first words) picks the colour."""
-    kinds = [next((k for k in WAY_COLORS if way.startswith(k)), "train mode") for way, _ in rows]
+    kinds = [next((k for k in WAYS if way.startswith(k)), "train mode") for way, _ in rows]
     return pd.DataFrame({"way": [r[0] for r in rows], "short": [_short_way(r[0]) for r in rows], "kind": kinds, "accuracy": finite_or_none([r[1] for r in rows])})
 
 
 def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
     """Bars: test accuracy of one model under each way of normalising (short labels, full ones in the tooltip)."""
     data = accuracy_records(rows)
-    kinds = alt.Color("kind:N", scale=alt.Scale(domain=list(WAY_COLORS), range=list(WAY_COLORS.values())), legend=None)
+    kinds = alt.Color("kind:N", scale=series_scale(WAYS), legend=None)
     bars = (
         alt.Chart(data, title="Test accuracy of the same trained model, three ways")
         .mark_bar(size=48)
@@ -129,7 +131,7 @@ def accuracy_chart(rows: list[tuple[str, float]]) -> alt.Chart:
             tooltip=[alt.Tooltip("way:N"), alt.Tooltip("accuracy:Q", format=PERCENT_FORMAT)],
         )
     )
-    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=font_size(14)).encode(text=alt.Text("accuracy:Q", format=PERCENT_FORMAT), color=alt.value("#333333"))
+    text = bars.mark_text(baseline="bottom", dy=-4, fontSize=font_size(14)).encode(text=alt.Text("accuracy:Q", format=PERCENT_FORMAT), color=alt.value(palette().ink))
     return (bars + text).properties(height=CHART_HEIGHT)
 
 
