@@ -70,8 +70,10 @@ st.markdown(
 )
 
 defaults = NormalizationMathConfig()
-controls = Controls("math", container=st.sidebar)
-st.sidebar.header("The batch")
+# in the page, as every page's settings (on a phone the sidebar is folded away)
+batch_settings, bn_settings = st.expander("Settings of the batch and of BN", expanded=False).columns(2)
+controls = Controls("math", container=batch_settings)
+batch_settings.subheader("The batch")
 source = controls.radio(
     "Values", "source", ["mnist", "synthetic"], defaults.source,
     format_func={"mnist": "MNIST activations", "synthetic": "synthetic batch"}.get,
@@ -91,7 +93,8 @@ changes["batch_size"] = controls.select("Batch size", "batch", [2, 4, 8, 16, 32,
 changes["batch_seed"] = controls.slider("Which batch (seed)", "draw", 0, 9, defaults.batch_seed)
 width = defaults.replace(source=source).width
 changes["first_neuron"] = controls.slider(f"Neurons shown: this one and the next {NUM_SHOWN - 1}", "neuron", 0, width - NUM_SHOWN, defaults.first_neuron)
-st.sidebar.header("BN's settings")
+bn_settings.subheader("BN's settings")
+controls.container = bn_settings
 changes["eps"] = controls.select("ε", "eps", [0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0], defaults.eps, slider=True, format_func=lambda v: f"{v:g}")
 changes["gamma"] = controls.slider("γ (scale)", "gamma", 0.0, 5.0, defaults.gamma, step=0.1)
 changes["beta"] = controls.slider("β (shift)", "beta", -5.0, 5.0, defaults.beta, step=0.1)
@@ -124,7 +127,7 @@ if result.diverged:
     st.error(
         f"**NaN:** neuron {focus}'s batch variance is {number(float(result.var[0]))} and ε = {config.eps:g}, so eq. (3) divides "
         f"{number(float(abs(result.centred[:, 0]).max()))} by √({number(float(result.var[0]))} + {config.eps:g}) = 0: 0/0 is NaN, and the NaN "
-        "flows into y and every gradient. This is exactly what ε is for: choose ε > 0 in the sidebar."
+        "flows into y and every gradient. This is exactly what ε is for: choose ε > 0 in the settings above."
     )
 
 # ------------------------------------------------------------------ eq. (1)-(4)

@@ -1007,7 +1007,11 @@ PRESENTER_CSS = (
 BASE_CSS = (
     "<style>"
     "[data-testid='stMain'] .katex-display { overflow-x: auto; overflow-y: hidden; padding-bottom: 2px; }"
-    "[data-testid='stMain'] [data-testid='stVegaLiteChart'] { overflow-x: auto; }"
+    # a chart or table wider than the screen (the pooling grids: ~890 px) keeps the page's width
+    # and scrolls inside its own box; without max-width the box itself grew past the screen
+    "[data-testid='stMain'] :is([data-testid='stVegaLiteChart'], [data-testid='stTable']) { overflow-x: auto; max-width: 100%; }"
+    # every bnviz metric's delta is a reference ("no BN: 85.5%"), not a change: no up/down arrow
+    "[data-testid='stMetricDelta'] [data-testid^='stMetricDeltaIcon'] { display: none; }"
     "</style>"
 )
 
