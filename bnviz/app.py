@@ -518,6 +518,9 @@ def plain_text(text: str) -> str:
     return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
+_PUBLISHED_KEY = "bnviz.published"  # session state: the URL text each control last wrote (Controls._publish)
+
+
 def hidden(key: str) -> bool:
     """Whether the page's link hides the control or section ``key`` (``?hide=key1,key2``, as
     TensorFlow Playground's ``*_hide`` keys): a lecturer shares a link that shows only what the
@@ -632,10 +635,20 @@ class Controls:
         st.session_state.setdefault(_defaults_key(self.scope), {})[key] = default
         st.session_state.setdefault(_labels_key(self.scope), {})[key] = label
 
+    def _moved_in_url(self, key: str) -> bool:
+        """Whether the URL's value for ``key`` is not the one this page last wrote there: the
+        browser's Back or Forward brought an earlier (or later) URL, and Streamlit reran the
+        page with it (its history entries are the URLs this page wrote, one per change).
+        That URL's value wins over the session's, so Back undoes a change. A key missing from
+        the URL (a page opened from the sidebar) is not a move: the session keeps its value."""
+        raw = st.query_params.get(key)
+        last = st.session_state.get(_PUBLISHED_KEY, {}).get(self._session_key(key))
+        return raw is not None and last is not None and raw != last
+
     def _seed(self, key: str, parse: Callable[[str], Any], default, label: str):
         self._remember_default(key, default, label)
         session_key = self._session_key(key)
-        if session_key not in st.session_state:
+        if session_key not in st.session_state or self._moved_in_url(key):
             raw = st.query_params.get(key)
             value = default
             if raw is not None:
@@ -656,6 +669,7 @@ class Controls:
 
     def _publish(self, key: str, value) -> None:
         text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        st.session_state.setdefault(_PUBLISHED_KEY, {})[self._session_key(key)] = text
         if st.query_params.get(key) != text:
             st.query_params[key] = text
 
@@ -702,7 +716,8 @@ class Controls:
         self._remember_default(key, tuple(default), label)
         session_key = self._session_key(key)
         initial_key = f"{session_key}.initial"
-        if initial_key not in st.session_state:
+        moved = self._moved_in_url(key)
+        if initial_key not in st.session_state or moved:
             initial, raw = tuple(default), st.query_params.get(key)
             if raw is not None:
                 try:
@@ -710,6 +725,8 @@ class Controls:
                 except ValueError:
                     self.notes.append(f"Ignored the link's value {raw!r} for “{key}”; using {','.join(map(str, default))}.")
             st.session_state[initial_key] = initial
+            if moved:  # Back/Forward: the widget's own value too (as a preset sets it, _apply_preset)
+                st.session_state[session_key] = initial
         if hidden(key):  # not drawn: the value this session last had, else the link's or the default
             value = st.session_state.get(session_key, st.session_state[initial_key])
             self._publish(key, value)
@@ -990,14 +1007,13 @@ PRESENTER_SCALE = 1.35  # the main area's zoom and the charts' fonts; browser zo
 # text once put slider values over their tracks). Charts are the exception: Vega sizes a chart
 # from its container's on-screen width, so a zoomed chart overflowed by the zoom factor. They
 # are drawn unzoomed at the full width, with their fonts (axes, legends, titles, annotations)
-# scaled by the same factor instead (``bnviz.charts`` reads it). Labels that Streamlit cuts
-# with "…" wrap.
+# scaled by the same factor instead (``bnviz.charts`` reads it). Dataframes (a canvas grid that
+# also sizes itself from the on-screen width, 1,031 px in a 980 px page at 1280x720) are drawn
+# unzoomed too, at their normal size. Labels and values wrap (BASE_CSS), never cut with "…".
 PRESENTER_CSS = (
     "<style>"
     "[data-testid='stMainBlockContainer'] {{ zoom: {scale:.2f}; }}"
-    "[data-testid='stMainBlockContainer'] [data-testid='stVegaLiteChart'] {{ zoom: {unzoom:.6f}; }}"
-    "[data-testid='stMain'] :is([data-testid='stMetricLabel'], [data-testid='stWidgetLabel']) :is(div, p) "
-    "{{ white-space: normal; overflow: visible; text-overflow: clip; }}"
+    "[data-testid='stMainBlockContainer'] :is([data-testid='stVegaLiteChart'], [data-testid='stDataFrame']) {{ zoom: {unzoom:.6f}; }}"
     "</style>"
 )
 
@@ -1010,6 +1026,10 @@ BASE_CSS = (
     # a chart or table wider than the screen (the pooling grids: ~890 px) keeps the page's width
     # and scrolls inside its own box; without max-width the box itself grew past the screen
     "[data-testid='stMain'] :is([data-testid='stVegaLiteChart'], [data-testid='stTable']) { overflow-x: auto; max-width: 100%; }"
+    # a metric's label, value or reference and a widget's label wrap instead of ending in "…"
+    # (Streamlit cuts them to one line: "0.999822 … 0.9…" said nothing)
+    "[data-testid='stMain'] :is([data-testid='stMetricLabel'], [data-testid='stMetricValue'], [data-testid='stMetricDelta'], "
+    "[data-testid='stWidgetLabel']) :is(div, p) { white-space: normal; overflow: visible; text-overflow: clip; }"
     # every bnviz metric's delta is a reference ("no BN: 85.5%"), not a change: no up/down arrow
     "[data-testid='stMetricDelta'] [data-testid^='stMetricDeltaIcon'] { display: none; }"
     "</style>"
