@@ -196,26 +196,35 @@ class StandardisedImages:
     Anything that needs the whole set as one tensor calls :meth:`materialise`.
     With ``float_copy`` (see :func:`keep_float_copy`), batches are gathered from a
     standardised float32 copy made on first use: the same numbers, faster.
+    With ``binary_threshold`` t, every pixel is first set to 255 if it is >= t, else 0
+    (the paper's binarised MNIST), per batch: no second copy of the 47 MB of pixels.
     """
 
     dtype = torch.float32
 
-    def __init__(self, pixels: torch.Tensor, float_copy: bool = False):
+    def __init__(self, pixels: torch.Tensor, float_copy: bool = False, binary_threshold: int | None = None):
         self.pixels = pixels  # (N, 28, 28) uint8
         self.float_copy = float_copy
+        self.binary_threshold = binary_threshold
         self._floats: torch.Tensor | None = None
         self._lock = threading.Lock()
+
+    def _images(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standardised float32 (n, 1, 28, 28) of uint8 ``rows`` (n, 28, 28), binarised first if asked."""
+        if self.binary_threshold is not None:
+            rows = (rows >= self.binary_threshold).to(torch.uint8) * 255
+        return _standardise(rows)
 
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, tuple):  # x[:, 0] would index the uint8 rows, not channels: not offered
             raise TypeError("StandardisedImages takes one index over images; call materialise() for more")
         if isinstance(index, int):
-            return _standardise(self.pixels[index : index + 1])[0]
+            return self._images(self.pixels[index : index + 1])[0]
         if isinstance(index, torch.Tensor) and index.dim() == 1 and index.dtype == torch.long:
             if self.float_copy:
                 return self._float_images().index_select(0, index)
-            return _standardise(self.pixels.index_select(0, index))  # a batch: ~7x faster than advanced indexing
-        return _standardise(self.pixels[index])
+            return self._images(self.pixels.index_select(0, index))  # a batch: ~7x faster than advanced indexing
+        return self._images(self.pixels[index])
 
     def _float_images(self) -> torch.Tensor:
         with self._lock:  # worker threads: one copy
@@ -239,7 +248,7 @@ class StandardisedImages:
         return self.pixels.device
 
     def materialise(self) -> torch.Tensor:
-        return _standardise(self.pixels)
+        return self._images(self.pixels)
 
     def float(self) -> torch.Tensor:
         return self.materialise()

@@ -86,3 +86,46 @@ def test_the_cnn_evaluates_in_small_chunks_with_the_same_numbers(mnist):
         logits = model.eval()(x)
     assert abs(loss - F.cross_entropy(logits, y).item()) < 1e-5
     assert accuracy == (logits.argmax(dim=1) == y).sum().item() / len(y)
+
+
+def test_binarised_images_are_made_a_batch_at_a_time_from_the_shared_pixels(mnist):
+    """The paper's binarised MNIST shares the grey-level uint8 pixels (no second 47 MB copy,
+    nothing cached) and gives, batch by batch, the numbers of a binarised copy."""
+    from bnviz.data import StandardisedImages
+    from bnviz.experiments.paper_figure1 import BINARY_THRESHOLD, binarised_mnist
+
+    binary = binarised_mnist("cpu")
+    assert binary.train_x.pixels is mnist.train_x.pixels
+    copy = StandardisedImages((mnist.train_x.pixels[:3000] >= BINARY_THRESHOLD).to(torch.uint8) * 255)
+    index = torch.randperm(3000, generator=torch.Generator().manual_seed(0))[:64]
+    assert torch.equal(binary.train_x[index], copy[index])
+    assert torch.equal(binary.train_x[5:9], copy[5:9]) and torch.equal(binary.train_x[7], copy[7])
+    assert set(binary.test_x.unique().tolist()) == set(StandardisedImages(torch.tensor([[[0, 255]]], dtype=torch.uint8)).materialise().unique().tolist())
+    assert binarised_mnist("cpu").test_x is not binary.test_x  # built per run, freed after it
+
+
+def _resident_mib() -> float:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_large_freed_block_goes_back_at_once_after_a_larger_one():
+    """With the app's fixed mmap threshold a block of 4 MiB or more is its own mapping, returned
+    when freed, even after a larger block was freed (glibc's own rule would then serve it from
+    the heap and keep it)."""
+    from bnviz.app import MMAP_THRESHOLD_BYTES, _glibc, _limit_malloc_arenas
+
+    _limit_malloc_arenas()
+    if _glibc() is None:
+        return
+    larger = b"\x01" * (24 << 20)
+    del larger  # glibc alone would now raise its mmap threshold to 24 MiB
+    before = _resident_mib()
+    block = b"\x02" * (4 * MMAP_THRESHOLD_BYTES)  # 16 MiB, written: resident
+    assert _resident_mib() > before + 12
+    del block
+    assert _resident_mib() < before + 4

@@ -159,6 +159,23 @@ def test_bn_chain_gradient_grows_per_layer_and_skipinit_does_not(mnist):
     assert abs(growth_factor(plain) - 1) < 0.1
 
 
+def test_gradient_norms_read_on_the_way_equal_retained_gradients(mnist):
+    """layer_gradient_norms hooks each dL/dh_l as it passes (no weight gradients, nothing kept):
+    the numbers of a plain backward with every gradient retained, bit for bit."""
+    from bnviz.experiments.init_gradients import VARIANTS, DeepChain
+
+    x, y = mnist.test_x[:32].flatten(1), mnist.test_y[:32]
+    for variant in VARIANTS:
+        torch.manual_seed(4)
+        model = DeepChain(variant, 6, 24, x.shape[1]).double().train()
+        logits, hidden = model(x.double())
+        for h in hidden:
+            h.retain_grad()
+        nn.functional.cross_entropy(logits, y).backward()
+        retained = np.array([h.grad.norm().item() for h in hidden])
+        assert np.array_equal(layer_gradient_norms(variant, 6, 24, x, y, seed=4), retained)
+
+
 def test_init_gradients_run_and_bounds():
     result = run_init_gradients(InitGradientsConfig(depths=(2, 8), width=32, batch_size=32, seeds=2))
     assert result.norms["BN"][8].shape == (2, 8) and result.norms["BN"][2].shape == (2, 2)
