@@ -219,7 +219,7 @@ def classroom(sessions: int, query: str, timeout_s: float, configs: int = 1) -> 
 
 URL_PATHS = {"home": "", "normalization_math": "normalization-math", "train_vs_eval": "train-vs-eval", "paper_results": "paper-results",
              "distribution_shift": "distribution-shift", "bn_vs_layernorm": "bn-vs-layernorm", "small_batches": "small-batches", "placement": "placement",
-             "why_bn_works": "why-bn-works"}
+             "why_bn_works": "why-bn-works", "common_pitfalls": "common-pitfalls"}
 HEAVIEST = "1e308"  # past every numeric control's top: each clamps to its maximum (bnviz.app.Controls)
 
 
