@@ -176,7 +176,7 @@ def classroom(sessions: int, query: str, timeout_s: float, configs: int = 1) -> 
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
             start = time.monotonic()
             for i, page in enumerate(pages):  # all sessions connect at once: no waiting on any page's load
-                page.goto(f"{url}/?{queries[i % configs]}", wait_until="commit")
+                page.goto(f"{url}/?{queries[i % configs]}", wait_until="commit", timeout=timeout_s * 1000)  # 30 contexts on 2 busy cores: more than playwright's 30 s
             done_at: dict[int, float] = {}
             deadline = start + timeout_s
             while len(done_at) < sessions and time.monotonic() < deadline:
