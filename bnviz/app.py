@@ -147,8 +147,8 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
 
     A cold config starts (or joins) the process's job for it; this script run then draws
     the job's progress in a fragment that polls it every :data:`JOB_POLL_SECONDS` and stops
-    (:func:`stop`): the section below waits (the page, outside a :func:`section`), and a widget moved meanwhile only starts or
-    joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
+    (:func:`stop`): the section below waits (outside a :func:`section`, the page), and a
+    widget moved meanwhile only starts or joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
     the job ends, the fragment reruns the page, which then reads the result from the store.
     ``live(partial)`` draws the job's latest partial result (e.g. curves as they grow) at each
     poll. A config the core rejects shows one clear message and stops the section (or the
@@ -531,8 +531,6 @@ def hidden(key: str) -> bool:
 # ------------------------------------------------------------------ page sections
 _SECTION_KEY = "bnviz.section"  # session state: the key of the section whose body runs now (None: the page's own code)
 SECTIONS_DRAWN_KEY = "bnviz.sections_drawn"  # session state: the keys of the sections drawn, in order (tests read it)
-
-
 _FULL_RUN_KEY = "bnviz.section_in_full_run"  # session state: True while a full page run draws a section
 _SHARED_KEY = "bnviz.shared_with_page"  # session state: name -> the value a section shared in the last full run
 
