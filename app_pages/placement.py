@@ -101,7 +101,7 @@ for label in LABELS:
         )
 
 
-@section("sweep")
+@section("lr_sweep")
 def learning_rate_sweep():
     st.subheader("Which placement tolerates larger learning rates?")
     draw_chart(st, sweep_chart(result), width="stretch")

@@ -158,8 +158,8 @@ def run_experiment(name: str, config, live: Callable[[Any], None] | None = None,
 
     A cold config starts (or joins) the process's job for it; this script run then draws
     the job's progress in a fragment that polls it every :data:`JOB_POLL_SECONDS` and stops
-    (:func:`stop`): the section below waits (the page, outside a :func:`section`), and a widget moved meanwhile only starts or
-    joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
+    (:func:`stop`): the section below waits (outside a :func:`section`, the page), and a
+    widget moved meanwhile only starts or joins the job of the new config, the old one goes on (policy in :mod:`bnviz.jobs`). When
     the job ends, the fragment reruns the page, which then reads the result from the store.
     ``live(partial)`` draws the job's latest partial result (e.g. curves as they grow) at each
     poll. A config the core rejects shows one clear message and stops the section (or the
@@ -542,6 +542,21 @@ def hidden(key: str) -> bool:
 # ------------------------------------------------------------------ page sections
 _SECTION_KEY = "bnviz.section"  # session state: the key of the section whose body runs now (None: the page's own code)
 SECTIONS_DRAWN_KEY = "bnviz.sections_drawn"  # session state: the keys of the sections drawn, in order (tests read it)
+_FULL_RUN_KEY = "bnviz.section_in_full_run"  # session state: True while a full page run draws a section
+_SHARED_KEY = "bnviz.shared_with_page"  # session state: name -> the value a section shared in the last full run
+
+
+def shared_with_page(name: str, value) -> None:
+    """Inside a section: ``value`` (e.g. the section's config) is also read outside it, by a
+    summary of several sections (the why page's scoreboard). When a rerun of the section
+    alone finds it changed, the whole page reruns (from the store), so the summary never
+    shows a stale result; a view-only control, which leaves it alone, still reruns only the
+    section."""
+    shared = st.session_state.setdefault(_SHARED_KEY, {})
+    changed = name in shared and shared[name] != value
+    shared[name] = value
+    if changed and not st.session_state.get(_FULL_RUN_KEY, False):
+        st.rerun()
 
 
 class _SectionStopped(Exception):
@@ -606,12 +621,17 @@ def section(key: str):
 
         @functools.wraps(body)
         def draw(*args, **kwargs) -> None:
+            # only a full run of the page calls this; a fragment rerun calls ``fragment`` alone
             if hidden(key):
                 return
             drawn = st.session_state.setdefault(SECTIONS_DRAWN_KEY, [])
             if key not in drawn:
                 drawn.append(key)
-            fragment(*args, **kwargs)
+            st.session_state[_FULL_RUN_KEY] = True
+            try:
+                fragment(*args, **kwargs)
+            finally:
+                st.session_state[_FULL_RUN_KEY] = False
 
         draw.section_key = key
         return draw
@@ -866,11 +886,14 @@ def _chart_image(spec: dict, kind: str):
     return render
 
 
-def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config", charts: tuple[int, int | None] | None = None) -> None:
+def downloads(name: str, config, tables: dict | None = None, title: str = "Download the data and the config", charts: tuple[int, int | None] | None = None,
+              from_sections: Sequence[str] = ()) -> None:
     """Config as JSON (``python -m bnviz run NAME --config FILE`` reproduces the run), each
     chart's data as CSV, and the charts drawn with :func:`draw_chart` and not offered yet as
     PNG and SVG: those of the running :func:`section` (or, outside sections, the page's own),
-    ``charts``: only those between two :func:`chart_mark` marks.
+    ``charts``: only those between two :func:`chart_mark` marks. ``from_sections``: also
+    those of these sections, for sections with no control of their own (they rerun only with
+    the page, so what they drew is never stale when the page offers it).
     ``title`` tells two of these expanders on one page apart."""
     from .charts import palette
 
@@ -889,7 +912,7 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         drawn = _session_charts()
         start, end = charts if charts is not None else (0, None)
         keys = [key for key, (position, _, drew) in drawn.pending.items()
-                if drew == section_now and position >= start and (end is None or position < end)]
+                if (drew == section_now or drew in from_sections) and position >= start and (end is None or position < end)]
         offered = sorted((drawn.pending.pop(key) for key in keys), key=lambda entry: entry[0])
         if offered:
             st.caption("The charts as images:")

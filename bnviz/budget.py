@@ -78,8 +78,11 @@ def step_cost(model, batch_size: int) -> float:
 
 
 def training_cost(runs: Iterable[tuple]) -> float:
-    """Reference steps of training every ``(model, train_config)`` pair (a ``TrainConfig``'s steps and batch size)."""
-    return sum(train.steps * step_cost(model, train.batch_size) for model, train in runs)
+    """Reference steps of training every ``(model, train_config)`` pair (a ``TrainConfig``'s steps and batch size).
+
+    A pair may carry a key or label first, ``(key, model, train_config)``: an experiment's
+    ``runs()``, the list its ``run()`` trains, so its ``cost()`` is ``training_cost(self.runs())``."""
+    return sum(train.steps * step_cost(model, train.batch_size) for *_key, model, train in runs)
 
 
 def check_view_cost(config, fewer: str) -> None:

@@ -232,10 +232,6 @@ class StandardisedImages:
                 self._floats = self.materialise()
             return self._floats
 
-    def batch_source(self) -> tuple[torch.Tensor, bool]:
-        """See :func:`batch_source`."""
-        return (self._float_images(), False) if self.float_copy else (self.pixels, True)
-
     def __len__(self) -> int:
         return len(self.pixels)
 
@@ -398,15 +394,6 @@ def first_examples(x: torch.Tensor, y: torch.Tensor, count: int | None, seed: in
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(y), generator=generator)[:count].to(y.device)
     return x[index], y[index]
-
-
-def batch_source(images: "torch.Tensor | StandardisedImages") -> tuple[torch.Tensor, bool]:
-    """What batches of ``images`` are gathered from, for code that gathers them itself
-    (the engine's many-step call): ``(tensor, standardise)``, where rows of ``tensor`` are
-    the images as they are, or uint8 pixels that ``_standardise`` turns into them."""
-    if isinstance(images, StandardisedImages):
-        return images.batch_source()
-    return images, False
 
 
 class BatchSampler:

@@ -193,6 +193,16 @@ PAGE_PRESETS: dict[str, PagePresets] = {
 # here. A key is short and stable (links carry it) and never one of the page's control URL
 # keys; the page tests hold each page to its entry (``tests/apptest_helpers.sections_drawn``).
 PAGE_SECTIONS: dict[str, dict[str, str]] = {
+    "normalization_math": {
+        "steps": "Step by step: eq. (1)-(4) on one neuron",
+        "regimes": "γ and β choose the regime of the nonlinearity",
+        "epsilon": "ε: what guards the division",
+        "bias": "A bias before BN is redundant",
+        "running": "Running statistics",
+        "backward": "The backward pass",
+        "conventions": "Framework conventions",
+        "stepper": "Play / pause / step while the network trains",
+    },
     "train_vs_eval": {
         "stats": "Batch statistics, running estimates and the truth",
         "mates": "Batch-mates: one image, many batches",
@@ -200,8 +210,41 @@ PAGE_SECTIONS: dict[str, dict[str, str]] = {
         "regularization": "Batch noise as a regularizer",
         "precise": "PreciseBN",
     },
+    "paper_results": {
+        "figure1": "Figure 1, reproduced",
+        "lr_claims": "The ImageNet claims, in miniature",
+    },
+    "distribution_shift": {
+        "evaluation": "Evaluation on the shifted data",
+        "units": "Unit by unit: who explodes",
+        "nan": "A real NaN: where it comes from",
+        "fixes": "The fixes, compared",
+        "few": "Adapting with few target images",
+    },
+    "common_pitfalls": {
+        "forward_pass": "The forward pass that changed my model",
+        "label_shift": "Label-shifted test batches",
+        "init_grads": "BN at initialization in deep plain networks",
+        "switches": "The textbook's exercises as switches",
+    },
+    "bn_vs_layernorm": {
+        "axes": "Which values share one mean and variance",
+        "batch_sweep": "Batch size: where BN loses",
+        "consistency": "The same digit in train and eval mode",
+        "summary": "Summary table",
+        "rnn": "Sequences: a recurrent network",
+        "invariance": "What each norm ignores (Ba et al.'s table)",
+    },
+    "small_batches": {
+        "batch_sweep": "Small batches: Batch Renorm, ghost BN, GroupNorm, LayerNorm",
+        "bessel": "The Bessel factor",
+    },
     "placement": {
-        "sweep": "Which placement tolerates larger learning rates",
+        "lr_sweep": "Which placement tolerates larger learning rates",
         "inputs": "What enters the nonlinearity",
+    },
+    "why_bn_works": {
+        "noisy_bn": "(1) Noisy BN",
+        "probes": "Probing training: ICS, interdependency, landscape",
     },
 }

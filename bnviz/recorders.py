@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .unit_stats import FLAT_SLOPE_FRACTION, activation_slope, column_quantiles, is_flat, steepest_slope  # noqa: F401 (their home before issue 23)
+from .unit_stats import FLAT_SLOPE_FRACTION, activation_slope, column_quantiles, steepest_slope
 
 
 class UnitPercentiles:
@@ -310,7 +310,3 @@ class NonlinearityInputs:
         out["act_input_hist_edges"] = self.edges
         self.outputs, self.last_inputs = {}, []
         return out
-
-
-# The one-shot probes lived here before issue 23; their names stay importable from here.
-from .probes import BesselProbe, SingleInputConsistency, TrainEvalMismatch  # noqa: E402,F401

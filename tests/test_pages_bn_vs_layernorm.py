@@ -1,5 +1,5 @@
 """AppTest of app_pages/bn_vs_layernorm.py: it runs, shows its parts, and its controls move the results."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 FAST = {"steps": 10, "rnn_steps": 10, "rnn_hidden": 16}
 
@@ -15,6 +15,7 @@ def page_text(at) -> str:
 def test_page_shows_the_sets_the_sweep_and_the_rnn_and_its_controls_move_them():
     at = open_page("app_pages/bn_vs_layernorm.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "bn_vs_layernorm")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     # four grids of sets, the batch-size chart, two RNN curves, the longer-sequence chart
     assert chart_count(at) == 8

@@ -1,5 +1,5 @@
 """AppTest of app_pages/common_pitfalls.py: its three sections run, and their controls move the results."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 FAST = {"fp_steps": 50, "fp_seeds": 1, "ls_seeds": 1, "ls_steps": 100, "ig_seeds": 1, "width": 32, "sw_steps": 100, "sw_seeds": 2}
 BEFORE, AFTER, FIXED = "Eval-mode accuracy before the pass", "After one pass in train mode under no_grad", "After the same pass with model.eval() first"
@@ -12,6 +12,7 @@ def page_text(at) -> str:
 def test_page_shows_the_three_pitfalls_and_its_controls_move_them():
     at = open_page("app_pages/common_pitfalls.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "common_pitfalls")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     # running statistics, batch size, label shift, gradient per layer, gradient by depth, switches
     assert chart_count(at) == 6

@@ -1,5 +1,5 @@
 """AppTest of app_pages/distribution_shift.py: small, fast configs via the URL."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 FAST = {"steps": 100, "n": 1000, "depth": 2, "width": 32}
 
@@ -7,6 +7,7 @@ FAST = {"steps": 100, "n": 1000, "depth": 2, "width": 32}
 def test_page_runs_and_shows_the_explosion():
     at = open_page("app_pages/distribution_shift.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "distribution_shift")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     metrics = metric_values(at)
     assert "Accuracy, eval mode" in metrics and "Largest |BN output|, eval mode" in metrics

@@ -1,5 +1,5 @@
 """AppTest of app_pages/normalization_math.py: it runs, shows bnviz equal to torch, and every control moves what is shown."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 # an untrained MLP keeps the MNIST view fast; training has its own control test below
 FAST = {"trained": 0, "batch": 16}
@@ -24,6 +24,7 @@ def changed(at, before) -> bool:
 def test_page_shows_every_step_and_bnviz_equals_torch():
     at = open_page("app_pages/normalization_math.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "normalization_math")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     metrics = metric_values(at)
     assert metrics["Values per neuron (m)"] == "16"

@@ -1,5 +1,5 @@
 """AppTest of the original paper's page (app_pages/paper_results.py), on short runs."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 FAST = {"steps": 500, "lr_steps": 100, "seeds": 2}
 
@@ -11,6 +11,7 @@ def _text(at) -> str:
 def test_paper_page_reproduces_figure1_and_the_claims_and_controls_move_it():
     at = open_page("app_pages/paper_results.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "paper_results")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     metrics = metric_values(at)
     assert "Test accuracy, no BN (all 10,000 test images)" in metrics and "Test accuracy, BN (all 10,000 test images)" in metrics

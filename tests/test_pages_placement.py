@@ -51,7 +51,7 @@ def test_bad_link_values_are_ignored_with_a_note():
 def test_a_link_hides_a_section():
     at = open_page("app_pages/placement.py", **FAST | {"hide": "inputs"}).run()
     assert not at.exception
-    assert sections_drawn(at) == ["sweep"]
+    assert sections_drawn(at) == ["lr_sweep"]
     assert not any("Why they differ" in h.value for h in at.subheader) and any("Which placement" in h.value for h in at.subheader)
     assert chart_count(at) == 3  # accuracy and loss bands, the sweep
 

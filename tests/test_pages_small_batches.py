@@ -1,5 +1,5 @@
 """AppTest of app_pages/small_batches.py: it runs, shows its parts, and its controls move the results."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 FAST = {"sizes": "light", "seeds": 1, "steps": 10, "b_steps": 10, "depth": 8, "width": 16}
 
@@ -11,6 +11,7 @@ def page_text(at) -> str:
 def test_page_shows_the_sweep_the_mismatch_and_the_bessel_factor_and_its_controls_move_them():
     at = open_page("app_pages/small_batches.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "small_batches")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     # schedule, accuracy, mismatch, closed-form heatmap, measured Bessel chain
     assert chart_count(at) == 5

@@ -1,5 +1,5 @@
 """AppTest of app_pages/why_bn_works.py: three hypotheses, noisy BN, probes, scoreboard."""
-from apptest_helpers import assert_classroom_ready, chart_count, metric_values, open_page
+from apptest_helpers import assert_classroom_ready, assert_sections_as_registered, chart_count, metric_values, open_page
 
 # the fast view: the smallest runs the widgets allow, few probes
 FAST = {"n_steps": 100, "p_steps": 100, "every": 50, "n_seeds": 2, "p_seeds": 2}
@@ -12,6 +12,7 @@ def markdown_text(at) -> str:
 def test_page_runs_both_experiments_and_each_control_moves_its_result():
     at = open_page("app_pages/why_bn_works.py", **FAST).run()
     assert not at.exception
+    assert_sections_as_registered(at, "why_bn_works")
     assert_classroom_ready(at)  # tooltips on every control, a takeaway under every chart (#20)
     values = metric_values(at)
     for label in ("no BN", "BN", "noisy BN", "no BN + noise"):

@@ -130,7 +130,11 @@ class SwitchesConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``): full BN and every switch, per seed."""
-        return self.seeds * training_cost((self.model(switch), self.train_config(0)) for switch in self.switches)
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[tuple[str, int], ModelConfig, TrainConfig]]:
+        """What :func:`run` trains, ``((switch, seed), model, training)``: every switch at each seed."""
+        return [((switch, seed), self.model(switch), self.train_config(seed)) for switch in self.switches for seed in range(self.seeds)]
 
     def model(self, switch: str) -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm="none" if switch == "no BN" else "batch")
@@ -185,9 +189,10 @@ def variance_shift(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 def run(config: SwitchesConfig, progress: ProgressFn | None = None) -> SwitchesResult:
     data = load_mnist(str(pick_device()))
-    keys = [(switch, seed) for switch in config.switches for seed in range(config.seeds)]
-    runs = [Run(config.model(switch), config.train_config(seed), data, recorders=[ApplySwitch(switch)], label=f"{switch}, seed {seed}", accelerate=False)
-            for switch, seed in keys]
+    planned = config.runs()
+    keys = [key for key, _model, _train in planned]
+    runs = [Run(model, train, data, recorders=[ApplySwitch(switch)], label=f"{switch}, seed {seed}", accelerate=False)
+            for (switch, seed), model, train in planned]
     results = dict(zip(keys, train_together(runs, progress)))
     accuracy = {switch: np.array([np.nan if results[(switch, s)].diverged else results[(switch, s)].final_test_acc for s in range(config.seeds)])
                 for switch in config.switches}

@@ -96,9 +96,16 @@ class ShiftConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
-        # BN, LayerNorm and GroupNorm (and BN with rollback when images are corrupted), trained side by side
-        models = 4 if self.corrupted_examples else 3
-        return models * training_cost([(self.model(), self.train_config())])
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[str, ModelConfig, TrainConfig]]:
+        """What :func:`run` trains side by side, ``(label, model, training)``: BN, BN with
+        rollback (when images are corrupted), LayerNorm and GroupNorm."""
+        runs = [(BN_LABEL, self.model("batch"), self.train_config()), ("LayerNorm", self.model("layer"), self.train_config()),
+                ("GroupNorm", self.model("group"), self.train_config())]
+        if self.corrupted_examples:
+            runs.insert(1, (FIXED_PIPELINE_LABEL, self.model("batch"), self.train_config("rollback")))
+        return runs
 
     def model(self, norm: str = "batch") -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm=norm, placement=self.placement, bn_eps=self.eps)
@@ -247,11 +254,7 @@ def run(config: ShiftConfig, progress: ProgressFn | None = None) -> ShiftResult:
     device = pick_device()
     data = load_mnist(str(device))
     train_data, clean_train_x = training_data(config, data)
-    runs = [Run(config.model("batch"), config.train_config(), train_data, label=BN_LABEL),
-            Run(config.model("layer"), config.train_config(), train_data, label="LayerNorm"),
-            Run(config.model("group"), config.train_config(), train_data, label="GroupNorm")]
-    if config.corrupted_examples:
-        runs.insert(1, Run(config.model("batch"), config.train_config("rollback"), train_data, label=FIXED_PIPELINE_LABEL))
+    runs = [Run(model, train, train_data, label=label) for label, model, train in config.runs()]
     results = train_together(runs, progress)
     if progress is not None:
         progress(1.0, "measuring train vs eval mode and the fixes", None)

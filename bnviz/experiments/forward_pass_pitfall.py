@@ -87,7 +87,11 @@ class ForwardPassConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``): one BN model per seed."""
-        return self.seeds * training_cost([(self.model(), self.train_config(0))])
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: one BN model per seed."""
+        return [(self.model(), self.train_config(seed)) for seed in range(self.seeds)]
 
     def model(self) -> ModelConfig:
         return ModelConfig(hidden=(self.width,) * self.depth, activation="relu", norm="batch")
@@ -252,7 +256,7 @@ def accuracy_verdict(change: np.ndarray, margin: float = ACCURACY_MARGIN) -> str
 
 def run(config: ForwardPassConfig, progress: ProgressFn | None = None) -> ForwardPassResult:
     data = load_mnist(str(pick_device()))
-    runs = [Run(config.model(), config.train_config(seed), data, label=f"BN, seed {seed}") for seed in range(config.seeds)]
+    runs = [Run(model, train, data, label=f"BN, seed {train.seed}") for model, train in config.runs()]
     results = train_together(runs, progress)
     if progress is not None:
         progress(1.0, "passing over the test set in train mode", None)

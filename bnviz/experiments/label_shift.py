@@ -41,7 +41,8 @@ from torch import nn
 from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
-from ..train import ProgressFn, Run, TrainResult, pick_device, train_together
+from ..models import ModelConfig
+from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from . import Experiment
 from .distribution_shift import SHIFT_OPTIONS, ShiftConfig, shifted_test_set, training_data
 from .few_sample_adaptation import adapt_statistics
@@ -80,7 +81,15 @@ class LabelShiftConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``): one BN model per seed (TENT's few steps on test batches are a small share)."""
-        return self.seeds * training_cost([(self.model.model(), self.model.train_config())])
+        return training_cost(self.runs())
+
+    def seed_models(self) -> list:
+        """The model config of each seed (its shift, training images and batches are its own)."""
+        return [self.model.replace(seed=seed) for seed in range(self.seeds)]
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: one BN model per seed, as :meth:`seed_models` builds them."""
+        return [(s.model("batch"), s.train_config()) for s in self.seed_models()]
 
 
 def label_shifted_batches(y: torch.Tensor, classes_per_batch: int, batch_size: int, batches: int, seed: int) -> list[torch.Tensor]:
@@ -182,8 +191,8 @@ def compare(difference: np.ndarray, margin: float = MARGIN) -> str:
 def run(config: LabelShiftConfig, progress: ProgressFn | None = None) -> LabelShiftResult:
     device = pick_device()
     data = load_mnist(str(device))
-    shifts = [config.model.replace(seed=seed) for seed in range(config.seeds)]
-    runs = [Run(s.model("batch"), s.train_config(), training_data(s, data)[0], label=f"BN, seed {s.seed}") for s in shifts]
+    shifts = config.seed_models()
+    runs = [Run(model, train, training_data(s, data)[0], label=f"BN, seed {s.seed}") for s, (model, train) in zip(shifts, config.runs())]
     results = train_together(runs, None if progress is None else (lambda f, m, p: progress(0.5 * f, m, None)))
     counts = config.class_counts
     accuracy = {d: {m: np.zeros((config.seeds, len(counts))) for m in METHODS} for d in DATA}

@@ -14,22 +14,20 @@ on ImageNet): BN's validation error rose from 23.6% at 32 examples per GPU to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
-from ..budget import check_view_cost, training_cost
+from ..budget import check_view_cost
 from ..config import Config, check
-from ..data import load_mnist
 from ..models import ModelConfig, model_label
 from ..probes import SingleInputConsistency
-from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
-from . import Experiment, train_in_waves
+from ..train import ProgressFn
+from . import Experiment
+from .batch_size_sweep import FULL_BATCH_SIZES, BatchSizeSweep, BatchSizeSweepResult, run_sweep
 
 SWEEP_NORMS = ("none", "batch", "layer", "rms", "group", "instance")
 HIDDEN = {"mlp": (100, 100), "cnn": (8, 16)}
 LIGHT_BATCH_SIZES = (2, 16, 128)
-FULL_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 CHECK_EXAMPLES = 256  # test digits scored in train mode by the consistency recorder
 # Wu & He 2018, Fig. 1 (ImageNet, ResNet-50, validation error by examples per GPU)
 GN_PAPER_BN_ERROR = {32: 0.236, 2: 0.347}
@@ -39,8 +37,8 @@ SAME_OUTPUT_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
-class NormComparisonConfig(Config):
-    """A batch-size sweep. ``seeds``: seeds 0 .. seeds-1 per (norm, batch size).
+class NormComparisonConfig(BatchSizeSweep, Config):
+    """A batch-size sweep (:mod:`bnviz.experiments.batch_size_sweep`). ``seeds``: seeds 0 .. seeds-1 per (norm, batch size).
 
     Adam at lr 1e-3 (the step size it normalises for itself) so that one
     learning rate serves every batch size; ReLU; GroupNorm with ``groups``.
@@ -68,35 +66,19 @@ class NormComparisonConfig(Config):
         self.train_config(self.batch_sizes[0], 0), [self.model(norm) for norm in self.norms]
         check_view_cost(self, "fewer seeds, batch sizes or steps, or the MLP")
 
-    def cost(self) -> float:
-        """Reference steps this config trains (``bnviz.budget``)."""
-        return training_cost((self.model(norm), self.train_config(size, seed)) for norm in self.norms for size in self.batch_sizes for seed in range(self.seeds))
-
     def model(self, norm: str) -> ModelConfig:
         return ModelConfig(arch=self.arch, hidden=HIDDEN[self.arch], activation="relu", norm=norm, groups=self.groups)
 
-    def train_config(self, batch_size: int, seed: int) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=batch_size, lr=self.lr, optimizer="adam", seed=seed, eval_every=self.steps, eval_examples=500)
-
 
 @dataclass
-class NormComparisonResult:
-    """``accuracy[norm][i, s]``: final test accuracy at ``batch_sizes[i]``, seed s (NaN if diverged).
+class NormComparisonResult(BatchSizeSweepResult):
+    """``accuracy(norm)[i, s]``: final test accuracy at ``batch_sizes[i]``, seed s (NaN if diverged).
 
     ``runs[(norm, batch_size, seed)]`` holds each run (its ``records`` carry the
     consistency probe: ``mode_logits``, ``train_alone_error``, ``mode_accuracy``).
     """
 
     config: NormComparisonConfig
-    runs: dict[tuple[str, int, int], TrainResult]
-
-    def accuracy(self, norm: str) -> np.ndarray:
-        c = self.config
-        return np.array([[self._final(self.runs[(norm, b, s)]) for s in range(c.seeds)] for b in c.batch_sizes])
-
-    @staticmethod
-    def _final(run: TrainResult) -> float:
-        return float("nan") if run.diverged else run.final_test_acc
 
     def ms_per_step(self, norm: str, batch_size: int) -> float:
         runs = [self.runs[(norm, batch_size, s)] for s in range(self.config.seeds)]
@@ -162,14 +144,8 @@ def probe_recorder(data, batch_size: int, at_step: int) -> SingleInputConsistenc
 
 
 def run(config: NormComparisonConfig, progress: ProgressFn | None = None) -> NormComparisonResult:
-    data = load_mnist(str(pick_device()))
-    keys = [(norm, b, s) for b in config.batch_sizes for norm in config.norms for s in range(config.seeds)]
-    jobs = {
-        (norm, b, s): (f"{model_label(norm)}, batch {b}, seed {s}", partial(Run, config.model(norm), config.train_config(b, s), data, [probe_recorder(data, b, config.steps)]))
-        for norm, b, s in keys
-    }
-    results = train_in_waves(jobs, progress, chunk_fraction=0.2)
-    return NormComparisonResult(config, results)
+    runs = run_sweep(config, lambda data, batch_size: probe_recorder(data, batch_size, config.steps), progress, chunk_fraction=0.2)
+    return NormComparisonResult(config, runs)
 
 
 def summarize(result: NormComparisonResult) -> dict:

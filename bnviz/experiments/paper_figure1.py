@@ -22,9 +22,10 @@ from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import MNIST, StandardisedImages, load_mnist
 from ..models import INITS, PAPER_HIDDEN, ModelConfig
-from ..recorders import UnitPercentiles, column_quantiles
+from ..recorders import UnitPercentiles
 from ..results import SeededComparison
 from ..train import PAPER_BATCH_SIZE, PAPER_STEPS, ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
+from ..unit_stats import column_quantiles
 from ..verdicts import Verdict, band_relative, judge
 from . import Experiment
 
@@ -108,7 +109,11 @@ class PaperFigure1Config(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
-        return self.seeds * training_cost((model, self.train_config()) for model in self.models())
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: both networks of :meth:`models` at each seed, seed by seed."""
+        return [(model, self.train_config(seed)) for seed in self.seed_list for model in self.models()]
 
     @property
     def eval_every(self) -> int:
@@ -307,14 +312,12 @@ def figure1_data(config: PaperFigure1Config) -> MNIST:
 def run(config: PaperFigure1Config, progress: ProgressFn | None = None) -> Figure1Result:
     data = figure1_data(config)
     runs, recorders = [], []
-    for seed in config.seed_list:
-        for model in config.models():
-            train = config.train_config(seed)
-            recs = recorders_for(model)
-            if model.norm != "none":
-                recs.append(TrainingModePercentiles(data.test_x[: train.eval_examples], train.batch_size, len(model.hidden)))
-            runs.append(Run(model, train, data, recorders=recs))
-            recorders.append(recs)
+    for model, train in config.runs():
+        recs = recorders_for(model)
+        if model.norm != "none":
+            recs.append(TrainingModePercentiles(data.test_x[: train.eval_examples], train.batch_size, len(model.hidden)))
+        runs.append(Run(model, train, data, recorders=recs))
+        recorders.append(recs)
 
     def collected(results: list[TrainResult]) -> Figure1Result:
         done = [_collect(r, recs) for r, recs in zip(results, recorders)]

@@ -57,7 +57,7 @@ class PaperLrClaimsConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
-        return training_cost((model, train) for _label, model, train in self.runs())
+        return training_cost(self.runs())
 
     def runs(self) -> list[tuple[str, ModelConfig, TrainConfig]]:
         """(label, model, training) for every combination; labels read like the paper's "BN-x5-Sigmoid"."""

@@ -78,7 +78,11 @@ class PreciseBNConfig(Config):
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
         # PreciseBN's statistics are forward passes over at most 60,000 images per draw: a small share
-        return self.seeds * training_cost((self.model_config(), self.train_config(lr)) for lr in self.learning_rates)
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: one model per learning rate at each seed, seed by seed."""
+        return [(self.model_config(), self.train_config(lr, seed)) for seed in range(self.seed, self.seed + self.seeds) for lr in self.learning_rates]
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, activation=self.activation, norm="batch", bn_momentum=self.bn_momentum)
@@ -154,8 +158,7 @@ def precise_model(model, x: torch.Tensor, batch_size: int, num_batches: int, see
 def run(config: PreciseBNConfig, progress: ProgressFn | None = None) -> PreciseBNResult:
     device = pick_device()
     data = load_mnist(str(device))
-    seeds = range(config.seed, config.seed + config.seeds)
-    all_runs = [Run(config.model_config(), config.train_config(lr, seed), data, label=f"lr {lr:g}") for seed in seeds for lr in config.learning_rates]
+    all_runs = [Run(model, train, data, label=f"lr {train.lr:g}") for model, train in config.runs()]
 
     def train_progress(fraction, message, partial):
         if progress:

@@ -14,30 +14,28 @@ this run's length: the warm-up is ``steps * 5,000 / 160,000`` steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
-from ..budget import check_view_cost, training_cost
+from ..budget import check_view_cost
 from ..config import Config, check
-from ..data import load_mnist
 from ..models import ModelConfig, model_label
 from ..probes import TrainEvalMismatch
 from ..renorm import PAPER_TRAINING_STEPS, PAPER_WARMUP_STEPS
-from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device
+from ..train import ProgressFn
 from ..verdicts import Verdict, judge
-from . import Experiment, train_in_waves
+from . import Experiment
+from .batch_size_sweep import FULL_BATCH_SIZES, BatchSizeSweep, BatchSizeSweepResult, run_sweep
 
 SWEEP_NORMS = ("none", "batch", "batch_renorm", "ghost_batch", "group", "layer")
 DEFAULT_BATCH_SIZES = (2, 4, 8, 32, 128)
 LIGHT_BATCH_SIZES = (2, 8, 128)
-FULL_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 CHECK_EXAMPLES = 512  # test digits the mismatch probe sends through in both modes
 
 
 @dataclass(frozen=True)
-class SmallBatchesConfig(Config):
-    """A batch-size sweep. ``seeds``: seeds 0 .. seeds-1 per (norm, batch size).
+class SmallBatchesConfig(BatchSizeSweep, Config):
+    """A batch-size sweep (:mod:`bnviz.experiments.batch_size_sweep`). ``seeds``: seeds 0 .. seeds-1 per (norm, batch size).
 
     Adam at lr 1e-3 (one learning rate for every batch size), ReLU, hidden
     widths ``(width, width)``, GroupNorm with ``groups`` groups.
@@ -68,10 +66,6 @@ class SmallBatchesConfig(Config):
         self.model("ghost_batch")
         check_view_cost(self, "fewer seeds, batch sizes or steps")
 
-    def cost(self) -> float:
-        """Reference steps this config trains (``bnviz.budget``)."""
-        return training_cost((self.model(norm), self.train_config(size, seed)) for norm in self.norms for size in self.batch_sizes for seed in range(self.seeds))
-
     @property
     def warmup_steps(self) -> int:
         """The paper's 5,000 of 160,000 steps, scaled to ``steps`` (at least 1)."""
@@ -83,22 +77,13 @@ class SmallBatchesConfig(Config):
             renorm_r_max=self.r_max, renorm_d_max=self.d_max, renorm_warmup_steps=self.warmup_steps, ghost_batch_size=self.ghost_batch_size,
         )
 
-    def train_config(self, batch_size: int, seed: int) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=batch_size, lr=self.lr, optimizer="adam", seed=seed, eval_every=self.steps, eval_examples=500)
-
 
 @dataclass
-class SmallBatchesResult:
+class SmallBatchesResult(BatchSizeSweepResult):
     """``runs[(norm, batch_size, seed)]``; each run's ``records["mismatch"]`` is the probe's
     [eval accuracy, train-mode accuracy, prediction changes, mean |logit change|]."""
 
     config: SmallBatchesConfig
-    runs: dict[tuple[str, int, int], TrainResult]
-
-    def accuracy(self, norm: str) -> np.ndarray:
-        """(batch sizes, seeds) final test accuracy, NaN where the run diverged."""
-        c = self.config
-        return np.array([[float("nan") if self.runs[(norm, b, s)].diverged else self.runs[(norm, b, s)].final_test_acc for s in range(c.seeds)] for b in c.batch_sizes])
 
     def mismatch(self, norm: str) -> np.ndarray:
         """(batch sizes, seeds, 4) probe values (NaN for a diverged run)."""
@@ -111,10 +96,6 @@ class SmallBatchesResult:
                 row.append(np.full(len(TrainEvalMismatch.NAMES), np.nan) if run.diverged else np.asarray(run.records["mismatch"], dtype=float))
             rows.append(row)
         return np.array(rows)
-
-    def mean_accuracy(self, norm: str, batch_size: int) -> float:
-        values = self.accuracy(norm)[self.config.batch_sizes.index(batch_size)]
-        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
     def summary_rows(self) -> list[dict]:
         """One row per (norm, batch size): means over seeds, every cell from the runs."""
@@ -146,17 +127,14 @@ def renorm_verdict(result: SmallBatchesResult) -> Verdict:
     return judge("Batch Renorm beats BN at the smallest batch", renorm[paired], bn[paired], margin=RENORM_MARGIN_POINTS, unit="points", display_scale=100)
 
 
+def mismatch_recorder(data, batch_size: int, at_step: int) -> TrainEvalMismatch:
+    """The first :data:`CHECK_EXAMPLES` test digits, in batches of ``batch_size``, after step ``at_step``."""
+    return TrainEvalMismatch(data.test_x[:CHECK_EXAMPLES], data.test_y[:CHECK_EXAMPLES], batch_size, at_step=at_step)
+
+
 def run(config: SmallBatchesConfig, progress: ProgressFn | None = None) -> SmallBatchesResult:
-    data = load_mnist(str(pick_device()))
-    check_x, check_y = data.test_x[:CHECK_EXAMPLES], data.test_y[:CHECK_EXAMPLES]
-    jobs = {}
-    for b in config.batch_sizes:
-        for norm in config.norms:
-            for s in range(config.seeds):
-                recorder = TrainEvalMismatch(check_x, check_y, b, at_step=config.steps)
-                jobs[(norm, b, s)] = (f"{model_label(norm)}, batch {b}, seed {s}", partial(Run, config.model(norm), config.train_config(b, s), data, [recorder]))
-    results = train_in_waves(jobs, progress)
-    return SmallBatchesResult(config, results)
+    runs = run_sweep(config, lambda data, batch_size: mismatch_recorder(data, batch_size, config.steps), progress)
+    return SmallBatchesResult(config, runs)
 
 
 def summarize(result: SmallBatchesResult) -> dict:

@@ -55,7 +55,11 @@ class NoisyBNConfig(Config):
 
     def cost(self) -> float:
         """Reference steps this config trains (``bnviz.budget``)."""
-        return self.seeds * training_cost((model, self.train_config()) for model in self.models())
+        return training_cost(self.runs())
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: every model of :meth:`models` at each seed, seed by seed."""
+        return [(model, self.train_config(seed)) for seed in range(self.seed, self.seed + self.seeds) for model in self.models()]
 
     def models(self) -> list[ModelConfig]:
         base = ModelConfig(hidden=self.hidden, activation=self.activation, noise_strength=self.noise_strength)
@@ -67,7 +71,7 @@ class NoisyBNConfig(Config):
 
 def run(config: NoisyBNConfig, progress: ProgressFn | None = None) -> Comparison:
     data = load_mnist(str(pick_device()))
-    runs = [Run(model, config.train_config(seed), data, [ActivationDrift()]) for seed in range(config.seed, config.seed + config.seeds) for model in config.models()]
+    runs = [Run(model, train, data, [ActivationDrift()]) for model, train in config.runs()]
     models = len(config.models())
     return SeededComparison.from_seeds(train_together(runs, _first_seed(progress, models)), models)
 

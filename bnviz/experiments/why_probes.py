@@ -64,7 +64,11 @@ class ProbesConfig(Config):
         """Reference steps this config trains (``bnviz.budget``)."""
         # each probe: about PROBE_PASSES forward and backward passes of a batch per model (ICS, the landscape's step sizes, the gradients)
         probes = self.steps // self.probe_every * PROBE_PASSES
-        return self.seeds * training_cost((model, self.train_config().replace(steps=self.steps + probes)) for model in self.models())
+        return training_cost((model, train.replace(steps=train.steps + probes)) for model, train in self.runs())
+
+    def runs(self) -> list[tuple[ModelConfig, TrainConfig]]:
+        """What :func:`run` trains: every model of :meth:`models` at each seed, seed by seed."""
+        return [(model, self.train_config(seed)) for seed in range(self.seed, self.seed + self.seeds) for model in self.models()]
 
     @property
     def multipliers(self) -> tuple[float, ...]:
@@ -88,7 +92,7 @@ class ProbesConfig(Config):
 
 def run(config: ProbesConfig, progress: ProgressFn | None = None) -> Comparison:
     data = load_mnist(str(pick_device()))
-    runs = [Run(model, config.train_config(seed), data, config.probes()) for seed in range(config.seed, config.seed + config.seeds) for model in config.models()]
+    runs = [Run(model, train, data, config.probes()) for model, train in config.runs()]
     models = len(config.models())
     return SeededComparison.from_seeds(train_together(runs, _first_seed(progress, models)), models)
 

@@ -78,10 +78,10 @@ def test_a_view_only_control_in_a_section_reruns_only_that_section(page, app_url
     before = total_computations(results_dir)
     frames.clear()
     page.locator('[data-testid="stRadio"]').get_by_text("neuron 1", exact=True).click()
-    page.wait_for_function("() => document.body.innerText.includes(\"neuron 1's running mean\")", timeout=20_000, polling=50)
+    page.wait_for_function("() => document.body.innerText.includes(\"neuron 1's EMA error\")", timeout=20_000, polling=50)
     wait_idle(page)
     sent = b"".join(frames)
-    assert "neuron 1's running mean".encode() in sent  # the section, drawn again
+    assert "neuron 1's EMA error".encode() in sent  # the section, drawn again
     for elsewhere in ("2. Batch-mates", "3. Test accuracy three ways", "PreciseBN", "Settings of the training run", "Classroom presets"):
         assert elsewhere.encode() not in sent, f"{elsewhere!r} was sent again: the page reran, not only the section"
     assert total_computations(results_dir) == before
