@@ -91,10 +91,12 @@ def test_the_cnn_evaluates_in_small_chunks_with_the_same_numbers(mnist):
 def test_binarised_images_are_made_a_batch_at_a_time_from_the_shared_pixels(mnist):
     """The paper's binarised MNIST shares the grey-level uint8 pixels (no second 47 MB copy,
     nothing cached) and gives, batch by batch, the numbers of a binarised copy."""
-    from bnviz.data import StandardisedImages
+    from bnviz.data import StandardisedImages, load_mnist
     from bnviz.experiments.paper_figure1 import BINARY_THRESHOLD, binarised_mnist
 
     binary = binarised_mnist("cpu")
+    # the process's MNIST as the experiment sees it (an earlier test may have cleared load_mnist's cache)
+    mnist = load_mnist("cpu")
     assert binary.train_x.pixels is mnist.train_x.pixels
     copy = StandardisedImages((mnist.train_x.pixels[:3000] >= BINARY_THRESHOLD).to(torch.uint8) * 255)
     index = torch.randperm(3000, generator=torch.Generator().manual_seed(0))[:64]
