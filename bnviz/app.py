@@ -122,8 +122,10 @@ def load_core(title: str) -> None:
 LIVE_REDRAW_SECONDS = 0.5
 # A computing section redraws its progress and live chart this often (a fragment rerun,
 # not the page): often enough to look live, rare enough that a class of 30 watching does
-# not take the cores the training wants.
-JOB_POLL_SECONDS = 1.0
+# not take the cores the training wants. Measured on 2 cores, the pitfalls page cold (four
+# sections, each following its job) went idle after 72 s at a 1-s poll and 20 s at 2 s:
+# each poll of each section is a fragment run that holds the GIL the training threads want.
+JOB_POLL_SECONDS = 2.0
 IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run (AppTest); else a polling fragment
 _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
 
@@ -872,6 +874,9 @@ def _slug(text: str) -> str:
 def _chart_title(chart, index: int) -> str:
     title = getattr(chart, "title", None)
     text = title if isinstance(title, str) else getattr(title, "text", None)
+    subtitle = None if isinstance(title, str) else getattr(title, "subtitle", None)
+    if isinstance(text, str) and text and isinstance(subtitle, str) and subtitle:
+        return f"{text} ({subtitle})"  # as charts.chart_title split it
     return text if isinstance(text, str) and text else f"Chart {index}"
 
 

@@ -56,3 +56,16 @@ def test_pages_link_to_the_next_one_in_the_article_order():
     assert not at.exception
     links = [link.proto.label for link in at.get("page_link")]
     assert links == ["Next: Normalization math"]  # home is first: no "Previous"
+
+
+def test_a_long_title_puts_its_parenthesised_tail_on_a_subtitle_line():
+    """Vega cut "Test accuracy during training (first 2,000 test im…" at half width: the tail
+    goes to the subtitle; the download's name keeps the whole title."""
+    from bnviz.app import _chart_title
+    from bnviz.charts import chart_title, curves_chart
+
+    assert chart_title("Training loss") == "Training loss"
+    chart = curves_chart([], "test_acc", "Test accuracy during training (first 2,000 test images)")
+    title = chart.to_dict()["title"]
+    assert (title["text"], title["subtitle"]) == ("Test accuracy during training", "first 2,000 test images")
+    assert _chart_title(chart, 0) == "Test accuracy during training (first 2,000 test images)"

@@ -251,6 +251,15 @@ def curve_records(runs: Sequence[TrainResult], metric: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "step", "value"])
 
 
+def chart_title(text: str) -> alt.TitleParams | str:
+    """``text`` as a chart title; a parenthesised tail ("(first 2,000 test images)") becomes
+    the subtitle line: at half width (and in presenter view) Vega cut one long line with "…"."""
+    head, sep, tail = text.partition(" (")
+    if not sep or not tail.endswith(")") or not head:
+        return text
+    return alt.TitleParams(text=head, subtitle=tail[:-1])
+
+
 def curves_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: str | None = None, y_domain=None, total_steps: int | None = None) -> alt.Chart:
     """Line chart of ``metric`` over training steps, one colour per model.
 
@@ -262,7 +271,7 @@ def curves_chart(runs: Sequence[TrainResult], metric: str = "test_acc", title: s
     y_scale = alt.Scale(domain=y_domain) if y_domain else alt.Scale(zero=False)
     x_scale = alt.Scale(domain=[0, total_steps]) if total_steps else alt.Scale()
     return (
-        alt.Chart(data, title=title or y_title)
+        alt.Chart(data, title=chart_title(title or y_title))
         .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=2.5)
         .encode(
             x=alt.X("step:Q", title="training step", scale=x_scale),
