@@ -107,8 +107,10 @@ def test_trainer_threads_share_the_cores_between_running_jobs(tmp_path, monkeypa
     assert manager.max_running == 4
     first = manager.submit("fake", Fake(1), fake.run)
     wait_until(lambda: fake.active == 1)
-    later = [manager.submit("fake", Fake(value), fake.run) for value in (2, 3, 4)]
-    wait_until(lambda: fake.active == 4)
+    later = []
+    for value in (2, 3, 4):  # one at a time: each reads its share when it starts, after the one before
+        later.append(manager.submit("fake", Fake(value), fake.run))
+        wait_until(lambda: fake.active == value)
     gate.set()
     for job in [first, *later]:
         manager.wait(job)
