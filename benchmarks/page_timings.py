@@ -20,13 +20,9 @@ Prints a table in seconds. Timings depend on the machine's load: run it on a qui
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -34,6 +30,7 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from screenshot import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from classroom_load import start_server  # noqa: E402  (the app as users run it, ready at /_stcore/health)
 
 # url path of each page (streamlit_app.py's PAGES), in the article's order; "" is home
 PAGES = {
@@ -54,32 +51,6 @@ FIRST_TEXT = """() => [...document.querySelectorAll('[data-testid="stMain"] :is(
 BUSY = """() => !!document.querySelector('[data-testid="stStatusWidget"], [class*="st-key-bnviz-job-"], [data-testid="stSpinner"]')"""
 STABLE_S = 0.5
 POLL_S = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(results_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {"BNVIZ_RESULTS_DIR": results_dir}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            return server, url
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the server did not start within 90 s")
 
 
 def wait_for(page, predicate: str, started: float, timeout_s: float) -> float:
