@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from apptest_helpers import chart_count, metric_values, open_page
 
 from bnviz.app import result_store
@@ -31,7 +32,45 @@ SESSIONS = 30
 CLASS_QUERY = {"steps": 100, "seed": 7}
 
 
-def test_thirty_sessions_on_a_cold_page_compute_once_and_agree():
+@pytest.fixture
+def concurrent_apptests(monkeypatch):
+    """Let AppTests run in threads at once, as a server runs sessions. AppTest itself is
+    written for one test at a time and touches process-wide state on every run, so 30 at
+    once raced in the harness, not in bnviz (CI, 2026-12-02):
+
+    * each run compiles the page with a ScriptCache of its own, and CPython 3.11's
+      ``ast.parse`` is not safe in threads at once ("AST constructor recursion depth
+      mismatch", python/cpython#106905): a real server compiles a page once, in one
+      shared, locked ScriptCache, so the sessions here share one too;
+    * each run sets ``Runtime._instance`` to its mock runtime and to None when it ends,
+      under the feet of the runs still going ("Runtime hasn't been created!"): here a
+      run's mock (they are alike) becomes the instance and its None is ignored;
+    * each run patches ``streamlit.config.get_option`` and restores what it saw, so
+      interleaved runs could leave a mock in place for later tests: restored here.
+    """
+    from streamlit import config as st_config
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import app_test
+
+    shared_cache = ScriptCache()
+
+    class KeepsTheInstance(type(Runtime)):
+        def __setattr__(cls, name, value):
+            if name != "_instance":
+                super().__setattr__(name, value)
+            elif value is not None:
+                Runtime._instance = value
+
+    monkeypatch.setattr(app_test, "ScriptCache", lambda: shared_cache)
+    monkeypatch.setattr(app_test, "Runtime", KeepsTheInstance("AppTestRuntime", (Runtime,), {}))
+    monkeypatch.setattr(Runtime, "_instance", None)  # restored when the test ends
+    get_option = st_config.get_option
+    yield
+    st_config.get_option = get_option
+
+
+def test_thirty_sessions_on_a_cold_page_compute_once_and_agree(concurrent_apptests):
     config = HomeConfig(steps=100, seed=7)
     assert result_store().get("home", config) is None, "the class's config must be cold"
     outcomes: list = [None] * SESSIONS
