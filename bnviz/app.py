@@ -116,6 +116,7 @@ def load_core(title: str) -> None:
         with st.spinner("Loading PyTorch and bnviz's models: the first visit after the server started takes a few seconds…", show_time=True):
             for name in CORE_MODULES:
                 importlib.import_module(name)
+            importlib.import_module("bnviz.engine").warm_up()  # before any job: see its docstring
     slot.empty()
 
 

@@ -103,6 +103,17 @@ def enabled() -> bool:
     return os.environ.get("BNVIZ_ACCELERATOR", os.environ.get("BNVIZ_TORCHSCRIPT", "1")) != "0"
 
 
+def warm_up() -> bool:
+    """Compile the accelerator now (once per process; ~0.1 s) and say whether it runs here.
+
+    TorchScript reads the functions' source with ``ast.parse``, and CPython 3.11's parser is
+    not safe in two threads at once (python/cpython#106905: "AST constructor recursion depth
+    mismatch"; AppTest sessions compiling one page in 30 threads at once hit it): a first job
+    compiling in its worker while Streamlit compiles a page for another session could make
+    that page fail to load. The app calls this while its core loads, before any job runs."""
+    return enabled() and _scripted(_fused_steps) is not None
+
+
 def can_run(model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int) -> bool:
     """Whether :func:`steps` trains ``model`` with ``optimizer`` on batches of ``batch_size``
     exactly as the plain step would."""

@@ -42,6 +42,8 @@ def concurrent_apptests(monkeypatch):
       ``ast.parse`` is not safe in threads at once ("AST constructor recursion depth
       mismatch", python/cpython#106905): a real server compiles a page once, in one
       shared, locked ScriptCache, so the sessions here share one too;
+      The first job's TorchScript compile parses source too (``bnviz.engine.warm_up``,
+      which the app calls as its core loads): done here before the sessions start;
     * each run sets ``Runtime._instance`` to its mock runtime and to None when it ends,
       under the feet of the runs still going ("Runtime hasn't been created!"): here a
       run's mock (they are alike) becomes the instance and its None is ignored;
@@ -50,8 +52,9 @@ def concurrent_apptests(monkeypatch):
     """
     from streamlit import config as st_config
     from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import magic
     from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-    from streamlit.testing.v1 import app_test
+    from streamlit.testing.v1 import app_test, local_script_runner
 
     shared_cache = ScriptCache()
 
@@ -62,11 +65,18 @@ def concurrent_apptests(monkeypatch):
             elif value is not None:
                 Runtime._instance = value
 
-    monkeypatch.setattr(app_test, "ScriptCache", lambda: shared_cache)
+    monkeypatch.setattr(app_test, "ScriptCache", lambda: shared_cache)  # its pages manager's
+    monkeypatch.setattr(local_script_runner, "ScriptCache", lambda: shared_cache)  # the one that compiles
     monkeypatch.setattr(app_test, "Runtime", KeepsTheInstance("AppTestRuntime", (Runtime,), {}))
     monkeypatch.setattr(Runtime, "_instance", None)  # restored when the test ends
+    compiled = []  # the page's compilations: one, as in a server
+    add_magic = magic.add_magic
+    monkeypatch.setattr(magic, "add_magic", lambda code, path: compiled.append(path) or add_magic(code, path))
+    from bnviz import engine
+
+    engine.warm_up()
     get_option = st_config.get_option
-    yield
+    yield compiled
     st_config.get_option = get_option
 
 
@@ -99,6 +109,7 @@ def test_thirty_sessions_on_a_cold_page_compute_once_and_agree(concurrent_apptes
     assert not differing, f"sessions saw different results: session 0 {first}; others {dict(list(differing.items())[:3])}"
     assert all(outcome[2] == 2 for outcome in outcomes), [outcome[2] for outcome in outcomes]
     assert result_store().computations("home", config) == 1
+    assert len(concurrent_apptests) == 1, f"the page was compiled {len(concurrent_apptests)} times"
 
 
 # ------------------------------------------------------------- two processes
