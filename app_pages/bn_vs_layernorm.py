@@ -139,7 +139,7 @@ def sweep_section():
     st.caption(
         f"{len(sweep_config.batch_sizes) * len(sweep_config.norms) * sweep_config.seeds} models, each trained {sweep_config.steps} steps with Adam "
         f"(lr {sweep_config.lr:g}), ReLU, GroupNorm with {sweep_config.groups} groups; the same number of steps at every batch size, so a larger batch sees more examples. "
-        "Results are cached: a second visit is instant."
+        "Results are stored: a second visit, by anyone, reads them instead of training again."
     )
     sweep_result = run_experiment("norm_comparison", sweep_config, label="Batch-size sweep")
     small, large = min(sweep_config.batch_sizes), max(sweep_config.batch_sizes)

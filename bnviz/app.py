@@ -23,7 +23,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-import altair as alt
 import streamlit as st
 
 from .errors import BnvizError
@@ -469,8 +468,7 @@ def training_stepper(scope: str, model_cfg, train_cfg, first_unit: int = 0) -> N
         )
         st.dataframe(table, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.5f") for c in table.columns if c != "unit"})
         chart = stepper_chart(records[-STEPPER_HISTORY:], layer, 0, f"Unit {stepper.first_unit} of BN layer {layer + 1}, step by step")
-        st.altair_chart(chart, width="content")
-        show_takeaway(st, chart)
+        show_chart(st, chart, width="content")
 
     panel()
 
@@ -493,7 +491,7 @@ def curve_panels(panels: Sequence[tuple[Any, str, str]], total_steps: int, y_dom
 def device_caption() -> None:
     from .train import pick_device
 
-    st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are cached: a second visit is instant.")
+    st.sidebar.caption(f"Computing on **{pick_device().type}**. Results are stored: a second visit, by anyone, reads them instead of training again.")
 
 
 
@@ -843,24 +841,34 @@ def diverged_sweep_warning(runs: dict) -> None:
 
 
 def draw_chart(where, chart, takeaway: str | None = None, **kwargs) -> None:
-    """``where.altair_chart(chart)`` (``where``: ``st``, a column or a placeholder) with its
+    """The chart (``where``: ``st``, a column or a placeholder) with its
     one-sentence takeaway under it, and keep the chart for a later :func:`downloads` to offer
     as an image. ``takeaway``: the page's computed sentence (markdown); by default the one
     :func:`bnviz.charts.takeaways.chart_takeaway` reads from the chart's own data. A
     placeholder redrawn (live curves) keeps its place and only its latest chart."""
-    box = where.container()  # in a placeholder: chart and sentence replace the previous pair
-    box.altair_chart(chart, **kwargs)
-    show_takeaway(box, takeaway if takeaway is not None else chart)
+    spec = show_chart(where, chart, takeaway, **kwargs)
     drawn, section_now = _session_charts(), current_section()
     key = (section_now, id(where) if where is not st else ("st", drawn.count))
     position = drawn.pending[key][0] if key in drawn.pending else drawn.count
-    drawn.pending[key] = (position, chart, section_now)
+    drawn.pending[key] = (position, spec, section_now)
     drawn.count += 1
 
 
+def show_chart(where, chart, takeaway: str | None = None, **kwargs) -> dict:
+    """The chart and its takeaway in ``where`` (as :func:`draw_chart`, but not offered for
+    download: a live view redrawn every tick); returns the chart's spec."""
+    from .charts import chart_spec
+
+    spec = chart_spec(chart)  # once: the screen, the sentence and the image all read it
+    box = where.container()  # in a placeholder: chart and sentence replace the previous pair
+    box.vega_lite_chart(spec=dict(spec), **kwargs)  # Streamlit moves "datasets" out of its copy
+    show_takeaway(box, takeaway if takeaway is not None else spec)
+    return spec
+
+
 def show_takeaway(where, takeaway) -> None:
-    """The sentence under a chart: ``takeaway`` as markdown, or read from a chart's data
-    (plain text: a series' name is shown as it is)."""
+    """The sentence under a chart: ``takeaway`` as markdown, or read from a chart's data (a
+    chart or its spec; plain text: a series' name is shown as it is)."""
     from .charts.takeaways import chart_takeaway
 
     text = takeaway if isinstance(takeaway, str) else (lambda read: plain_text(read) if read else None)(chart_takeaway(takeaway))
@@ -872,10 +880,10 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
 
 
-def _chart_title(chart, index: int) -> str:
-    title = getattr(chart, "title", None)
-    text = title if isinstance(title, str) else getattr(title, "text", None)
-    subtitle = None if isinstance(title, str) else getattr(title, "subtitle", None)
+def _chart_title(spec: dict, index: int) -> str:
+    title = spec.get("title")
+    text = title if isinstance(title, str) else title.get("text") if isinstance(title, dict) else None
+    subtitle = title.get("subtitle") if isinstance(title, dict) else None
     if isinstance(text, str) and text and isinstance(subtitle, str) and subtitle:
         return f"{text} ({subtitle})"  # as charts.chart_title split it
     return text if isinstance(text, str) and text else f"Chart {index}"
@@ -922,15 +930,10 @@ def downloads(name: str, config, tables: dict | None = None, title: str = "Downl
         offered = sorted((drawn.pending.pop(key) for key in keys), key=lambda entry: entry[0])
         if offered:
             st.caption("The charts as images:")
-        for index, (_, chart, _) in enumerate(offered, start=1):
-            title = _chart_title(chart, index)
+        for index, (_, drawn_spec, _) in enumerate(offered, start=1):
+            title = _chart_title(drawn_spec, index)
             slug = _slug(title)[:60] or f"chart-{index}"
-            try:
-                spec = chart.to_dict()
-                spec.setdefault("background", palette().background)  # an image's ink needs the theme's page under it
-            except alt.MaxRowsError:  # the charts module thins long curves (charts.thin_rows); a chart it missed is not offered
-                st.caption(f"{title}: too many points to offer as an image; its data is in the CSV above.")
-                continue
+            spec = {"background": palette().background, **drawn_spec}  # an image's ink needs the theme's page under it
             png, svg = st.columns(2)
             png.download_button(f"{title} (PNG)", data=_chart_image(spec, "png"), file_name=f"bnviz-{name}-{slug}.png", mime="image/png", key=f"{prefix}.{slug}.{index}.png", on_click="ignore", help="The chart as a PNG image (twice the screen's resolution).")
             svg.download_button(f"{title} (SVG)", data=_chart_image(spec, "svg"), file_name=f"bnviz-{name}-{slug}.svg", mime="image/svg+xml", key=f"{prefix}.{slug}.{index}.svg", on_click="ignore", help="The chart as an SVG vector image.")

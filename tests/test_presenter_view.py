@@ -68,4 +68,4 @@ def test_a_long_title_puts_its_parenthesised_tail_on_a_subtitle_line():
     chart = curves_chart([], "test_acc", "Test accuracy during training (first 2,000 test images)")
     title = chart.to_dict()["title"]
     assert (title["text"], title["subtitle"]) == ("Test accuracy during training", "first 2,000 test images")
-    assert _chart_title(chart, 0) == "Test accuracy during training (first 2,000 test images)"
+    assert _chart_title(chart.to_dict(), 0) == "Test accuracy during training (first 2,000 test images)"

@@ -33,11 +33,15 @@ FILTER_EQUALS = re.compile(r"""^\(datum\.(\w+) === (?:'([^']*)'|"([^"]*)"|(-?[\d
 
 
 def chart_takeaway(chart) -> str | None:
-    """The chart's takeaway sentence, or None when it draws nothing this reads (e.g. text only)."""
-    try:
-        spec = chart.to_dict()
-    except Exception:  # noqa: BLE001 - a chart Altair cannot serialise is shown without a sentence, never a crash
-        return None
+    """The takeaway sentence of a chart (an Altair chart or its spec, :func:`bnviz.charts.chart_spec`),
+    or None when it draws nothing this reads (e.g. text only)."""
+    if isinstance(chart, dict):
+        spec = chart
+    else:
+        try:
+            spec = chart.to_dict()
+        except Exception:  # noqa: BLE001 - a chart Altair cannot serialise is shown without a sentence, never a crash
+            return None
     datasets = spec.get("datasets", {})
     # the telling mark first; among equals the view with most series (a layer filtered to one
     # series, e.g. the truth line under the estimates, says less than the one with the rest)
