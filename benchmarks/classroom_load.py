@@ -93,14 +93,16 @@ def describe(mem: dict[str, float]) -> str:
 SERVER_PYTHON = sys.executable  # --server-python replaces it
 
 
-def start_server(results_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(results_dir: str, root: Path = ROOT, entry: str = "streamlit_app.py") -> tuple[subprocess.Popen, str]:
+    """``streamlit run <entry>`` in ``root`` (another checkout, e.g. a worktree of an
+    earlier commit, for a before/after), ready at ``/_stcore/health``."""
     port = free_port()
     env = os.environ | {"BNVIZ_RESULTS_DIR": results_dir}
     server = subprocess.Popen(
-        [SERVER_PYTHON, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+        [SERVER_PYTHON, "-m", "streamlit", "run", entry, "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -17,6 +17,17 @@ os.environ["BNVIZ_RESULTS_DIR"] = tempfile.mkdtemp(prefix="bnviz-test-results-")
 os.environ["BNVIZ_JOBS_IN_SCRIPT"] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (pytest.ini's ``-n 2 --dist loadgroup``) the browser tests of one
+    file run together on one worker, in the file's order, on that worker's app server
+    (a session fixture); the every-page test's pages spread over the workers (the browser
+    suite is the longest part: on one worker it was the suite's critical path)."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            spread = item.originalname == "test_every_page_renders_and_answers_a_control"
+            item.add_marker(pytest.mark.xdist_group(f"browser-{item.name if spread else item.path.stem}"))
+
+
 @pytest.fixture(scope="session")
 def mnist():
     import torch

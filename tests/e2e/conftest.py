@@ -11,6 +11,7 @@ SKIP, each with the same one-line reason.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
@@ -79,11 +80,18 @@ def results_dir() -> str:
 
 
 @pytest.fixture(scope="session")
-def app_url(artifacts, results_dir):
-    """``streamlit run streamlit_app.py`` on a free port, ready (``/_stcore/health``); stopped at the end."""
+def server_log(artifacts) -> Path:
+    """The app server's log: one per pytest-xdist worker (each worker runs its own server)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return artifacts / (f"streamlit-server-{worker}.log" if worker else "streamlit-server.log")
+
+
+@contextlib.contextmanager
+def running_app(log_path: Path, results_dir: str):
+    """``streamlit run streamlit_app.py`` on a free port, ready (``/_stcore/health``); its URL.
+    Stopped on exit."""
     env = dict(os.environ, BNVIZ_RESULTS_DIR=results_dir)
     env.pop("BNVIZ_JOBS_IN_SCRIPT", None)  # the app as users run it: jobs followed by fragments
-    log_path = artifacts / "streamlit-server.log"
     for _attempt in range(3):  # a port taken between choosing and binding: choose again
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -109,14 +117,31 @@ def app_url(artifacts, results_dir):
             pytest.fail(f"the app did not start within {SERVER_START_TIMEOUT_S} s; its log:\n{log_path.read_text()[-3000:]}", pytrace=False)
     else:
         pytest.fail("no free port for the app after 3 tries", pytrace=False)
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(server_log, results_dir):
+    """The app the suite shares (one per pytest-xdist worker), with its own empty result store."""
+    with running_app(server_log, results_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url(artifacts):
+    """An app of its own, just started, with an empty result store: a first visit is cold
+    (torch not imported, nothing computed) wherever the test runs in the suite."""
+    with running_app(artifacts / "streamlit-server-fresh.log", tempfile.mkdtemp(prefix="bnviz-e2e-fresh-")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

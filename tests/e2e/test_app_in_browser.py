@@ -5,11 +5,10 @@ finish its run, draw every Vega-Lite chart, show no exception or error, log no
 console error of its own, and answer a control with a changed figure. A full-
 page screenshot of each page lands in ``test-artifacts/e2e/`` (look at them).
 
-Pages are discovered from the running app's sidebar navigation, so a new
-``st.Page`` is covered without editing this file. Default views are heavy for
-a test, so each page is opened with a light URL query from
-:data:`E2E_FAST_QUERY` (its ``Controls`` read the URL); a page without an entry
-opens with its defaults.
+Each page is one test, opened with a light URL query from :data:`E2E_FAST_QUERY`
+(its ``Controls`` read the URL; default views are heavy for a test). The
+navigation test reads the running app's sidebar and fails when it lists a page
+that has no entry there, so a new ``st.Page`` cannot go untested.
 """
 from __future__ import annotations
 
@@ -316,8 +315,9 @@ def nav_links(page) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------- tests
 
-def test_home_is_interactive_within_seconds_cold(browser, app_url, artifacts):
+def test_home_is_interactive_within_seconds_cold(browser, fresh_app_url, artifacts):
     """Home's default view, first visit to a fresh server and empty result store."""
+    app_url = fresh_app_url
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     console = ConsoleLog(page, app_url)
@@ -359,6 +359,9 @@ def test_navigation_lists_pages_and_switches_between_them(browser, app_url, page
     assert "" in paths, "no default page at the root URL"
     stale = set(E2E_FAST_QUERY) - set(paths)
     assert not stale, f"E2E_FAST_QUERY names pages the navigation does not have: {sorted(stale)}"
+    # the every-page test runs once per E2E_FAST_QUERY entry: a page without one would go untested
+    untested = set(paths) - set(E2E_FAST_QUERY)
+    assert not untested, f"pages in the navigation without an E2E_FAST_QUERY entry (so untested): {sorted(untested)}"
     if len(pages) < 2:
         pytest.skip("one page: the app shows no navigation to click")
     # click from another page to home (its default view is in the result store by now: quick)
@@ -373,37 +376,35 @@ def test_navigation_lists_pages_and_switches_between_them(browser, app_url, page
     page.context.close()
 
 
-def test_every_page_renders_and_answers_a_control(browser, app_url, pages, artifacts, subtests):
-    log = artifacts / "streamlit-server.log"
-    timings = []
-    for path, title in pages:
-        with subtests.test(msg=title, url_path=path or "/"):
-            started, log_start = time.monotonic(), log.stat().st_size
-            page, console = open_page(browser, app_url, path, E2E_FAST_QUERY.get(path, ""))
-            try:
-                wait_idle(page)
-                problems = page_problems(page, path)
-                shot = screenshot(page, artifacts, path)
-                assert problems == [], f"{title}: {problems} (screenshot: {shot}){server_traceback(log, log_start)}"
+@pytest.mark.parametrize("path", list(E2E_FAST_QUERY), ids=lambda path: path or "home")
+def test_every_page_renders_and_answers_a_control(browser, app_url, pages, artifacts, server_log, path):
+    """One test per page (pytest-xdist spreads them over its workers); the navigation test
+    checks that E2E_FAST_QUERY lists every page the app's navigation has."""
+    title = dict(pages).get(path, path or "home")
+    log_start = server_log.stat().st_size
+    page, console = open_page(browser, app_url, path, E2E_FAST_QUERY[path])
+    try:
+        wait_idle(page)
+        problems = page_problems(page, path)
+        shot = screenshot(page, artifacts, path)
+        assert problems == [], f"{title}: {problems} (screenshot: {shot}){server_traceback(server_log, log_start)}"
 
-                label, widget = choose_control(page, path)
-                if widget is not None:
-                    before = signature(page)
-                    change(page, label, widget)
-                    deadline = time.monotonic() + RUN_TIMEOUT_S
-                    while True:
-                        page.wait_for_timeout(250)
-                        if page.evaluate(IDLE_JS) and signature(page) != before:
-                            break
-                        assert time.monotonic() < deadline, f"{title}: changing “{label}” changed no metric and no chart"
-                    wait_idle(page)
-                    problems = page_problems(page, path)
-                    assert problems == [], f"{title}, after changing “{label}”: {problems}{server_traceback(log, log_start)}"
-                assert console.errors == [], f"{title}: console errors {console.errors}"
-            finally:
-                page.context.close()
-                timings.append(f"{path or '/'}: {time.monotonic() - started:.1f} s")
-    (artifacts / "page-timings.txt").write_text("\n".join(timings) + "\n")
+        label, widget = choose_control(page, path)
+        if widget is not None:
+            before = signature(page)
+            change(page, label, widget)
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while True:
+                page.wait_for_timeout(250)
+                if page.evaluate(IDLE_JS) and signature(page) != before:
+                    break
+                assert time.monotonic() < deadline, f"{title}: changing “{label}” changed no metric and no chart"
+            wait_idle(page)
+            problems = page_problems(page, path)
+            assert problems == [], f"{title}, after changing “{label}”: {problems}{server_traceback(server_log, log_start)}"
+        assert console.errors == [], f"{title}: console errors {console.errors}"
+    finally:
+        page.context.close()
 
 
 def test_downloads_give_the_config_the_data_and_the_charts(browser, app_url, tmp_path):
