@@ -2,6 +2,7 @@ import hashlib
 import os
 
 import pytest
+import numpy as np
 import torch
 
 from bnviz import data
@@ -45,6 +46,22 @@ def test_uint8_training_images_index_to_the_same_floats_as_the_whole_set(mnist):
     assert torch.equal(x, data.first_examples(whole, mnist.train_y, 500, seed=2)[0])
     with pytest.raises(TypeError):
         mnist.train_x[:, 0]
+
+
+def test_uint8_test_images_index_to_the_same_floats_and_share_the_evaluation_head(mnist):
+    """The test set is uint8 too: every index bnviz uses gives the floats of the whole set
+    standardised at once, and the first 2,000 images (every run's evaluation set) are
+    built once and shared, as views of a float test set were."""
+    test_x = mnist.test_x
+    assert test_x.pixels.dtype == torch.uint8 and len(test_x) == 10000
+    whole = test_x.materialise()
+    index = torch.randperm(10000, generator=torch.Generator().manual_seed(1))
+    for key in (index[:60], index[:120].reshape(2, 60), mnist.test_y == 3, slice(0, 2000), slice(None, 500), slice(9000, None), slice(None)):
+        assert torch.equal(test_x[key], whole[key]), key
+    for key in (7, -1, np.int64(42), torch.tensor(5)):
+        assert torch.equal(test_x[key], whole[int(key)])
+    assert test_x[:2000] is test_x[:2000]  # one copy for every run
+    assert test_x[:9000] is not test_x[:9000]  # past the shared size: built per call, freed after
 
 
 def test_batch_sampler_is_seeded_and_covers_an_epoch():
