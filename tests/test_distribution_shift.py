@@ -104,3 +104,21 @@ def test_the_first_inf_and_the_first_nan_are_traced_to_their_layers():
     assert "`0` (1 values)" in sentence and "`2`" in sentence and "2 layers later" in sentence
     assert first_nonfinite(_bn_then_mix(0.0, 1e-8), torch.tensor([[6.0]]), torch.float16)["inf_layer"] is None
     assert nonfinite_sentence({}, 1e-8) == ""
+
+
+def test_corrupting_the_whole_training_set_patches_rows_without_a_float_copy(mnist):
+    """The page's default (all 60,000 images) with corrupted scans: the rows are replaced when
+    read (bnviz.data.ReplacedRows; a float copy of the set would be 188 MB at once), the
+    corrupted ones read NaN, the others the clean images, and training skips exactly those steps."""
+    from bnviz.data import ReplacedRows, load_mnist
+
+    config = ShiftConfig(corrupted_examples=1000, steps=20, depth=2, width=32, test_examples=300)
+    train_data, clean_x = training_data(config, load_mnist("cpu"))
+    assert isinstance(train_data.train_x, ReplacedRows) and train_data.train_x.pixels is clean_x.pixels
+    corrupted = torch.isnan(train_data.train_x.materialise()).flatten(1).all(dim=1)
+    assert int(corrupted.sum()) == 1000
+    rows = torch.arange(60_000)[~corrupted][:500]
+    assert torch.equal(train_data.train_x[rows], clean_x[rows])
+    r = run(config)  # about one corrupted image per batch of 60
+    assert r.corrupted_steps and r.running_stats[0]["nonfinite_units"] == 32
+    assert r.mode("clean", "eval")["nonfinite_outputs"] == 300

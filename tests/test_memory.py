@@ -153,3 +153,22 @@ sys.exit(0 if grown > 12 and kept < 4 else 1)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_corrupted_rows_read_as_the_patched_whole_set_without_a_float_copy(mnist):
+    """The distribution-shift page's corrupted scans over the whole training set: a few rows
+    replaced when indexed (no 188 MB float copy), every index as the patched copy gives it."""
+    from bnviz.data import ReplacedRows, StandardisedImages
+
+    base = StandardisedImages(mnist.train_x.pixels[:500])
+    where = torch.tensor([3, 77, 401])
+    blanks = torch.full((3, 1, 28, 28), float("nan"))
+    patched = ReplacedRows(base, where, blanks)
+    copy = base.materialise().clone()
+    copy[where] = blanks
+    index = torch.randperm(500, generator=torch.Generator().manual_seed(0))
+    for key in (index[:60], index[:120].reshape(2, 60), slice(None), slice(70, 80), torch.arange(500) % 7 == 0):
+        assert torch.equal(patched[key], copy[key]) or torch.allclose(patched[key], copy[key], equal_nan=True), key
+    assert torch.allclose(patched[77], copy[77], equal_nan=True) and torch.equal(patched[5], copy[5])
+    assert torch.allclose(patched.materialise(), copy, equal_nan=True) and len(patched) == 500
+    assert patched.pixels is base.pixels  # the uint8 pixels are shared, not copied
