@@ -126,6 +126,11 @@ LIVE_REDRAW_SECONDS = 0.5
 # sections, each following its job) went idle after 72 s at a 1-s poll and 20 s at 2 s:
 # each poll of each section is a fragment run that holds the GIL the training threads want.
 JOB_POLL_SECONDS = 2.0
+# A section that also redraws a live chart each poll polls less often: the chart is most of
+# a tick's cost. Measured cold on 2 cores (benchmarks/page_timings.py), home / train vs eval:
+# every follower at 2 s 9.58 / 14.19 s, at 4 s 7.62 / 12.46 s, with no live chart 5.37 /
+# 9.65 s; before jobs (the page trained in its own run) 7.88 / 12.67 s.
+LIVE_POLL_SECONDS = 4.0
 IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run (AppTest); else a polling fragment
 _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
 
@@ -350,9 +355,10 @@ def _draw_status(manager: JobManager, job: Job, status: JobStatus) -> None:
 
 
 def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_live: bool) -> None:
-    """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`."""
+    """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`
+    (:data:`LIVE_POLL_SECONDS` with a live chart)."""
 
-    @st.fragment(run_every=JOB_POLL_SECONDS)
+    @st.fragment(run_every=JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS)
     def follow():
         status = manager.poll(job)
         if status.finished:

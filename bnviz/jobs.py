@@ -27,7 +27,7 @@ alone keeps its threads when others join, so for a while up to twice as many
 threads as cores can be busy, never more jobs than cores).
 
 Policy for jobs nobody watches (a job is *watched* while someone polled it in
-the last :data:`WATCHED_SECONDS`; a page's fragment polls every ``bnviz.app.JOB_POLL_SECONDS`` (2 s),
+the last :data:`WATCHED_SECONDS`; a page's fragment polls every 2 or 4 s (``bnviz.app.JOB_POLL_SECONDS``, ``LIVE_POLL_SECONDS``),
 the CLI all the time):
 
 1. A queued job a session is watching starts before one nobody watches (FIFO
