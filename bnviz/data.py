@@ -228,7 +228,7 @@ class StandardisedImages:
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, tuple):  # x[:, 0] would index the uint8 rows, not channels: not offered
             raise TypeError("StandardisedImages takes one index over images; call materialise() for more")
-        if not isinstance(index, slice) and (not isinstance(index, torch.Tensor) or index.dim() == 0) and hasattr(index, "__index__"):
+        if (index.dim() == 0 if isinstance(index, torch.Tensor) else hasattr(index, "__index__")):
             index = int(index)  # a Python, numpy or 0-d tensor integer: one image
             return self._images(self.pixels[index : index + 1 or None])[0]
         if isinstance(index, torch.Tensor) and index.dim() > 1 and index.dtype == torch.long:  # e.g. (batches, batch size)
@@ -299,7 +299,8 @@ class ReplacedRows(StandardisedImages):
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, tuple):
             raise TypeError("StandardisedImages takes one index over images; call materialise() for more")
-        rows = torch.arange(len(self), device=self._slot.device)[index]
+        batch = isinstance(index, torch.Tensor) and index.dim() == 1 and index.dtype == torch.long
+        rows = index if batch else torch.arange(len(self), device=self._slot.device)[index]  # a training batch as it is
         flat = rows.reshape(-1)
         out = super().__getitem__(flat)  # the 1-d gather (a fresh tensor: safe to write into)
         slots = self._slot[flat]

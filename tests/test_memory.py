@@ -141,10 +141,10 @@ def resident_mib():
 _limit_malloc_arenas()
 if _glibc() is None:
     sys.exit(0)
-larger = b"\\x01" * (24 << 20)
+larger = bytes([1]) * (24 << 20)
 del larger  # glibc alone would now raise its mmap threshold to 24 MiB
 before = resident_mib()
-block = b"\\x02" * (4 * MMAP_THRESHOLD_BYTES)  # 16 MiB, written: resident
+block = bytes([2]) * (4 * MMAP_THRESHOLD_BYTES)  # 16 MiB, written: resident
 grown = resident_mib() - before
 del block
 kept = resident_mib() - before
