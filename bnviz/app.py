@@ -101,6 +101,35 @@ def _release_freed_memory() -> None:
 # What a page's first script run imports that takes seconds on a fresh server (torch alone:
 # 2-15 s by the machine's load); smaller modules a page imports after them are quick.
 CORE_MODULES = ("torch", "bnviz.data", "bnviz.models", "bnviz.train", "bnviz.cache")
+# Imported with them so that the objects they create are there when the core is frozen
+# (:func:`_freeze_loaded_objects`): every page draws with pandas and Altair.
+DRAWING_MODULES = ("pandas", "altair", "bnviz.charts")
+
+
+def _first_optimizer_call() -> None:
+    """A torch.optim optimizer's methods import ``torch._dynamo`` on their first call, whether or
+    not anything is compiled (1.6 s and ~130,000 objects; every page trains): here, while the
+    core loads, so that its objects are frozen with the rest (it added ~60 ms to every
+    collection) and the first job does not pay for the import."""
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0).zero_grad()
+
+
+def _freeze_loaded_objects() -> None:
+    """Move every object alive now (the imported modules: ~400,000 objects) out of the cyclic
+    garbage collector's sight, once per process.
+
+    Streamlit runs a full collection after every script run, fragment runs included
+    (``runner.postScriptGC``); with torch, pandas and Altair loaded one took 230-280 ms of
+    held GIL on the 2-core machine: a page's job followers (a fragment run every 2-4 s per
+    section) and every click paid it, and the training threads waited. Frozen, it takes
+    microseconds and still collects what script runs and jobs leave behind: only objects
+    created before this call are exempt, and modules live for the whole process anyway."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def load_core(title: str) -> None:
@@ -113,9 +142,11 @@ def load_core(title: str) -> None:
     with slot.container():
         st.title(title)
         with st.spinner("Loading PyTorch and bnviz's models: the first visit after the server started takes a few seconds…", show_time=True):
-            for name in CORE_MODULES:
+            for name in CORE_MODULES + DRAWING_MODULES:
                 importlib.import_module(name)
             importlib.import_module("bnviz.engine").warm_up()  # before any job: see its docstring
+            _first_optimizer_call()
+            _freeze_loaded_objects()
     slot.empty()
 
 
@@ -131,6 +162,14 @@ JOB_POLL_SECONDS = 2.0
 # every follower at 2 s 9.58 / 14.19 s, at 4 s 7.62 / 12.46 s, with no live chart 5.37 /
 # 9.65 s; before jobs (the page trained in its own run) 7.88 / 12.67 s.
 LIVE_POLL_SECONDS = 4.0
+# ...and each of its timer's runs waits up to this long for the job to end, then reruns the page
+# at once: a job that ends between two polls no longer leaves its section idle until the next
+# (half a poll on average, 1-2 s per job). Measured cold on 2 cores (page_timings.py, one run
+# each, 2026-12-03): BN vs LN 25.4 -> 20.3 s, why 27.9 -> 20.3 s, paper 35.8 -> 32.8 s; a
+# profile of the train vs eval page had found 11.6 s of busy threads in 12.7 s of waiting.
+# The wait holds the session's script thread, not the GIL; a click meanwhile is handled when
+# it ends, so it stays short. The page's own run never waits: the sections below it must start.
+FINISH_WAIT_SECONDS = 1.0
 IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run (AppTest); else a polling fragment
 _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
 
@@ -358,9 +397,14 @@ def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_li
     """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`
     (:data:`LIVE_POLL_SECONDS` with a live chart)."""
 
+    ticks = [0]  # the fragment's runs: the first is inline in the page's run, the rest are its timer's
+
     @st.fragment(run_every=JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS)
     def follow():
         status = manager.poll(job)
+        if not status.finished and ticks[0] > 0 and job.finished.wait(FINISH_WAIT_SECONDS):
+            status = manager.poll(job)
+        ticks[0] += 1
         if status.finished:
             st.rerun()  # the whole page, which reads the result (or says why there is none)
         if live is not None and status.partial is not None and not drew_live:

@@ -25,9 +25,10 @@ class UnitPercentiles:
         self.values: list[np.ndarray] = []
 
     def on_eval(self, step, model, activations):
-        selected = activations[self.block][:, list(self.units)].double()
-        selected = selected.flatten(2).mean(dim=2) if selected.dim() > 2 else selected  # CNN: mean over positions
-        q = torch.tensor([p / 100 for p in self.percentiles], dtype=selected.dtype, device=selected.device)
+        selected = activations[self.block][:, list(self.units)]
+        selected = selected.double().flatten(2).mean(dim=2) if selected.dim() > 2 else selected  # CNN: mean over positions
+        # float64 percentiles of the float32 values (column_quantiles sorts them as float32: faster, the same numbers)
+        q = torch.tensor([p / 100 for p in self.percentiles], dtype=torch.float64, device=selected.device)
         self.values.append(column_quantiles(selected, q).T.cpu().numpy())  # (units, percentiles)
         self.steps.append(step)
 

@@ -7,12 +7,15 @@ import torch
 
 
 def column_quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``torch.quantile(values, q, dim=0)`` for a 2-D ``values``, bit for bit (tested), about
-    5x faster on the CPU: the columns are sorted by numpy (torch's CPU sort of a (2000, 100)
-    tensor takes ~12 ms, numpy's ~1.5 ms; sorted values are the same whatever the algorithm),
-    then interpolated with torch.quantile's own ops ("linear"; a column with a NaN gives NaN)."""
+    """``torch.quantile(values.to(q.dtype), q, dim=0)`` for a 2-D ``values``, bit for bit
+    (tested), about 5x faster on the CPU: the columns are sorted by numpy (torch's CPU sort of
+    a (2000, 100) tensor takes ~12 ms, numpy's ~1.5 ms; sorted values are the same whatever the
+    algorithm), then interpolated with torch.quantile's own ops ("linear"; a column with a NaN
+    gives NaN) in ``q``'s dtype. Float32 values with float64 ``q`` are sorted as float32 (2.2x
+    faster than as float64) and only the values picked are widened: the same order, the same
+    numbers, since every float32 is exactly a float64."""
     if values.device.type != "cpu" or values.dim() != 2 or values.shape[0] == 0:
-        return torch.quantile(values, q, dim=0)
+        return torch.quantile(values.to(q.dtype), q, dim=0)
     ordered = torch.from_numpy(np.sort(values.T.numpy(), axis=1))  # (columns, n), NaN last as in torch.sort
     last_index = ordered.shape[1] - 1
     ranks = (q * last_index).expand(ordered.shape[0], -1).clone()  # (columns, quantiles)
@@ -20,7 +23,7 @@ def column_quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     below = ranks.to(torch.long)
     weights = ranks - below
     above = ranks.ceil_().to(torch.long)
-    return ordered.gather(1, below).lerp_(ordered.gather(1, above), weights).T
+    return ordered.gather(1, below).to(q.dtype).lerp_(ordered.gather(1, above).to(q.dtype), weights).T
 
 
 # A unit whose slope is under a tenth of its activation's steepest passes back less

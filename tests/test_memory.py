@@ -172,3 +172,24 @@ def test_corrupted_rows_read_as_the_patched_whole_set_without_a_float_copy(mnist
     assert torch.allclose(patched[77], copy[77], equal_nan=True) and torch.equal(patched[5], copy[5])
     assert torch.allclose(patched.materialise(), copy, equal_nan=True) and len(patched) == 500
     assert patched.pixels is base.pixels  # the uint8 pixels are shared, not copied
+
+
+def test_the_loaded_modules_are_frozen_and_later_garbage_is_still_collected():
+    """bnviz.app freezes what the core's import created (Streamlit's full collection after every
+    script run then skips those ~400,000 objects); a reference cycle made afterwards is still
+    collected. In a process of its own: a freeze is for the process's life."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc, weakref, torch, bnviz.app as app\n"
+        "app._first_optimizer_call(); app._freeze_loaded_objects()\n"
+        "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a\n"
+        "alive = weakref.ref(a); del a, b\n"
+        "gc.collect(2); assert alive() is None\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

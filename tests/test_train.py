@@ -67,3 +67,6 @@ def test_column_quantiles_equal_torch_quantile_bit_for_bit(shape):
         x[min(3, shape[0] - 1), 2] = float("nan")
     q = torch.tensor([0.15, 0.5, 0.85], dtype=torch.float64)
     torch.testing.assert_close(column_quantiles(x, q), torch.quantile(x, q, dim=0), rtol=0, atol=0, equal_nan=True)
+    # float32 activations (what the recorders pass): sorted as float32, interpolated in float64
+    single = x.float()
+    torch.testing.assert_close(column_quantiles(single, q), torch.quantile(single.double(), q, dim=0), rtol=0, atol=0, equal_nan=True)

@@ -268,7 +268,7 @@ class TrainingModePercentiles:
             model.train(was_training)
         q = torch.tensor([p / 100 for p in PAPER_PERCENTILES], dtype=torch.float64)
         for layer, parts in enumerate(captured):
-            inputs = torch.cat(parts).double().cpu()
+            inputs = torch.cat(parts).cpu()  # float32, percentiles in float64 (column_quantiles)
             self.values[layer].append(column_quantiles(inputs, q).T.numpy().astype(np.float32))
         self.steps.append(step)
 
