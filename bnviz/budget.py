@@ -102,6 +102,24 @@ def check_view_cost(config, fewer: str) -> None:
         )
 
 
+# The memory one view's computation may hold above the server's own: a hosted tier's 690 MB
+# (658 MiB) less the ~600 MiB a server holds after the default views leaves little, so the
+# views whose working memory grows with a control (measured: the deep-chain gradients at 512
+# units x 512 images held ~0.5 GB) are sized by ``view_memory_bytes`` and refused above this.
+VIEW_MEMORY_LIMIT = 128 << 20
+
+
+def check_view_memory(nbytes: int, fewer: str) -> None:
+    """Refuse a view whose computation would hold ``nbytes`` (its estimate) above
+    ``VIEW_MEMORY_LIMIT``, unless :func:`allow_heavy` is in force (the command line)."""
+    if not _heavy_allowed and nbytes > VIEW_MEMORY_LIMIT:
+        raise BnvizError(
+            f"This view would hold about {nbytes / 2**20:,.0f} MiB of tensors at once, more than the {VIEW_MEMORY_LIMIT >> 20} MiB "
+            f"one view may use on a shared server: choose {fewer}. The command line has no such bound: "
+            f"`python -m bnviz run NAME --allow-heavy --set ...`."
+        )
+
+
 def allow_heavy(allowed: bool = True) -> None:
     """Lift (or restore) the per-view bound for this process: the command line's ``--allow-heavy``."""
     global _heavy_allowed

@@ -33,6 +33,7 @@ import pickle
 import struct
 import tempfile
 import threading
+import weakref
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -217,7 +218,18 @@ class StandardisedImages:
         self.shared_heads = shared_heads
         self._heads: dict[int, torch.Tensor] = {}
         self._floats: torch.Tensor | None = None
+        self._subsets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # key -> StandardisedImages, while a run holds it
         self._lock = threading.Lock()
+
+    def subset(self, index: torch.Tensor, key) -> "StandardisedImages":
+        """The images at ``index`` as uint8 ``StandardisedImages`` of their own, shared by every
+        caller that asks with the same ``key`` while one of them still holds it."""
+        with self._lock:
+            subset = self._subsets.get(key)
+            if subset is None:
+                subset = StandardisedImages(self.pixels.index_select(0, index), float_copy=self.float_copy, binary_threshold=self.binary_threshold)
+                self._subsets[key] = subset
+            return subset
 
     def _images(self, rows: torch.Tensor) -> torch.Tensor:
         """Standardised float32 (n, 1, 28, 28) of uint8 ``rows`` (n, 28, 28), binarised first if asked."""
@@ -451,9 +463,22 @@ def first_examples(x: torch.Tensor, y: torch.Tensor, count: int | None, seed: in
     """A seeded random subset of ``count`` examples (None keeps all)."""
     if count is None or count >= len(y):
         return x, y
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(y), generator=generator)[:count].to(y.device)
+    index = _subset_index(len(y), count, seed).to(y.device)
     return x[index], y[index]
+
+
+def _subset_index(total: int, count: int, seed: int) -> torch.Tensor:
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def training_subset(x, y: torch.Tensor, count: int | None, seed: int = 0):
+    """:func:`first_examples` for a run's training set. Standardised uint8 images stay uint8 (a
+    quarter of the bytes) and every run with the same subset shares one copy: a view training
+    60 runs on 5,000 images each held 60 float copies (0.9 GB), now one uint8 copy per seed."""
+    if not isinstance(x, StandardisedImages) or count is None or count >= len(y):
+        return first_examples(x, y, count, seed)
+    index = _subset_index(len(y), count, seed).to(y.device)
+    return x.subset(index, key=(count, seed)), y[index]
 
 
 class BatchSampler:

@@ -167,3 +167,17 @@ def test_a_page_at_its_maxima_refuses_in_one_message(page, monkeypatch):
     assert len(errors) == 1 and "--allow-heavy" in errors[0], errors
     # the refused section trains nothing; the page's other sections go on (each is its own, bnviz.app.section)
     assert all(cost <= budget.VIEW_COST_LIMIT for cost in stand_in.costs), stand_in.names
+
+
+def test_a_view_over_the_memory_budget_is_refused_and_the_pages_heaviest_choice_is_not():
+    """The deep-chain gradients keep every layer's input: width x batch x depth grows past what a
+    shared server should hold for one view (view_memory_bytes); the command line lifts the bound."""
+    from bnviz.budget import VIEW_MEMORY_LIMIT, heavy_allowed
+    from bnviz.experiments.init_gradients import InitGradientsConfig, view_memory_bytes
+
+    heaviest_on_the_page = InitGradientsConfig(width=512, batch_size=512)
+    assert view_memory_bytes(heaviest_on_the_page) <= VIEW_MEMORY_LIMIT
+    with pytest.raises(BnvizError, match="MiB of tensors at once"):
+        InitGradientsConfig(width=1024, batch_size=1000)
+    with heavy_allowed():
+        assert view_memory_bytes(InitGradientsConfig(width=1024, batch_size=1000)) > VIEW_MEMORY_LIMIT

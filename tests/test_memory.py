@@ -193,3 +193,21 @@ def test_the_loaded_modules_are_frozen_and_later_garbage_is_still_collected():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_runs_on_the_same_training_subset_share_one_uint8_copy_with_the_same_batches(mnist):
+    """train_examples: the subset stays uint8 and is shared by the runs of one seed (the
+    regularization section at its maxima held 60 float copies); its images are the float subset's."""
+    from bnviz.data import _subset_index, first_examples
+    from bnviz.models import ModelConfig
+    from bnviz.train import Run, TrainConfig
+
+    train = TrainConfig(steps=1, batch_size=8, train_examples=500, seed=3)
+    model = ModelConfig(hidden=(8,))
+    first, second = Run(model, train, mnist), Run(model.replace(norm="batch"), train, mnist)
+    assert first.train_x is second.train_x and first.train_x.pixels.dtype == torch.uint8 and len(first.train_x) == 500
+    chosen = _subset_index(60000, 500, seed=3)
+    assert torch.equal(first.train_x[torch.arange(500)], mnist.train_x[chosen]) and torch.equal(first.train_y, mnist.train_y[chosen])
+    assert torch.equal(first_examples(mnist.train_x.pixels, mnist.train_y, 500, seed=3)[0], first.train_x.pixels)  # first_examples' subset
+    other_seed = Run(model, TrainConfig(steps=1, batch_size=8, train_examples=500, seed=4), mnist)
+    assert other_seed.train_x is not first.train_x
