@@ -168,7 +168,8 @@ LIVE_POLL_SECONDS = 4.0
 # each, 2026-12-03): BN vs LN 25.4 -> 20.3 s, why 27.9 -> 20.3 s, paper 35.8 -> 32.8 s; a
 # profile of the train vs eval page had found 11.6 s of busy threads in 12.7 s of waiting.
 # The wait holds the session's script thread, not the GIL; a click meanwhile is handled when
-# it ends, so it stays short. The page's own run never waits: the sections below it must start.
+# it ends, so it stays short. A section's first run, in the page's run, does not wait: the
+# sections below it must start.
 FINISH_WAIT_SECONDS = 1.0
 IN_SCRIPT_ENV = "BNVIZ_JOBS_IN_SCRIPT"  # "1": wait for jobs inside the script run (AppTest); else a polling fragment
 _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session cancelled
@@ -248,6 +249,10 @@ def _result(store: ResultStore, name: str, config, live, label: str):
         return _finished_result(job, status, label)
     if _waits_in_script():
         return _wait_in_script(manager, job, live, label)
+    if current_section() is None and job.finished.wait(FINISH_WAIT_SECONDS):
+        # the page's own experiment: nothing below runs until it ends, so wait a little here
+        # too; a short job then shows no progress box and costs no second run of the page
+        return _finished_result(job, manager.poll(job), label)
     _follow_in_fragment(manager, job, live, label, drew_live=status.partial is not None)
     stop()
 
