@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..budget import check_view_cost, training_cost
-from ..bn_stats import batch_norm_layers, forward_independent_batches, recalibrate_batch_norm, training_set_moments
+from ..bn_stats import batch_norm_layers, forward_independent_batches, forward_indexed_batches, recalibrate_batch_norm, training_set_moments
 from ..config import Config, check
 from ..data import MNIST_PIXEL_MEAN, MNIST_PIXEL_STD, load_mnist
 from ..models import PAPER_HIDDEN, ModelConfig, build_model
@@ -143,13 +143,12 @@ def probe_batch_mates(model, x, image_index: int, batch_sizes, num_batches: int,
     """
     generator = torch.Generator().manual_seed(seed)
     others = torch.cat([torch.arange(image_index), torch.arange(image_index + 1, len(x))])
-    image = x[image_index : image_index + 1]
     train_probs, eval_probs = [], []
     for size in batch_sizes:
-        mates = torch.stack([others[torch.randperm(len(others), generator=generator)[: size - 1]] for _ in range(num_batches)]).to(x.device)
-        batches = torch.cat([image.expand(num_batches, *image.shape), x[mates]], dim=1)  # (K, B, 1, 28, 28)
+        mates = torch.stack([others[torch.randperm(len(others), generator=generator)[: size - 1]] for _ in range(num_batches)])
+        index = torch.cat([torch.full((num_batches, 1), image_index), mates], dim=1).to(x.device)  # (K, B): the image first
         for probs, train_mode in ((train_probs, True), (eval_probs, False)):
-            logits = forward_independent_batches(model, batches, train_mode)[:, 0].double()
+            logits = forward_indexed_batches(model, x, index, train_mode)[:, 0].double()
             probs.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.stack(train_probs), np.stack(eval_probs)
 
@@ -165,8 +164,7 @@ def train_mode_accuracy(model, x, y, batch_size: int, seed: int) -> float:
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
     full = len(y) // batch_size * batch_size
     index = order[:full].reshape(-1, batch_size)
-    logits = forward_independent_batches(model, x[index], train_mode=True)
-    correct = (logits.argmax(dim=2) == y[index]).sum().item()
+    correct = (forward_indexed_batches(model, x, index, train_mode=True).argmax(dim=2) == y[index]).sum().item()
     counted = full
     if len(y) - full >= 2:
         rest = order[full:]
