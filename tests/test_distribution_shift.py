@@ -122,3 +122,21 @@ def test_corrupting_the_whole_training_set_patches_rows_without_a_float_copy(mni
     r = run(config)  # about one corrupted image per batch of 60
     assert r.corrupted_steps and r.running_stats[0]["nonfinite_units"] == 32
     assert r.mode("clean", "eval")["nonfinite_outputs"] == 300
+
+
+def test_shifts_computed_in_place_equal_their_textbook_expressions_bit_for_bit():
+    """shift_images works on one float copy in place (no four temporaries of the test set);
+    the numbers are the plain expressions', bit for bit."""
+    from bnviz.data import MNIST_PIXEL_MEAN as MEAN, MNIST_PIXEL_STD as STD, shift_images
+
+    x = torch.randn(300, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for strength in (0.0, 0.3, 1.0):
+        pixels = x * STD + MEAN
+        noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(5))
+        expected = {
+            "invert": (1 - strength) * pixels + strength * (1.0 - pixels),
+            "noise": (pixels + strength * noise).clamp(0.0, 1.0),
+            "contrast": 0.5 + (1.0 - strength) * (pixels - 0.5),
+        }
+        for shift, shifted in expected.items():
+            assert torch.equal(shift_images(x, shift, strength, seed=5), (shifted - MEAN) / STD), (shift, strength)
