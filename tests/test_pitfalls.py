@@ -167,8 +167,8 @@ def test_gradient_norms_read_on_the_way_equal_retained_gradients(mnist):
     x, y = mnist.test_x[:32].flatten(1), mnist.test_y[:32]
     for variant in VARIANTS:
         torch.manual_seed(4)
-        model = DeepChain(variant, 6, 24, x.shape[1]).double().train()
-        logits, hidden = model(x.double())
+        model = DeepChain(variant, 6, 24, x.shape[1]).train()
+        logits, hidden = model(x.float())
         for h in hidden:
             h.retain_grad()
         nn.functional.cross_entropy(logits, y).backward()
