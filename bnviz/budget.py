@@ -108,7 +108,7 @@ def check_view_cost(config, fewer: str) -> None:
 # this; the page's heaviest choice needs ~170 MiB. Every other computation is bounded by
 # construction instead: evaluations and probes go 2,000 images at a time, training batches
 # 2,048 images per chunk, training subsets stay uint8 and shared; measured in one process,
-# each default view's job peaks 20-100 MiB above the process (README, Deploy). A hosted tier's
+# each default view's job peaks 1-91 MiB above the process (README, Deploy). A hosted tier's
 # 690 MB (658 MiB) less the ~615 MiB a server holds after the default views leaves less than
 # this: such a view can take a 1 GB host, not a 690 MB one (stated on the README).
 VIEW_MEMORY_LIMIT = 192 << 20
