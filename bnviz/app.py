@@ -402,14 +402,15 @@ def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_li
     """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`
     (:data:`LIVE_POLL_SECONDS` with a live chart)."""
 
-    ticks = [0]  # the fragment's runs: the first is inline in the page's run, the rest are its timer's
+    inline = True  # the fragment's first run is inline in the page's run; the others are its timer's
 
     @st.fragment(run_every=JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS)
     def follow():
+        nonlocal inline
         status = manager.poll(job)
-        if not status.finished and ticks[0] > 0 and job.finished.wait(FINISH_WAIT_SECONDS):
+        if not status.finished and not inline and job.finished.wait(FINISH_WAIT_SECONDS):
             status = manager.poll(job)
-        ticks[0] += 1
+        inline = False
         if status.finished:
             st.rerun()  # the whole page, which reads the result (or says why there is none)
         if live is not None and status.partial is not None and not drew_live:

@@ -475,10 +475,10 @@ def training_subset(x, y: torch.Tensor, count: int | None, seed: int = 0):
     """:func:`first_examples` for a run's training set. Standardised uint8 images stay uint8 (a
     quarter of the bytes) and every run with the same subset shares one copy: a view training
     60 runs on 5,000 images each held 60 float copies (0.9 GB), now one uint8 copy per seed."""
-    if not isinstance(x, StandardisedImages) or count is None or count >= len(y):
-        return first_examples(x, y, count, seed)
-    index = _subset_index(len(y), count, seed).to(y.device)
-    return x.subset(index, key=(count, seed)), y[index]
+    if isinstance(x, StandardisedImages) and count is not None and count < len(y):
+        index = _subset_index(len(y), count, seed).to(y.device)
+        return x.subset(index, key=(count, seed)), y[index]
+    return first_examples(x, y, count, seed)
 
 
 class BatchSampler:
