@@ -106,16 +106,6 @@ CORE_MODULES = ("torch", "bnviz.data", "bnviz.models", "bnviz.train", "bnviz.cac
 DRAWING_MODULES = ("pandas", "altair", "bnviz.charts")
 
 
-def _first_optimizer_call() -> None:
-    """A torch.optim optimizer's methods import ``torch._dynamo`` on their first call, whether or
-    not anything is compiled (1.6 s and ~130,000 objects; every page trains): here, while the
-    core loads, so that its objects are frozen with the rest (it added ~60 ms to every
-    collection) and the first job does not pay for the import."""
-    import torch
-
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0).zero_grad()
-
-
 def _freeze_loaded_objects() -> None:
     """Move every object alive now (the imported modules: ~400,000 objects) out of the cyclic
     garbage collector's sight, once per process.
@@ -145,7 +135,6 @@ def load_core(title: str) -> None:
             for name in CORE_MODULES + DRAWING_MODULES:
                 importlib.import_module(name)
             importlib.import_module("bnviz.engine").warm_up()  # before any job: see its docstring
-            _first_optimizer_call()
             _freeze_loaded_objects()
     slot.empty()
 
@@ -402,15 +391,16 @@ def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_li
     """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`
     (:data:`LIVE_POLL_SECONDS` with a live chart)."""
 
-    inline = True  # the fragment's first run is inline in the page's run; the others are its timer's
+    period = JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS
+    inline = True  # the fragment's first run is inline in the page's run; the others are its timer's or their own
 
-    @st.fragment(run_every=JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS)
+    @st.fragment(run_every=period)
     def follow():
         nonlocal inline
         status = manager.poll(job)
         if not status.finished and not inline and job.finished.wait(FINISH_WAIT_SECONDS):
             status = manager.poll(job)
-        inline = False
+        was_inline, inline = inline, False
         if status.finished:
             st.rerun()  # the whole page, which reads the result (or says why there is none)
         if live is not None and status.partial is not None and not drew_live:
@@ -421,7 +411,12 @@ def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_li
             st.progress(min(max(status.fraction, 0.0), 1.0), text=_status_text(status, label))
             _draw_status(manager, job, status)
         if live is not None and status.partial is not None:
-            live(status.partial)
+            live(status.partial)  # every run: what a fragment run does not redraw, the browser removes
+        if not was_inline and status.eta_seconds is not None and status.eta_seconds < period:
+            # the job should end before the next tick: poll again now (each run waits up to
+            # FINISH_WAIT_SECONDS), so the result shows within about a second of the job's end
+            # instead of up to a whole period after it
+            st.rerun(scope="fragment")
 
     follow()
 

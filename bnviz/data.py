@@ -527,7 +527,8 @@ def shift_images(x: torch.Tensor, shift: str, strength: float, seed: int = 0) ->
     Gaussian pixel noise of std up to 1 (0..1 scale), contrast scales pixels
     around mid-grey down to 0. Shifts act on the 0..1 pixel scale and the
     result is standardised again with the *training* mean/std, as a deployed
-    model would see it. Built with torchvision's functional transforms.
+    model would see it. Translate and rotate are torchvision's ``affine`` and ``rotate``
+    (nearest pixel, zero fill), bit for bit (:func:`affine_nearest`).
     """
     if shift not in SHIFTS:
         raise BnvizError(f"Unknown shift {shift!r}; choose one of {', '.join(SHIFTS)}.")
@@ -537,13 +538,10 @@ def shift_images(x: torch.Tensor, shift: str, strength: float, seed: int = 0) ->
     # the comments (the same numbers), without their four temporary copies of the images (the
     # 10,000 test images are 31 MB each)
     pixels = x * MNIST_PIXEL_STD + MNIST_PIXEL_MEAN
-    if shift in ("translate", "rotate"):
-        # imported here: torchvision's transforms add ~80 MB to the process, and only these two need them
-        import torchvision.transforms.v2.functional as TF
     if shift == "translate":
-        pixels = TF.affine(pixels, angle=0.0, translate=[round(8 * strength), round(8 * strength)], scale=1.0, shear=[0.0])
+        pixels = affine_nearest(pixels, angle=0.0, translate=(round(8 * strength), round(8 * strength)))
     elif shift == "rotate":
-        pixels = TF.rotate(pixels, angle=90.0 * strength)
+        pixels = rotate_nearest(pixels, angle=90.0 * strength)
     elif shift == "invert":  # (1 - strength) * pixels + strength * (1 - pixels)
         inverted = (1.0 - pixels).mul_(strength)
         pixels.mul_(1 - strength).add_(inverted)
@@ -560,3 +558,63 @@ def shift_images(x: torch.Tensor, shift: str, strength: float, seed: int = 0) ->
 
 def num_batches(num_examples: int, batch_size: int) -> int:
     return math.ceil(num_examples / batch_size)
+
+
+# torchvision's geometric transforms, rewritten in torch for the two shifts above: importing
+# torchvision's transforms imports torch._dynamo as well (+170 MB resident; bnviz.optim says
+# why that matters). The same matrices, grid and grid_sample call as torchvision 0.29's
+# tensor kernels (``_get_inverse_affine_matrix``, ``_affine_grid``, ``_apply_grid_transform``),
+# so the images are the same bit for bit (tests/test_distribution_shift.py).
+def rotate_nearest(images: torch.Tensor, angle: float) -> torch.Tensor:
+    """``torchvision.transforms.v2.functional.rotate(images, angle)``: counter-clockwise by
+    ``angle`` degrees about the centre, nearest pixel, corners filled with 0; (N, C, H, W)."""
+    angle = angle % 360
+    if angle == 0:
+        return images.clone()
+    if angle == 180:
+        return torch.rot90(images, k=2, dims=(-2, -1))
+    if images.shape[-1] == images.shape[-2] and angle in (90, 270):
+        return torch.rot90(images, k=1 if angle == 90 else 3, dims=(-2, -1))
+    return _grid_transform(images, _inverse_affine_matrix(-angle, (0.0, 0.0)))
+
+
+def affine_nearest(images: torch.Tensor, angle: float, translate: tuple[float, float]) -> torch.Tensor:
+    """``torchvision.transforms.v2.functional.affine(images, angle, translate, scale=1, shear=0)``:
+    rotate by ``angle`` degrees (clockwise, torchvision's convention here) and shift by
+    ``translate`` pixels (x right, y down), nearest pixel, 0 where nothing maps."""
+    return _grid_transform(images, _inverse_affine_matrix(angle, (float(translate[0]), float(translate[1]))))
+
+
+def _inverse_affine_matrix(angle: float, translate: tuple[float, float]) -> list[float]:
+    """The output-to-input map of a rotation about the centre then a translation, as torchvision
+    computes it (centre 0, scale 1 and shear 0 kept in its expressions: the same floats)."""
+    rot, sx, sy, scale = math.radians(angle), 0.0, 0.0, 1.0
+    cx, cy = 0.0, 0.0
+    tx, ty = translate
+    cos_sy, tan_sx, rot_minus_sy = math.cos(sy), math.tan(sx), rot - sy
+    cx_plus_tx, cy_plus_ty = cx + tx, cy + ty
+    a = math.cos(rot_minus_sy) / cos_sy
+    b = -(a * tan_sx + math.sin(rot))
+    c = math.sin(rot_minus_sy) / cos_sy
+    d = math.cos(rot) - c * tan_sx
+    matrix = [d / scale, -b / scale, 0.0, -c / scale, a / scale, 0.0]
+    matrix[2] += cx - matrix[0] * cx_plus_tx - matrix[1] * cy_plus_ty
+    matrix[5] += cy - matrix[3] * cx_plus_tx - matrix[4] * cy_plus_ty
+    return matrix
+
+
+def _grid_transform(images: torch.Tensor, matrix: list[float]) -> torch.Tensor:
+    """Sample float ``images`` (N, C, H, W) at the output pixels mapped through ``matrix``."""
+    height, width = images.shape[-2:]
+    dtype, device = images.dtype, images.device
+    theta = torch.tensor(matrix, dtype=dtype, device=device).reshape(1, 2, 3)
+    base = torch.empty(1, height, width, 3, dtype=dtype, device=device)  # pixel centres, origin at the image's centre
+    base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
+    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, device=device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    rescaled = theta.transpose(1, 2).div_(torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device))
+    grid = base.view(1, height * width, 3).bmm(rescaled).view(1, height, width, 2)
+    flat = images.reshape(-1, *images.shape[-3:])
+    grid = grid.expand(flat.shape[0], -1, -1, -1) if flat.shape[0] > 1 else grid
+    out = torch.nn.functional.grid_sample(flat, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.reshape(images.shape)

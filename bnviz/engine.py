@@ -18,12 +18,12 @@ matmuls take half of this step's time and a third of a straightforward PyTorch s
 rest is per-op overhead of modules, autograd, the optimiser and Python. One TorchScript
 call per chunk of steps removes most of it, and TorchScript runs without holding Python's
 GIL, so runs on worker threads really run side by side (``benchmarks/bench_training.py``).
-The ops are the aten kernels autograd and torch.optim call (CPU fusion is off), so the
+The ops are the aten kernels autograd and the optimiser call (CPU fusion is off), so the
 numbers are autograd's (``tests/test_engine.py``, ``tests/test_training_equivalence.py``).
 
 Covered: ``arch`` "mlp" or "cnn"; no norm, BN, LayerNorm, GroupNorm, and for the MLP ghost
 BN and Batch Renorm (:func:`_norm`), before or after a sigmoid/tanh/ReLU/identity; SGD,
-SGD with momentum and Adam with torch's defaults otherwise; every parameter trained; no
+SGD, SGD with momentum and Adam (:mod:`bnviz.optim`); every parameter trained; no
 hooks on the model (the fused step cannot call them). Anything else trains on the plain
 path. ``BNVIZ_ACCELERATOR=0`` switches this module off.
 
@@ -45,6 +45,7 @@ from typing import List, NamedTuple, Tuple
 import torch
 from torch import nn
 
+from . import optim
 from .models import Net
 from .renorm import BatchRenorm1d, GhostBatchNorm1d, ghost_batch_sizes, renorm_limits
 
@@ -114,7 +115,7 @@ def warm_up() -> bool:
     return enabled() and _scripted(_fused_steps) is not None
 
 
-def can_run(model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int) -> bool:
+def can_run(model: nn.Module, optimizer: optim.Optimizer, batch_size: int) -> bool:
     """Whether :func:`steps` trains ``model`` with ``optimizer`` on batches of ``batch_size``
     exactly as the plain step would."""
     if not enabled() or not isinstance(model, Net) or _scripted(_fused_steps) is None:
@@ -131,12 +132,12 @@ def can_run(model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int)
     return _update(optimizer, _ordered_parameters(model), create_state=False) is not None
 
 
-def steps(model: Net, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def steps(model: Net, optimizer: optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Train on ``x[s], y[s]`` for each s in order (see the module's docstring); only after
     :func:`can_run` said yes. Returns ``(losses, correct)``, one entry per step taken."""
     layers, settings, renorm = _layers(model)
     params = _ordered_parameters(model)
-    # torch.optim.SGD's momentum buffer starts as a copy of the first gradient
+    # SGD's momentum buffer starts as a copy of the first gradient (bnviz.optim, as torch.optim)
     first = any(optimizer.state[p].get("momentum_buffer") is None for p in params)
     update = _update(optimizer, params, create_state=True)
     count = x.shape[0]
@@ -192,18 +193,14 @@ def _layers(model: Net) -> tuple[Layers, Settings, BatchRenorm1d | None]:
     return layers, settings, renorm
 
 
-def _update(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], create_state: bool) -> Update | None:
+def _update(optimizer: optim.Optimizer, params: list[nn.Parameter], create_state: bool) -> Update | None:
     """``optimizer``'s settings and state for :func:`_apply_updates` (state created as
-    torch.optim creates it, so either path can take the next step); None for an optimiser or
-    a setting this module does not cover."""
-    if len(optimizer.param_groups) != 1 or {id(p) for p in optimizer.param_groups[0]["params"]} != {id(p) for p in params}:
+    :mod:`bnviz.optim` creates it, so either path can take the next step); None for an
+    optimiser this module does not cover."""
+    if not isinstance(optimizer, (optim.SGD, optim.Adam)) or {id(p) for p in optimizer.params} != {id(p) for p in params}:
         return None
     group, state = optimizer.param_groups[0], optimizer.state
-    if isinstance(group["lr"], torch.Tensor) or group.get("weight_decay", 0) != 0 or group.get("maximize") or group.get("differentiable") or group.get("fused"):
-        return None
-    if type(optimizer) is torch.optim.SGD:
-        if group["dampening"] != 0 or group["nesterov"]:
-            return None
+    if isinstance(optimizer, optim.SGD):
         if group["momentum"] == 0:
             return Update(_SGD, float(group["lr"]), [], [], [], [])
         if create_state:
@@ -212,20 +209,16 @@ def _update(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], create
                     state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         buffers = [state[p]["momentum_buffer"] for p in params] if create_state else []
         return Update(_MOMENTUM, float(group["lr"]), [float(group["momentum"])], buffers, [], [])
-    if type(optimizer) is torch.optim.Adam:
-        if group["amsgrad"] or group.get("capturable") or group.get("decoupled_weight_decay") or isinstance(group["betas"][0], torch.Tensor):
-            return None
-        if create_state:
-            step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # as Adam._init_group
-            for p in params:
-                if len(state[p]) == 0:
-                    state[p]["step"] = torch.tensor(0.0, dtype=step_dtype)
-                    state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        beta1, beta2 = group["betas"]
-        firsts, seconds, counts = ([state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq", "step")) if create_state else ([], [], [])
-        return Update(_ADAM, float(group["lr"]), [float(beta1), float(beta2), float(group["eps"])], firsts, seconds, counts)
-    return None
+    if create_state:
+        step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # as optim.Adam.step
+        for p in params:
+            if len(state[p]) == 0:
+                state[p]["step"] = torch.tensor(0.0, dtype=step_dtype)
+                state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    beta1, beta2 = group["betas"]
+    firsts, seconds, counts = ([state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq", "step")) if create_state else ([], [], [])
+    return Update(_ADAM, float(group["lr"]), [float(beta1), float(beta2), float(group["eps"])], firsts, seconds, counts)
 
 
 # ------------------------------------------------------------------ the step, in TorchScript
@@ -335,9 +328,9 @@ def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invs
 
 
 def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], update: Update, order: List[int], first: bool) -> None:
-    """Every parameter's update, as torch.optim computes it on the CPU (its single-tensor
-    code, each op here its ``_foreach`` form: one call for all parameters, the same kernel
-    per tensor; defaults: no weight decay, dampening, Nesterov or AMSGrad): plain SGD; SGD
+    """Every parameter's update, as :mod:`bnviz.optim` (torch.optim's single-tensor code)
+    computes it, each op here its ``_foreach`` form: one call for all parameters, the same
+    kernel per tensor: plain SGD; SGD
     with momentum (buffers a copy of the gradients at the ``first`` step); Adam (every
     parameter's step count is the same). ``order[k]``: the index in ``update``'s state of
     ``params[k]``."""

@@ -3,7 +3,7 @@
 ``torch.func.stack_module_state`` stacks the K models' parameters and buffers into (K, ...)
 tensors; ``torch.func.vmap`` over ``functional_call`` runs :class:`bnviz.models.Net`'s own
 forward on all K at once, so each op runs once for the K models instead of K times; autograd
-and ``torch.optim.SGD`` then work on the stacked tensors. BN's running statistics are
+and plain SGD (:mod:`bnviz.optim`) then work on the stacked tensors. BN's running statistics are
 stacked buffers too: inside ``vmap`` each model's BN updates its own slice in place, with
 its own batch's statistics, as it would alone. Each model's numbers are what it computes
 alone, up to float rounding (a batched matmul kernel sums in another order);
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from . import optim
 from .models import Net
 
 # Norm layers whose training forward vmap batches over models as it is (torch's kernels
@@ -44,7 +45,7 @@ class StackedModels:
         self.params, self.buffers = params, buffers
         with torch.device("meta"):  # the architecture only: the tensors come from the stack
             self.template = Net(models[0].cfg)
-        self.optimizer = torch.optim.SGD(list(params.values()), lr=lr)
+        self.optimizer = optim.SGD(list(params.values()), lr=lr)
         self._losses = vmap(self._loss, randomness="error")
 
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import engine
+from . import engine, optim
 from .config import Config, check
 from .data import MNIST, BatchSampler, class_subset, training_subset
 from .models import ModelConfig, Net, build_model
@@ -154,11 +154,12 @@ class TrainResult:
         return int(self.eval_step[reached[0]]) if len(reached) else None
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> optim.Optimizer:
+    """torch.optim's SGD or Adam, bit for bit, without the compiler it imports (:mod:`bnviz.optim`)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return optim.Adam(model.parameters(), lr=cfg.lr)
     momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=momentum)
+    return optim.SGD(model.parameters(), lr=cfg.lr, momentum=momentum)
 
 
 CNN_EVAL_CHUNK = 250  # test images per forward pass of the CNN: 8 x 28 x 28 float32 per image and layer, ~6 MB a tensor

@@ -140,3 +140,20 @@ def test_shifts_computed_in_place_equal_their_textbook_expressions_bit_for_bit()
         }
         for shift, shifted in expected.items():
             assert torch.equal(shift_images(x, shift, strength, seed=5), (shifted - MEAN) / STD), (shift, strength)
+
+
+def test_translate_and_rotate_are_torchvisions_bit_for_bit():
+    """bnviz's own rotate / affine (no torchvision import at run time: it would import
+    torch._dynamo) give torchvision's images exactly, at every strength the page offers."""
+    tv = pytest.importorskip("torchvision.transforms.v2.functional")
+    from bnviz.data import affine_nearest, rotate_nearest
+
+    x = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for strength in (0.0, 0.05, 0.1, 0.3, 0.5, 0.77, 1.0):
+        shift = round(8 * strength)
+        assert torch.equal(affine_nearest(x, 0.0, (shift, shift)), tv.affine(x, angle=0.0, translate=[shift, shift], scale=1.0, shear=[0.0])), strength
+        assert torch.equal(rotate_nearest(x, 90.0 * strength), tv.rotate(x, angle=90.0 * strength)), strength
+    for angle in (-30.0, 180.0, 270.0, 400.0):
+        assert torch.equal(rotate_nearest(x, angle), tv.rotate(x, angle=angle)), angle
+    assert torch.equal(affine_nearest(x, 25.0, (-3, 2)), tv.affine(x, angle=25.0, translate=[-3, 2], scale=1.0, shear=[0.0]))
+    assert torch.equal(rotate_nearest(x[0], 33.0), tv.rotate(x[0], angle=33.0))  # (C, H, W) too

@@ -41,6 +41,7 @@ from torch import nn
 from ..budget import check_view_cost, training_cost
 from ..config import Config, check
 from ..data import load_mnist
+from .. import optim
 from ..models import ModelConfig
 from ..train import ProgressFn, Run, TrainConfig, TrainResult, pick_device, train_together
 from . import Experiment
@@ -122,7 +123,7 @@ def tent_predict(model: nn.Module, x: torch.Tensor, steps: int, lr: float) -> tu
         p.requires_grad_(False)
     for p in affine:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(affine, lr=lr)
+    optimizer = optim.Adam(affine, lr=lr)
     before = None
     for _ in range(steps):
         optimizer.zero_grad()
