@@ -389,7 +389,8 @@ def _draw_status(manager: JobManager, job: Job, status: JobStatus) -> None:
 
 def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_live: bool) -> None:
     """The job's status and live chart, redrawn by a fragment every :data:`JOB_POLL_SECONDS`
-    (:data:`LIVE_POLL_SECONDS` with a live chart)."""
+    (:data:`LIVE_POLL_SECONDS` with a live chart); once the job's ETA is under that period,
+    every second or so (each run waits up to :data:`FINISH_WAIT_SECONDS`), until it ends."""
 
     period = JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS
     inline = True  # the fragment's first run is inline in the page's run; the others are its timer's or their own
