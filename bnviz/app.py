@@ -393,6 +393,9 @@ def _follow_in_fragment(manager: JobManager, job: Job, live, label: str, drew_li
     every second or so (each run waits up to :data:`FINISH_WAIT_SECONDS`), until it ends."""
 
     period = JOB_POLL_SECONDS if live is None else LIVE_POLL_SECONDS
+    eta = manager.poll(job).eta_seconds
+    if eta is not None and eta < period:
+        period = FINISH_WAIT_SECONDS  # ending soon: the timer's first run must not come a whole period after this page run
     inline = True  # the fragment's first run is inline in the page's run; the others are its timer's or their own
 
     @st.fragment(run_every=period)
