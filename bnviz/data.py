@@ -561,10 +561,11 @@ def num_batches(num_examples: int, batch_size: int) -> int:
 
 
 # torchvision's geometric transforms, rewritten in torch for the two shifts above: importing
-# torchvision's transforms imports torch._dynamo as well (+170 MB resident; bnviz.optim says
-# why that matters). The same matrices, grid and grid_sample call as torchvision 0.29's
-# tensor kernels (``_get_inverse_affine_matrix``, ``_affine_grid``, ``_apply_grid_transform``),
-# so the images are the same bit for bit (tests/test_distribution_shift.py).
+# torchvision's transforms imports torch._dynamo as well (+165 MiB resident with the CUDA
+# build of torch; bnviz.optim says why that matters). The same matrices, grid and
+# grid_sample call as torchvision 0.29's tensor kernels (``_get_inverse_affine_matrix``,
+# ``_affine_grid``, ``_apply_grid_transform``), so the images are the same bit for bit
+# (tests/test_distribution_shift.py).
 def rotate_nearest(images: torch.Tensor, angle: float) -> torch.Tensor:
     """``torchvision.transforms.v2.functional.rotate(images, angle)``: counter-clockwise by
     ``angle`` degrees about the centre, nearest pixel, corners filled with 0; (N, C, H, W)."""
