@@ -22,7 +22,7 @@ The ops are the aten kernels autograd and the optimiser call (CPU fusion is off)
 numbers are autograd's (``tests/test_engine.py``, ``tests/test_training_equivalence.py``).
 
 Covered: ``arch`` "mlp" or "cnn"; no norm, BN, LayerNorm, GroupNorm, and for the MLP ghost
-BN and Batch Renorm (:func:`_norm`), before or after a sigmoid/tanh/ReLU/identity; SGD,
+BN and Batch Renorm (:func:`_norm`), before or after a sigmoid/tanh/ReLU/identity; plain
 SGD, SGD with momentum and Adam (:mod:`bnviz.optim`); every parameter trained; no
 hooks on the model (the fused step cannot call them). Anything else trains on the plain
 path. ``BNVIZ_ACCELERATOR=0`` switches this module off.
@@ -210,12 +210,8 @@ def _update(optimizer: optim.Optimizer, params: list[nn.Parameter], create_state
         buffers = [state[p]["momentum_buffer"] for p in params] if create_state else []
         return Update(_MOMENTUM, float(group["lr"]), [float(group["momentum"])], buffers, [], [])
     if create_state:
-        step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # as optim.Adam.step
         for p in params:
-            if len(state[p]) == 0:
-                state[p]["step"] = torch.tensor(0.0, dtype=step_dtype)
-                state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            optimizer.init_state(p)
     beta1, beta2 = group["betas"]
     firsts, seconds, counts = ([state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq", "step")) if create_state else ([], [], [])
     return Update(_ADAM, float(group["lr"]), [float(beta1), float(beta2), float(group["eps"])], firsts, seconds, counts)
@@ -329,10 +325,9 @@ def _norm_backward(grad: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, invs
 
 def _apply_updates(params: List[torch.Tensor], grads: List[torch.Tensor], update: Update, order: List[int], first: bool) -> None:
     """Every parameter's update, as :mod:`bnviz.optim` (torch.optim's single-tensor code)
-    computes it, each op here its ``_foreach`` form: one call for all parameters, the same
-    kernel per tensor: plain SGD; SGD
-    with momentum (buffers a copy of the gradients at the ``first`` step); Adam (every
-    parameter's step count is the same). ``order[k]``: the index in ``update``'s state of
+    computes it, each op here its ``_foreach`` form (one call for all parameters, the same
+    kernel per tensor): plain SGD; SGD with momentum (buffers a copy of the gradients at the
+    ``first`` step); Adam (every parameter's step count is the same). ``order[k]``: the index in ``update``'s state of
     ``params[k]``."""
     lr = update.lr
     if update.optimizer == 0:

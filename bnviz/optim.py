@@ -80,18 +80,23 @@ class Adam(Optimizer):
             raise ValueError("lr and eps must be non-negative and both betas in [0, 1)")
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps)
 
+    def init_state(self, p: torch.Tensor) -> dict:
+        """``p``'s state, made as torch.optim makes it before the first step: no steps yet
+        (a tensor, float64 only under a float64 default dtype) and both moments zero."""
+        state = self.state[p]
+        if not state:
+            step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+            state["step"] = torch.tensor(0.0, dtype=step_dtype)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         for p in self._with_grads():
-            state = self.state[p]
-            if not state:
-                # the step count is a tensor as in torch.optim (float64 only under a float64 default dtype)
-                step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-                state["step"] = torch.tensor(0.0, dtype=step_dtype)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state = self.init_state(p)
             grad, exp_avg, exp_avg_sq, step_t = p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]
             step_t += 1
             exp_avg.lerp_(grad, 1 - beta1)

@@ -5,6 +5,7 @@
 import torch
 
 from bnviz.bn_stats import data_moments
+from fresh_process import assert_prints_ok, run_fresh
 
 
 def test_moments_in_chunks_equal_moments_at_once(mnist):
@@ -124,10 +125,6 @@ def test_a_large_freed_block_goes_back_at_once_after_a_larger_one():
     when freed, even after a larger block was freed (glibc's own rule would then serve it from
     the heap and keep it). In a process of its own: the resident size is the whole process's,
     and a test process may still be training (a job of an earlier test) on other threads."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = """
 import sys
 from bnviz.app import MMAP_THRESHOLD_BYTES, _glibc, _limit_malloc_arenas
@@ -151,7 +148,7 @@ kept = resident_mib() - before
 print(f"grown {grown:.1f} MiB, kept {kept:.1f} MiB")
 sys.exit(0 if grown > 12 and kept < 4 else 1)
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    done = run_fresh(script, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -178,9 +175,6 @@ def test_the_loaded_modules_are_frozen_and_later_garbage_is_still_collected():
     """bnviz.app freezes what the core's import created (Streamlit's full collection after every
     script run then skips those ~400,000 objects); a reference cycle made afterwards is still
     collected. In a process of its own: a freeze is for the process's life."""
-    import subprocess
-    import sys
-
     script = (
         "import gc, weakref, torch, pandas, altair, bnviz.app as app\n"
         "app._freeze_loaded_objects()\n"
@@ -191,8 +185,7 @@ def test_the_loaded_modules_are_frozen_and_later_garbage_is_still_collected():
         "gc.collect(2); assert alive() is None\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert_prints_ok(script)
 
 
 def test_runs_on_the_same_training_subset_share_one_uint8_copy_with_the_same_batches(mnist):

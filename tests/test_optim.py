@@ -1,12 +1,10 @@
 """bnviz.optim against torch.optim: the same parameters and state, bit for bit, step after step."""
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
 
 from bnviz import optim
+from fresh_process import assert_prints_ok
 
 
 def _model(seed: int, dtype=torch.float32) -> nn.Module:
@@ -88,5 +86,4 @@ def test_training_with_bnviz_does_not_import_the_compiler():
         "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert_prints_ok(script)
