@@ -18,6 +18,7 @@ from bnviz.experiments.init_gradients import run as run_init_gradients
 from bnviz.experiments.label_shift import LabelShiftConfig, compare, entropy, label_shifted_batches, tent_predict
 from bnviz.experiments.label_shift import run as run_label_shift
 from bnviz.models import ModelConfig, build_model
+from fresh_process import assert_prints_ok
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,20 @@ def test_init_gradients_run_and_bounds():
 
 
 # ------------------------------------------------------------------ the textbook's switches
+def test_init_gradients_do_not_import_sympy():
+    """A vector-Jacobian product with a ``grad_outputs`` tensor imports torch.fx's symbolic
+    shapes and sympy (~35 MiB resident for the rest of a server's life): the chain's
+    gradients are taken as the gradient of a scalar instead. In a fresh process."""
+    script = (
+        "import sys\n"
+        "from bnviz.experiments.init_gradients import InitGradientsConfig, run\n"
+        "run(InitGradientsConfig(depths=(2, 3), width=16, batch_size=8, seeds=1))\n"
+        "assert 'sympy' not in sys.modules, 'sympy was imported'\n"
+        "print('ok')\n"
+    )
+    assert_prints_ok(script)
+
+
 def test_partial_batch_norm_keeps_only_its_step():
     from bnviz.experiments.bn_switches import PartialBatchNorm
 
