@@ -10,7 +10,7 @@ machines without an emoji font.
 """
 import streamlit as st
 
-from bnviz.app import article_path, load_core, new_script_run, predictions_toggle, presenter_view
+from bnviz.app import article_path, load_core, new_script_run, predictions_toggle, presenter_view, release_script_memory
 
 st.set_page_config(page_title="bnviz: Batch Normalization, live", page_icon=":material/insights:", layout="wide")
 
@@ -40,3 +40,4 @@ predictions_toggle()  # the sidebar's "Predict, then reveal" (?predict=1 for a c
 load_core(navigation.title)  # a fresh server: the title and a progress line while torch loads (not a blank page)
 navigation.run()
 article_path([page for section in PAGES.values() for page in section], navigation)  # "Next: ..." in the article's order
+release_script_memory()  # the memory this run dropped, back to the system (a hosted tier counts resident memory)

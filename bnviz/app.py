@@ -98,6 +98,18 @@ def _release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def release_script_memory() -> None:
+    """The end of a full script run: what it built and dropped (charts, frames, CSV text) handed
+    back now. glibc returns by itself only free space at a heap's top; the rest waited for the
+    next job's end. Measured after the why page's "Paper's noise, 1,500 steps" preset on the
+    server (CPU torch): 492 -> 475 MiB resident. Costs a few milliseconds (the collection sees
+    only objects made since :func:`_freeze_loaded_objects`)."""
+    import gc
+
+    gc.collect()
+    _release_freed_memory()
+
+
 # What a page's first script run imports that takes seconds on a fresh server (torch alone:
 # 2-15 s by the machine's load); smaller modules a page imports after them are quick.
 CORE_MODULES = ("torch", "bnviz.data", "bnviz.models", "bnviz.train", "bnviz.cache")
