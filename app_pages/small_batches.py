@@ -240,7 +240,7 @@ def bessel_section():
 
 bessel_section()
 
-source_expander(renorm_limits, BatchRenorm1d.forward, GhostBatchNorm1d.forward, TrainEvalMismatch.on_eval, BesselProbe.on_eval, closed_form_ratio)
+source_expander(renorm_limits, BatchRenorm1d.forward, GhostBatchNorm1d.forward, TrainEvalMismatch.after_eval, BesselProbe.after_eval, closed_form_ratio)
 with notes_slot:
     controls.show_notes()
 device_caption()

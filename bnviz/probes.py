@@ -324,7 +324,7 @@ class SingleInputConsistency:
         self.accuracy = np.full(2, np.nan)
 
     @torch.no_grad()
-    def on_eval(self, step, model, activations):
+    def after_eval(self, step, model):
         if self.at_step is not None and step != self.at_step:
             return
         probe_model = copy.deepcopy(model)
@@ -375,7 +375,7 @@ class TrainEvalMismatch:
         self.values = np.full(len(self.NAMES), np.nan)
 
     @torch.no_grad()
-    def on_eval(self, step, model, activations):
+    def after_eval(self, step, model):
         if step != self.at_step:
             return
         probe_model = copy.deepcopy(model)
@@ -416,7 +416,7 @@ class BesselProbe:
         self.ratio = self.mean_gap = np.empty((0, 0))
 
     @torch.no_grad()
-    def on_eval(self, step, model, activations):
+    def after_eval(self, step, model):
         if step != self.at_step:
             return
         probe_model = copy.deepcopy(model).double()  # float64: eval mode at m = 2 amplifies rounding errors layer by layer

@@ -19,6 +19,7 @@ Recorders observe a run without changing it. They may implement any of::
     after_step(step, model)                    after the optimiser step
     watch_evaluation(model) -> [hook handles]  hooks for one evaluation pass, removed after it
     on_eval(step, model, activations)          activations[i]: input of block i's nonlinearity
+    after_eval(step, model)                    a probe: its own passes through the model, after the evaluation
     finish() -> dict[str, np.ndarray]          stored in ``TrainResult.records``
 
 The rule for speed: a recorder with any of the per-step hooks (:data:`PER_STEP_HOOKS`)
@@ -216,6 +217,9 @@ class Run:
         self.model = build_model(model_cfg, train_cfg.seed, self.device)
         self.optimizer = make_optimizer(self.model, train_cfg)
         self.sampler = BatchSampler(len(self.train_y), train_cfg.batch_size, seed=train_cfg.seed + 1, device=self.device)
+        # Only on_eval reads the evaluation's activations: kept for the CNN, 2,000 test images' are ~0.1 GB
+        # per run (two runs evaluating at once took the BN vs LN page's CNN preset to +200 MiB), so a
+        # probe that runs its own passes (after_eval) does not make the evaluation keep them.
         self.needs_activations = any(hasattr(r, "on_eval") for r in self.recorders)
         for recorder in self.recorders:
             if hasattr(recorder, "attach"):
@@ -352,6 +356,8 @@ class Run:
         for recorder in self.recorders:
             if hasattr(recorder, "on_eval"):
                 recorder.on_eval(self.step, self.model, activations)
+            elif hasattr(recorder, "after_eval"):
+                recorder.after_eval(self.step, self.model)
 
     def result(self, final: bool = True) -> TrainResult:
         """The run so far. ``final`` also evaluates the full test set (once, at the end)."""

@@ -125,7 +125,7 @@ def test_single_input_probe(norm, mnist):
     x, y = mnist.test_x, mnist.test_y
     probe = SingleInputConsistency(x[:1], x[1:8], x[8:15], x[:64], y[:64])
     running_before = model.blocks[0].norm.running_mean.clone() if norm == "batch" else None
-    probe.on_eval(0, model, [])
+    probe.after_eval(0, model)
     records = probe.finish()
     summary = norm_comparison.consistency_summary(records)
     assert summary["alone_vs_batch"] < 1e-4  # eval mode: never depends on batch-mates

@@ -191,7 +191,7 @@ def test_training_mode_percentiles_are_those_of_batch_statistics(mnist):
     images = mnist.test_x[:120]
     before = [b.clone() for b in model.buffers()]
     recorder = TrainingModePercentiles(images, 60, 3)
-    recorder.on_eval(0, model, None)
+    recorder.after_eval(0, model)
     assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
     with torch.no_grad():
         model.train()

@@ -42,6 +42,28 @@ def test_recorders(mnist):
     assert records["grad_norm"].shape == (SMALL.steps // 10, 2)
 
 
+def test_a_probe_runs_after_each_evaluation_without_keeping_its_activations(mnist):
+    """``after_eval`` probes run their own passes; only ``on_eval`` recorders make the
+    evaluation keep every block's activations (a CNN's are ~0.1 GB per run)."""
+    from bnviz.train import Run
+
+    class Probe:
+        def __init__(self):
+            self.calls = []
+
+        def after_eval(self, step, model):
+            self.calls.append((step, model.training))
+
+    probe = Probe()
+    run = Run(ModelConfig(arch="cnn", norm="batch"), TrainConfig(steps=20, batch_size=16, eval_every=10, eval_examples=50), mnist, recorders=[probe])
+    assert not run.needs_activations
+    run.advance(20)
+    assert [step for step, _ in probe.calls] == [0, 10, 20]
+    with_percentiles = Run(ModelConfig(hidden=(8,)), TrainConfig(steps=10, batch_size=16, eval_every=10, eval_examples=50), mnist,
+                           recorders=[probe, UnitPercentiles(block=0, units=(0,))])
+    assert with_percentiles.needs_activations
+
+
 @pytest.mark.parametrize("norm", ["none", "batch", "layer", "group"])
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_models_build_and_run(arch, norm):

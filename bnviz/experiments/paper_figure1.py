@@ -251,7 +251,7 @@ class TrainingModePercentiles:
         self.values: list[list[np.ndarray]] = [[] for _ in range(layers)]
 
     @torch.no_grad()
-    def on_eval(self, step, model, activations):
+    def after_eval(self, step, model):
         captured: list[list[torch.Tensor]] = [[] for _ in range(self.layers)]
         handles = [block.act.register_forward_pre_hook(lambda _m, inputs, i=i: captured[i].append(inputs[0].detach())) for i, block in enumerate(model.blocks)]
         saved = [buffer.detach().clone() for buffer in model.buffers()]
