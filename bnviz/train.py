@@ -370,6 +370,8 @@ class Run:
             for recorder in self.recorders:
                 if hasattr(recorder, "finish"):
                     records.update(recorder.finish())
+        with np.errstate(over="ignore"):  # a diverging loss past float32's range is stored as inf, which it is
+            step_loss = np.asarray(self.step_loss, dtype=np.float32)
         return TrainResult(
             label=self.label,
             model=self.model_cfg,
@@ -379,7 +381,7 @@ class Run:
             train_acc=np.asarray(self.train_acc),
             test_loss=np.asarray(self.test_loss),
             test_acc=np.asarray(self.test_acc),
-            step_loss=np.asarray(self.step_loss, dtype=np.float32),
+            step_loss=step_loss,
             final_test_acc=float(final_acc),
             final_test_loss=float(final_loss),
             diverged=self.diverged_step is not None,
