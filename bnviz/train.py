@@ -217,9 +217,10 @@ class Run:
         self.model = build_model(model_cfg, train_cfg.seed, self.device)
         self.optimizer = make_optimizer(self.model, train_cfg)
         self.sampler = BatchSampler(len(self.train_y), train_cfg.batch_size, seed=train_cfg.seed + 1, device=self.device)
-        # Only on_eval reads the evaluation's activations: kept for the CNN, 2,000 test images' are ~0.1 GB
-        # per run (two runs evaluating at once took the BN vs LN page's CNN preset to +200 MiB), so a
-        # probe that runs its own passes (after_eval) does not make the evaluation keep them.
+        # The evaluation keeps every block's activations only for a recorder that reads them (on_eval):
+        # the CNN's for 2,000 test images are ~0.1 GB a run, and a probe with passes of its own
+        # (after_eval) has no use for them (two runs evaluating at once took the BN vs LN page's CNN
+        # preset to +200 MiB).
         self.needs_activations = any(hasattr(r, "on_eval") for r in self.recorders)
         for recorder in self.recorders:
             if hasattr(recorder, "attach"):
@@ -356,7 +357,7 @@ class Run:
         for recorder in self.recorders:
             if hasattr(recorder, "on_eval"):
                 recorder.on_eval(self.step, self.model, activations)
-            elif hasattr(recorder, "after_eval"):
+            if hasattr(recorder, "after_eval"):
                 recorder.after_eval(self.step, self.model)
 
     def result(self, final: bool = True) -> TrainResult:

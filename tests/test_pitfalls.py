@@ -188,7 +188,6 @@ def test_init_gradients_run_and_bounds():
         InitGradientsConfig(depths=(10, 5))
 
 
-# ------------------------------------------------------------------ the textbook's switches
 def test_init_gradients_do_not_import_sympy():
     """A vector-Jacobian product with a ``grad_outputs`` tensor imports torch.fx's symbolic
     shapes and sympy (~35 MiB resident for the rest of a server's life): the chain's
@@ -203,6 +202,7 @@ def test_init_gradients_do_not_import_sympy():
     assert_prints_ok(script)
 
 
+# ------------------------------------------------------------------ the textbook's switches
 def test_partial_batch_norm_keeps_only_its_step():
     from bnviz.experiments.bn_switches import PartialBatchNorm
 

@@ -4,7 +4,7 @@ import torch
 
 from bnviz.models import ModelConfig, build_model
 from bnviz.recorders import BatchNormStats, GradientNorms, UnitPercentiles
-from bnviz.train import TrainConfig, train
+from bnviz.train import Run, TrainConfig, train
 
 SMALL = TrainConfig(steps=60, batch_size=32, lr=0.1, eval_every=20, eval_examples=500)
 
@@ -45,20 +45,18 @@ def test_recorders(mnist):
 def test_a_probe_runs_after_each_evaluation_without_keeping_its_activations(mnist):
     """``after_eval`` probes run their own passes; only ``on_eval`` recorders make the
     evaluation keep every block's activations (a CNN's are ~0.1 GB per run)."""
-    from bnviz.train import Run
-
     class Probe:
         def __init__(self):
-            self.calls = []
+            self.steps = []
 
         def after_eval(self, step, model):
-            self.calls.append((step, model.training))
+            self.steps.append(step)
 
     probe = Probe()
     run = Run(ModelConfig(arch="cnn", norm="batch"), TrainConfig(steps=20, batch_size=16, eval_every=10, eval_examples=50), mnist, recorders=[probe])
     assert not run.needs_activations
     run.advance(20)
-    assert [step for step, _ in probe.calls] == [0, 10, 20]
+    assert probe.steps == [0, 10, 20]
     with_percentiles = Run(ModelConfig(hidden=(8,)), TrainConfig(steps=10, batch_size=16, eval_every=10, eval_examples=50), mnist,
                            recorders=[probe, UnitPercentiles(block=0, units=(0,))])
     assert with_percentiles.needs_activations
