@@ -65,10 +65,14 @@ PAPER_STEPS = 50_000
 # Recorder hooks that need Python at every training step (see the module's docstring).
 PER_STEP_HOOKS = ("watch_training", "on_batch", "after_backward", "after_step")
 # The accelerator trains on batches gathered for a chunk of steps at once: at most this many
-# examples per chunk. 2,048 MNIST images are 6.4 MB in float32, per training thread (8,192 held
-# 25 MB per thread, ~60 MiB of a 2-core server's peak, for no measurable speed: a chunk is
-# still 34 steps of the paper's batch of 60).
-CHUNK_EXAMPLES = 2048
+# examples per chunk. 1,024 MNIST images are 3.2 MB in float32: under the server's mmap
+# threshold (bnviz.app.MMAP_THRESHOLD_BYTES, 4 MiB), so each chunk reuses malloc's arena
+# memory. Above it (2,048 images, 6.4 MB) every chunk was a fresh mapping, page-faulted in
+# and handed back: 46 page faults per step of the paper's batch of 60 (0.5 now), a chunk's
+# gather 5-6 ms instead of 0.2, and, with two training threads, both waiting on the process's
+# page-table lock: the paper page's two jobs, as the server runs them, 19.1-19.7 -> 17.7 s.
+# A chunk is still 17 steps of 60.
+CHUNK_EXAMPLES = 1024
 
 
 def pick_device(preference: str | None = None) -> torch.device:
