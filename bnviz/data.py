@@ -156,11 +156,12 @@ def _write_atomically(target: Path, write: Callable[[Any], Any]) -> None:
         raise
 
 
-def _standardise(images_uint8: torch.Tensor) -> torch.Tensor:
+def _standardise(images_uint8: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32: ``(pixel / 255 - 0.1307) / 0.3081``,
-    elementwise, so any subset gives the same numbers as the whole set."""
-    x = images_uint8.to(torch.float32).div_(255.0)
-    return x.sub_(MNIST_PIXEL_MEAN).div_(MNIST_PIXEL_STD).unsqueeze(1)
+    elementwise, so any subset gives the same numbers as the whole set. With ``out`` (float32,
+    N images), written there."""
+    x = images_uint8.to(torch.float32) if out is None else out.view(images_uint8.shape).copy_(images_uint8)
+    return x.div_(255.0).sub_(MNIST_PIXEL_MEAN).div_(MNIST_PIXEL_STD).unsqueeze(1)
 
 
 # Standardising a batch of uint8 images costs ~0.1 ms on a slow CPU, a sixth of a training
@@ -231,11 +232,19 @@ class StandardisedImages:
                 self._subsets[key] = subset
             return subset
 
-    def _images(self, rows: torch.Tensor) -> torch.Tensor:
+    def _images(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised float32 (n, 1, 28, 28) of uint8 ``rows`` (n, 28, 28), binarised first if asked."""
         if self.binary_threshold is not None:
             rows = (rows >= self.binary_threshold).to(torch.uint8) * 255
-        return _standardise(rows)
+        return _standardise(rows, out)
+
+    def take_into(self, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``self[index]`` for a 1-d long ``index``, written into ``out`` (float32, ``len(index)``
+        images) and returned: the same numbers, in memory the caller reuses (the trainer's
+        chunks, ``bnviz.train.CHUNK_EXAMPLES``)."""
+        if self.float_copy:
+            return torch.index_select(self._float_images(), 0, index, out=out)
+        return self._images(self.pixels.index_select(0, index), out)
 
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, tuple):  # x[:, 0] would index the uint8 rows, not channels: not offered
@@ -320,6 +329,14 @@ class ReplacedRows(StandardisedImages):
         if bool(changed.any()):
             out[changed] = self.replacement[slots[changed]].to(out.dtype)
         return out.reshape(*rows.shape, *IMAGE_SHAPE)
+
+    def take_into(self, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        super().take_into(index, out)
+        slots = self._slot[index]
+        changed = slots >= 0
+        if bool(changed.any()):
+            out[changed] = self.replacement[slots[changed]].to(out.dtype)
+        return out
 
     def _float_images(self) -> torch.Tensor:
         with self._lock:

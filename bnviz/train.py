@@ -65,14 +65,32 @@ PAPER_STEPS = 50_000
 # Recorder hooks that need Python at every training step (see the module's docstring).
 PER_STEP_HOOKS = ("watch_training", "on_batch", "after_backward", "after_step")
 # The accelerator trains on batches gathered for a chunk of steps at once: at most this many
-# examples per chunk. 1,024 MNIST images are 3.2 MB in float32: under the server's mmap
-# threshold (bnviz.app.MMAP_THRESHOLD_BYTES, 4 MiB), so each chunk reuses malloc's arena
-# memory. Above it (2,048 images, 6.4 MB) every chunk was a fresh mapping, page-faulted in
-# and handed back: 46 page faults per step of the paper's batch of 60 (0.5 now), a chunk's
-# gather 5-6 ms instead of 0.2, and, with two training threads, both waiting on the process's
-# page-table lock: the paper page's two jobs, as the server runs them, 19.1-19.7 -> 17.7 s.
-# A chunk is still 17 steps of 60.
-CHUNK_EXAMPLES = 1024
+# examples per chunk. 2,048 MNIST images are 6.4 MB in float32 (8,192 held 25 MB per thread,
+# ~60 MiB of a 2-core server's peak, for no measurable speed: a chunk is still 34 steps of
+# the paper's batch of 60). Each training thread gathers its chunks into one buffer it keeps
+# (_chunk_images): the server's malloc hands every block of 4 MiB or more to a mapping of its
+# own (bnviz.app.MMAP_THRESHOLD_BYTES), so a new 6.4 MB tensor per chunk was page-faulted in
+# each time: 46 faults per step, a gather of 5-6 ms instead of 0.2, two training threads
+# waiting on the process's page-table lock (the paper page's jobs, as the server runs them,
+# 19.1-19.7 s; see the README's Training speed).
+CHUNK_EXAMPLES = 2048
+_CHUNK_BUFFERS = threading.local()
+
+
+def _chunk_images(images, rows: torch.Tensor) -> torch.Tensor:
+    """``images[rows]`` (a 1-d index), written into this thread's chunk buffer: the same
+    numbers as indexing, in memory reused from chunk to chunk. Valid until the thread's next
+    chunk; a fresh tensor if it does not fit."""
+    shape, dtype, device = tuple(images.shape[1:]), images.dtype, images.device
+    buffer = getattr(_CHUNK_BUFFERS, "images", None)
+    if buffer is None or tuple(buffer.shape[1:]) != shape or buffer.dtype != dtype or buffer.device != device:
+        buffer = _CHUNK_BUFFERS.images = torch.empty((CHUNK_EXAMPLES, *shape), dtype=dtype, device=device)
+    if len(rows) > len(buffer):
+        return images[rows]
+    out = buffer[: len(rows)]
+    if isinstance(images, torch.Tensor):
+        return torch.index_select(images, 0, rows, out=out)
+    return images.take_into(rows, out)
 
 
 def pick_device(preference: str | None = None) -> torch.device:
@@ -304,7 +322,7 @@ class Run:
         steps = max(1, min(steps, CHUNK_EXAMPLES // self.sampler.batch_size))
         sampler_state = self.sampler.state()
         rows = torch.cat([self.sampler.next_indices() for _ in range(steps)])
-        x, y = self.train_x[rows], self.train_y[rows]
+        x, y = _chunk_images(self.train_x, rows), self.train_y[rows]
         losses, correct = engine.steps(self.model, self.optimizer, x.view(steps, -1, *x.shape[1:]), y.view(steps, -1))
         if len(losses) < steps:  # it stopped early: the batches it did not use are the next steps'
             self.sampler.restore(sampler_state)

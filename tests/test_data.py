@@ -48,6 +48,33 @@ def test_uint8_training_images_index_to_the_same_floats_as_the_whole_set(mnist):
         mnist.train_x[:, 0]
 
 
+def test_the_trainers_chunks_are_the_indexed_images_in_a_reused_buffer(mnist):
+    """The accelerator's chunk of batches (bnviz.train._chunk_images) gives, bit for bit, what
+    indexing gives, for every kind of training images (uint8 standardised per batch, a float
+    copy, binarised, a few rows replaced, a plain tensor), written into the one buffer its
+    thread reuses; a chunk over the buffer's size is a tensor of its own."""
+    from bnviz.train import CHUNK_EXAMPLES, _chunk_images
+
+    rows = torch.randperm(60000, generator=torch.Generator().manual_seed(3))[:1020]
+    pixels = mnist.train_x.pixels
+    kinds = {
+        "uint8": data.StandardisedImages(pixels),
+        "float copy": data.StandardisedImages(pixels, float_copy=True),
+        "binarised": data.StandardisedImages(pixels, binary_threshold=128),
+        "rows replaced": data.ReplacedRows(data.StandardisedImages(pixels), rows[:5], torch.full((5, 1, 28, 28), 7.0)),
+        "plain tensor": mnist.train_x[:3000],
+    }
+    for name, images in kinds.items():
+        index = rows if name != "plain tensor" else rows % 3000
+        first = _chunk_images(images, index)
+        assert torch.equal(first, images[index]), name
+        again = _chunk_images(images, index[:600])
+        assert again.data_ptr() == first.data_ptr() and torch.equal(again, images[index[:600]]), name
+    assert torch.equal(kinds["rows replaced"][rows[:5]], torch.full((5, 1, 28, 28), 7.0))
+    big = torch.arange(CHUNK_EXAMPLES + 1)
+    assert torch.equal(_chunk_images(kinds["uint8"], big), kinds["uint8"][big])
+
+
 def test_uint8_test_images_index_to_the_same_floats_and_share_the_evaluation_head(mnist):
     """The test set is uint8 too: every index bnviz uses gives the floats of the whole set
     standardised at once, and the first 2,000 images (every run's evaluation set) are
