@@ -93,6 +93,15 @@ def _chunk_images(images, rows: torch.Tensor) -> torch.Tensor:
     return images.take_into(rows, out)
 
 
+def _evaluation_chunk(images, start: int, stop: int) -> torch.Tensor:
+    """``images[start:stop]``: a view of a tensor; of uint8-backed images, the shared first
+    images (a test set's evaluation head) or the chunk standardised into this thread's chunk
+    buffer (the full test set's 2,000-image chunks were 6.3 MB each, a mapping apiece)."""
+    if isinstance(images, torch.Tensor) or start == 0:
+        return images[start:stop]
+    return _chunk_images(images, torch.arange(start, stop, device=images.device))
+
+
 def pick_device(preference: str | None = None) -> torch.device:
     """``cuda``, then ``mps``, else ``cpu``; ``preference`` or ``BNVIZ_DEVICE`` overrides."""
     choice = preference or os.environ.get("BNVIZ_DEVICE")
@@ -206,7 +215,7 @@ def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 200
     total_loss, correct = 0.0, 0
     try:
         for start in range(0, len(y), batch_size):
-            logits = model(x[start : start + batch_size])
+            logits = model(_evaluation_chunk(x, start, min(start + batch_size, len(y))))
             target = y[start : start + batch_size]
             total_loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
             finite = torch.isfinite(logits).all(dim=1)

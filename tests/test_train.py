@@ -62,6 +62,20 @@ def test_a_probe_runs_after_each_evaluation_without_keeping_its_activations(mnis
     assert with_percentiles.needs_activations
 
 
+def test_evaluating_uint8_images_gives_the_numbers_of_the_whole_float_set(mnist):
+    """Evaluation reads the full uint8 test set a chunk at a time (the first chunk is the shared
+    evaluation head, the others are standardised into the thread's chunk buffer, or chunks too
+    large for it on their own): the same loss and accuracy as the whole set standardised at
+    once, bit for bit."""
+    from bnviz.train import evaluate
+
+    model = build_model(ModelConfig(hidden=(32,), norm="batch"), 0)
+    for batch_size in (2000, 3000):
+        on_uint8 = evaluate(model, mnist.test_x, mnist.test_y, batch_size=batch_size)
+        on_floats = evaluate(model, mnist.test_x.materialise(), mnist.test_y, batch_size=batch_size)
+        assert on_uint8[:2] == on_floats[:2]
+
+
 @pytest.mark.parametrize("norm", ["none", "batch", "layer", "group"])
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_models_build_and_run(arch, norm):
