@@ -19,7 +19,7 @@ indexing a tensor, ``loss.item()`` every step, no evaluation. bnviz's trainer
 (:class:`bnviz.train.Run` / :func:`bnviz.train.train_together`) also records every step's
 accuracy, evaluates the first 2,000 test images every ``--eval-every`` steps (default
 1,000) and the full test set at the end; its times include all of that. The process has
-the server's malloc settings (``bnviz.app``), as the app has.
+the server's malloc settings (``bnviz.malloc``), as the app has.
 
 The compute floor: FLOPs per step from the layer shapes (matmuls only), divided by the
 sustained GFLOP/s of a (60x784)@(784x100) matmul loop on one thread. Forward + backward is
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("BNVIZ_DEVICE", "cpu")
 
-from bnviz.app import _limit_malloc_arenas  # noqa: E402
+from bnviz.malloc import limit_malloc_arenas  # noqa: E402
 from bnviz.data import BatchSampler, load_mnist  # noqa: E402
 from bnviz.models import ACTIVATIONS, PAPER_HIDDEN, ModelConfig, build_model  # noqa: E402
 from bnviz.train import PAPER_BATCH_SIZE, PAPER_STEPS, Run, TrainConfig, evaluate, train_together, training_threads  # noqa: E402
@@ -197,9 +197,9 @@ def main() -> None:
     steps, sweep_steps = args.steps, args.sweep_steps
 
     torch.set_num_threads(1)
-    # the server's malloc settings (bnviz.app; process-wide, so the loop runs under them too):
+    # the server's malloc settings (bnviz.malloc; process-wide, so the loop runs under them too):
     # without them a 6.4 MB tensor per chunk cost nothing here and 46 page faults per step there
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     data = load_mnist("cpu")
     load1, load5, load15 = os.getloadavg()
     print(f"bnviz training benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "

@@ -31,19 +31,20 @@ def own_memory_mib() -> int:
 
 
 def main() -> None:
-    from bnviz.app import _limit_malloc_arenas, _release_freed_memory
     from bnviz.data import load_mnist
     from bnviz.experiments import all_experiments
+    from bnviz.malloc import limit_malloc_arenas, release_freed_memory
     from bnviz.train import configure_torch_threads
 
     import altair  # noqa: F401  (the server has them: their modules are not the experiments')
     import pandas  # noqa: F401
+    import streamlit  # noqa: F401
 
     configure_torch_threads()
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     load_mnist("cpu")
     gc.collect()
-    _release_freed_memory()
+    release_freed_memory()
     experiments = all_experiments()
     names = sys.argv[1:] or list(experiments)
     print(f"start: {own_memory_mib()} MiB own, {len(sys.modules)} modules", flush=True)
@@ -54,7 +55,7 @@ def main() -> None:
         worker.start()
         worker.join()
         gc.collect()
-        _release_freed_memory()
+        release_freed_memory()
         new = sorted({module.split(".")[0] for module in set(sys.modules) - loaded})
         print(f"{name:28s} {time.perf_counter() - started:6.1f} s  {before} -> {own_memory_mib()} MiB  new packages: {', '.join(new) or '-'}", flush=True)
 

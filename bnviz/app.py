@@ -28,6 +28,7 @@ import streamlit as st
 from .errors import BnvizError
 from .formatting import format_percent, format_points  # noqa: F401 - the app's one percent format, re-exported for pages
 from .jobs import Job, JobManager, JobState, JobStatus
+from .malloc import limit_malloc_arenas, release_freed_memory
 from .page_presets import HIDE_KEY, PAGE_SECTIONS, PREDICT_KEY, class_link, hidden_keys
 
 # torch (and the modules that import it: the store reads bnviz.data's folder, the trainer,
@@ -45,7 +46,7 @@ def result_store() -> ResultStore:
     from .train import configure_torch_threads
 
     configure_torch_threads()
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     return ResultStore()
 
 
@@ -54,48 +55,6 @@ def show_store_notice(store: ResultStore) -> None:
     if store.notice and not st.session_state.get("bnviz_store_notice_shown"):
         st.session_state["bnviz_store_notice_shown"] = True
         st.warning(store.notice)
-
-
-# glibc's malloc gives each new thread (training runs on worker threads) its own arena and
-# keeps what a computation freed for reuse: the server's resident memory then only grows.
-# Two arenas, and handing freed pages back after each computation, keep it near what is in
-# use (a hosted tier counts resident memory). glibc also raises its mmap threshold to the
-# size of each large block freed (up to 32 MiB): after a test-set-sized tensor (31 MB) every
-# tensor below that size comes from the arenas, where it fragments them. A fixed threshold
-# (which also ends that adjustment) sends tensors of 4 MiB and more (evaluation chunks, whole
-# test sets) to their own mappings, returned when freed; training batches stay in the arenas
-# (1 MiB made a CNN step ~1.5x slower, from page faults). Measured on the server with CPU
-# torch, four light pages in a row (benchmarks/classroom_load.py's pages): 652 -> 578 MiB
-# resident, peak 759 -> 668 MiB. No-ops where the C library is not glibc.
-M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -8, -3, -1  # mallopt parameter numbers in glibc's malloc.h
-MMAP_THRESHOLD_BYTES = 4 << 20
-TRIM_THRESHOLD_BYTES = 8 << 20  # free space kept at a heap's top before glibc hands it back by itself
-
-
-@functools.lru_cache(maxsize=1)
-def _glibc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-    except OSError:
-        return None
-
-
-def _limit_malloc_arenas() -> None:
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, 2)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-
-
-def _release_freed_memory() -> None:
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def release_script_memory() -> None:
@@ -110,7 +69,7 @@ def release_script_memory() -> None:
 
     if gc.get_freeze_count():
         gc.collect()
-    _release_freed_memory()
+    release_freed_memory()
 
 
 # What a page's first script run imports that takes seconds on a fresh server (torch alone:
@@ -182,7 +141,7 @@ _CANCELLED_KEY = "bnviz.cancelled_jobs"  # session state: job keys this session 
 @st.cache_resource(show_spinner=False)
 def job_manager() -> JobManager:
     """The process's jobs (:mod:`bnviz.jobs`), shared by every session."""
-    return JobManager(result_store(), on_finished=_release_freed_memory)
+    return JobManager(result_store(), on_finished=release_freed_memory)
 
 
 _SESSION_ID_KEY = "bnviz.session_id"

@@ -262,8 +262,12 @@ class StandardisedImages:
             return self._head(min(index.stop, len(self.pixels)))
         return self._images(self.pixels[index])
 
+    def shares_head(self, count: int) -> bool:
+        """Whether ``self[:count]`` is the shared copy (built once, kept; see ``shared_heads``)."""
+        return self.shared_heads and 0 < min(count, len(self.pixels)) <= SHARED_HEAD_MAX
+
     def _head(self, count: int) -> torch.Tensor:
-        if count > SHARED_HEAD_MAX or count <= 0:
+        if not self.shares_head(count):
             return self._images(self.pixels[:count])
         with self._lock:
             if count not in self._heads:
@@ -324,14 +328,13 @@ class ReplacedRows(StandardisedImages):
         rows = index if batch else torch.arange(len(self), device=self._slot.device)[index]  # a training batch as it is
         flat = rows.reshape(-1)
         out = super().__getitem__(flat)  # the 1-d gather (a fresh tensor: safe to write into)
-        slots = self._slot[flat]
-        changed = slots >= 0
-        if bool(changed.any()):
-            out[changed] = self.replacement[slots[changed]].to(out.dtype)
-        return out.reshape(*rows.shape, *IMAGE_SHAPE)
+        return self._patch(out, flat).reshape(*rows.shape, *IMAGE_SHAPE)
 
     def take_into(self, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        super().take_into(index, out)
+        return self._patch(super().take_into(index, out), index)
+
+    def _patch(self, out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``out`` (the unpatched images at the 1-d ``index``) with the replaced rows written in."""
         slots = self._slot[index]
         changed = slots >= 0
         if bool(changed.any()):

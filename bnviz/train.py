@@ -69,7 +69,7 @@ PER_STEP_HOOKS = ("watch_training", "on_batch", "after_backward", "after_step")
 # ~60 MiB of a 2-core server's peak, for no measurable speed: a chunk is still 34 steps of
 # the paper's batch of 60). Each training thread gathers its chunks into one buffer it keeps
 # (_chunk_images): the server's malloc hands every block of 4 MiB or more to a mapping of its
-# own (bnviz.app.MMAP_THRESHOLD_BYTES), so a new 6.4 MB tensor per chunk was page-faulted in
+# own (bnviz.malloc.MMAP_THRESHOLD_BYTES), so a new 6.4 MB tensor per chunk was page-faulted in
 # each time: 46 faults per step, a gather of 5-6 ms instead of 0.2, two training threads
 # waiting on the process's page-table lock (the paper page's jobs, as the server runs them,
 # 19.1-19.7 s; see the README's Training speed).
@@ -94,10 +94,10 @@ def _chunk_images(images, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _evaluation_chunk(images, start: int, stop: int) -> torch.Tensor:
-    """``images[start:stop]``: a view of a tensor; of uint8-backed images, the shared first
-    images (a test set's evaluation head) or the chunk standardised into this thread's chunk
-    buffer (the full test set's 2,000-image chunks were 6.3 MB each, a mapping apiece)."""
-    if isinstance(images, torch.Tensor) or start == 0:
+    """``images[start:stop]``: a view of a tensor, or a test set's shared first images; other
+    uint8-backed images standardised into this thread's chunk buffer (the full test set's
+    2,000-image chunks were 6.3 MB each, a mapping apiece under the server's malloc)."""
+    if isinstance(images, torch.Tensor) or (start == 0 and images.shares_head(stop)):
         return images[start:stop]
     return _chunk_images(images, torch.arange(start, stop, device=images.device))
 

@@ -34,7 +34,7 @@ def test_freed_memory_goes_back_to_the_system():
     a large freed allocation that malloc would otherwise keep is released."""
     from pathlib import Path
 
-    from bnviz.app import _glibc, _limit_malloc_arenas, _release_freed_memory
+    from bnviz.malloc import glibc, limit_malloc_arenas, release_freed_memory
 
     def resident_mib() -> float:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -42,14 +42,14 @@ def test_freed_memory_goes_back_to_the_system():
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    _limit_malloc_arenas()
-    if _glibc() is None:  # not glibc: both calls are no-ops
-        _release_freed_memory()
+    limit_malloc_arenas()
+    if glibc() is None:  # not glibc: both calls are no-ops
+        release_freed_memory()
         return
     blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB of small blocks (below mmap's threshold)
     del blocks[:-1]  # the last one pins the heap's top: only a trim can hand the rest back
     before = resident_mib()
-    _release_freed_memory()
+    release_freed_memory()
     assert resident_mib() < before - 100
 
 
@@ -127,7 +127,7 @@ def test_a_large_freed_block_goes_back_at_once_after_a_larger_one():
     and a test process may still be training (a job of an earlier test) on other threads."""
     script = """
 import sys
-from bnviz.app import MMAP_THRESHOLD_BYTES, _glibc, _limit_malloc_arenas
+from bnviz.malloc import MMAP_THRESHOLD_BYTES, glibc, limit_malloc_arenas
 
 def resident_mib():
     for line in open("/proc/self/status"):
@@ -135,8 +135,8 @@ def resident_mib():
             return int(line.split()[1]) / 1024
     return 0.0
 
-_limit_malloc_arenas()
-if _glibc() is None:
+limit_malloc_arenas()
+if glibc() is None:
     sys.exit(0)
 larger = bytes([1]) * (24 << 20)
 del larger  # glibc alone would now raise its mmap threshold to 24 MiB
@@ -159,13 +159,13 @@ def test_accelerated_training_does_not_page_fault_at_every_chunk():
     process's life."""
     assert_prints_ok("""
 import resource
-from bnviz.app import _glibc, _limit_malloc_arenas
-_limit_malloc_arenas()
+from bnviz.malloc import glibc, limit_malloc_arenas
+limit_malloc_arenas()
 from bnviz.data import load_mnist
 from bnviz.models import PAPER_HIDDEN, ModelConfig
 from bnviz.train import Run, TrainConfig, configure_torch_threads
 configure_torch_threads()
-if _glibc() is not None:
+if glibc() is not None:
     run = Run(ModelConfig(hidden=PAPER_HIDDEN, activation="sigmoid", norm="batch"), TrainConfig(steps=1400, eval_every=10_000), load_mnist("cpu"))
     run.advance(200)  # the first chunks fill the arena
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
